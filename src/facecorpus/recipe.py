@@ -1,0 +1,244 @@
+"""Recipes: the YAML that says what a run reads, computes and writes.
+
+`load_recipe(path, overrides)` applies `--set dotted.key=value` overrides, validates with pydantic and
+turns any mistake into one `UserError` line naming the file, the key and what is wrong.
+Every key is documented in docs/recipes.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import UserError
+from .records import DEFAULT_CATEGORIES, PositiveInt
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _resolve(path: str, base: Path) -> str:
+    if is_remote(path):
+        return path
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+# --------------------------------------------------------------------------------------------- sources
+
+
+class FairFaceSource(_Config):
+    """FairFace: the image zip (or its extracted folder) plus the label CSVs."""
+
+    type: Literal["fairface"]
+    images: str = Field(description="fairface-img-margin025-trainval.zip (or the 1.25 zip), or its extracted folder.")
+    labels: list[str] = Field(min_length=1, description="fairface_label_{train,val}.csv files.")
+    split: Literal["train", "val", "all"] = "val"
+    margin: Literal["0.25", "1.25"] | None = Field(default=None, description="Recorded on each sample.")
+    limit: PositiveInt | None = None
+    dataset: str = "fairface"
+    licence: str = "CC-BY-4.0"
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    def resolve_paths(self, base: Path) -> None:
+        self.images = _resolve(self.images, base)
+        self.labels = [_resolve(p, base) for p in self.labels]
+
+
+class FolderSource(_Config):
+    """Every image file under a folder, recursively."""
+
+    type: Literal["folder"]
+    path: str
+    extensions: list[str] = Field(
+        default_factory=lambda: [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"]
+    )
+    dataset: str = "folder"
+    split: str | None = None
+    licence: str | None = None
+    limit: PositiveInt | None = None
+
+    def resolve_paths(self, base: Path) -> None:
+        self.path = _resolve(self.path, base)
+
+
+class WebDatasetSource(_Config):
+    """WebDataset tar shards, e.g. img2dataset output: KEY.jpg + KEY.txt + KEY.json per sample."""
+
+    type: Literal["webdataset"]
+    path: str = Field(description="A shard, a folder of shards or a glob (local, gs://, s3://).")
+    image_extensions: list[str] = Field(default_factory=lambda: ["jpg", "jpeg", "png", "webp"])
+    dataset: str = "webdataset"
+    split: str | None = None
+    licence: str | None = None
+    limit: PositiveInt | None = None
+
+    def resolve_paths(self, base: Path) -> None:
+        self.path = _resolve(self.path, base)
+
+
+Source = Annotated[FairFaceSource | FolderSource | WebDatasetSource, Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+class ImageConfig(_Config):
+    min_side: PositiveInt = Field(default=32, description="Reject images whose shorter side is below this.")
+    max_pixels: PositiveInt = Field(default=60_000_000, description="Reject larger images (decompression bombs).")
+    max_input_bytes: PositiveInt = Field(default=50_000_000, description="Reject larger input files.")
+    max_side: PositiveInt | None = Field(default=1024, description="Downscale the stored image to this longer side.")
+    jpeg_quality: int = Field(default=92, ge=50, le=100)
+
+
+class FacesConfig(_Config):
+    backend: Literal["none"] = Field(default="none", description="'none': no face analysis.")
+
+
+class GenerationConfig(_Config):
+    generator: Literal["templates"] = "templates"
+    categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES), min_length=1)
+    seed: int = 0
+
+    @field_validator("categories")
+    @classmethod
+    def _unique_snake(cls, v: list[str]) -> list[str]:
+        import re
+
+        bad = [c for c in v if not re.match(r"^[a-z][a-z0-9_]*$", c)]
+        if bad:
+            raise ValueError(f"category names must be snake_case: {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError("categories must not repeat")
+        return v
+
+
+class OutputConfig(_Config):
+    samples_per_shard: PositiveInt = Field(default=1000, description="Target samples per shard.")
+    max_shard_bytes: PositiveInt = Field(default=1_000_000_000, description="A shard closes before passing this.")
+    rejects_shards: PositiveInt = Field(default=1, description="Number of rejects/*.jsonl files.")
+
+
+class RunnerConfig(_Config):
+    runner: str = Field(default="FnApiRunner", description="Beam runner: FnApiRunner locally, DataflowRunner in GCP.")
+    options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options, e.g. --project=…")
+
+
+class Recipe(_Config):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    sources: list[Source] = Field(min_length=1)
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    faces: FacesConfig = Field(default_factory=FacesConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `dotted.key=value` override in place; list items are addressed by index (`sources.0.split`)."""
+    if "=" not in assignment:
+        raise UserError(f"--set {assignment!r}: expected dotted.key=value")
+    dotted, raw = assignment.split("=", 1)
+    parts = dotted.strip().split(".")
+    if not all(parts):
+        raise UserError(f"--set {assignment!r}: empty key segment")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise UserError(f"--set {dotted}: '{part}' is not an index of a list of {len(node)}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise UserError(f"--set {dotted}: '{'.'.join(parts[:i])}' is a value, not a section")
+
+
+def _format_loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    out: list[str] = []
+    node: Any = data
+    for part in loc:
+        # pydantic adds the discriminator's value (e.g. 'fairface') to the location of union members
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and node.get("type") == part:
+            continue
+        out.append(f"[{part}]" if isinstance(part, int) else (("." if out else "") + str(part)))
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return "".join(out) or "(top level)"
+
+
+def validate_recipe(data: Any, origin: str, base_dir: Path) -> Recipe:
+    if not isinstance(data, dict):
+        raise UserError(f"recipe {origin}: expected a mapping of keys at the top level")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = _format_loc(tuple(err["loc"]), data)
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] not in ("extra_forbidden", "missing") and "input" in err:
+            got = err["input"]
+            msg += f" (got {got!r})" if not isinstance(got, dict | list) else ""
+        more = f" (+{len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise UserError(f"recipe {origin}: {where}: {msg}{more}") from None
+    for src in recipe.sources:
+        src.resolve_paths(base_dir)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML file, apply overrides, validate. Raises UserError with one clear line."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"recipe file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"recipe {p}:{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        data = {}
+    for assignment in overrides or []:
+        if isinstance(data, dict):
+            apply_override(data, assignment)
+    return validate_recipe(data, str(p), p.resolve().parent)
