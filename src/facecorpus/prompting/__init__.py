@@ -1,0 +1,1 @@
+"""Turning what the pipeline knows into words: label phrases, prompt templates, prompt hashes."""

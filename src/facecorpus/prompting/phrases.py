@@ -1,0 +1,63 @@
+"""Natural-language phrases for normalised attribute codes (see `facecorpus.labels`).
+
+FairFaceGPT passed labels raw ("Latino_Hispanic", "more than 70", a two-year-old called "man"); these
+phrases fix that: children are boys/girls, 10-19 are teenagers, bins read as decades.
+"""
+
+from __future__ import annotations
+
+RACE_PHRASES: dict[str, str] = {
+    "east_asian": "East Asian",
+    "indian": "Indian",
+    "black": "Black",
+    "white": "White",
+    "middle_eastern": "Middle Eastern",
+    "latino_hispanic": "Latino or Hispanic",
+    "southeast_asian": "Southeast Asian",
+}
+
+AGE_PHRASES: dict[str, str] = {
+    "0-2": "a baby or toddler (0 to 2 years old)",
+    "3-9": "a child between 3 and 9 years old",
+    "10-19": "a teenager (10 to 19 years old)",
+    "20-29": "in their twenties",
+    "30-39": "in their thirties",
+    "40-49": "in their forties",
+    "50-59": "in their fifties",
+    "60-69": "in their sixties",
+    "70+": "over 70",
+}
+
+
+def person_noun(gender: str | None, age: str | None) -> str:
+    """'man', 'woman', 'boy', 'girl', 'baby', 'teenage boy', … or 'person' when unknown."""
+    child = age in ("0-2", "3-9")
+    teen = age == "10-19"
+    if age == "0-2":
+        return {"male": "baby boy", "female": "baby girl"}.get(gender or "", "baby")
+    if gender == "male":
+        return "boy" if child else ("teenage boy" if teen else "man")
+    if gender == "female":
+        return "girl" if child else ("teenage girl" if teen else "woman")
+    return "child" if child else ("teenager" if teen else "person")
+
+
+def age_phrase(age: str | None) -> str | None:
+    return AGE_PHRASES.get(age or "")
+
+
+def race_phrase(race: str | None) -> str | None:
+    return RACE_PHRASES.get(race or "")
+
+
+def describe_person(gender: str | None, age: str | None, race: str | None) -> str:
+    """One noun phrase: e.g. 'a Latino or Hispanic woman in her thirties' → here 'a Latino or Hispanic woman, in their thirties'."""
+    noun = person_noun(gender, age)
+    adj = race_phrase(race)
+    head = f"{adj} {noun}" if adj else noun
+    article = "an" if head[:1].lower() in "aeiou" else "a"
+    phrase = f"{article} {head}"
+    if age and age not in ("0-2", "3-9", "10-19"):
+        ap = AGE_PHRASES[age]
+        phrase += f" {ap}" if ap.startswith(("in ", "over ")) else f", {ap}"
+    return phrase
