@@ -221,3 +221,17 @@ def is_valid_key(key: str) -> bool:
 
 
 PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def sample_json_schema() -> dict:
+    """JSON Schema (draft 2020-12) of `Sample`, as checked in at schemas/sample.schema.json."""
+    schema = Sample.model_json_schema(mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://facecorpus.dev/schemas/sample.schema.json"
+    return schema
+
+
+def sample_json_schema_text() -> str:
+    import json
+
+    return json.dumps(sample_json_schema(), indent=2, sort_keys=True) + "\n"

@@ -51,13 +51,13 @@ def race_phrase(race: str | None) -> str | None:
 
 
 def describe_person(gender: str | None, age: str | None, race: str | None) -> str:
-    """One noun phrase: e.g. 'a Latino or Hispanic woman in her thirties' → here 'a Latino or Hispanic woman, in their thirties'."""
+    """One noun phrase, e.g. 'a Latino or Hispanic woman in her thirties', 'an East Asian baby boy', 'a person'."""
     noun = person_noun(gender, age)
     adj = race_phrase(race)
     head = f"{adj} {noun}" if adj else noun
     article = "an" if head[:1].lower() in "aeiou" else "a"
     phrase = f"{article} {head}"
     if age and age not in ("0-2", "3-9", "10-19"):
-        ap = AGE_PHRASES[age]
-        phrase += f" {ap}" if ap.startswith(("in ", "over ")) else f", {ap}"
+        possessive = {"male": "his", "female": "her"}.get(gender or "", "their")
+        phrase += " " + AGE_PHRASES[age].replace("their", possessive)
     return phrase

@@ -1,0 +1,200 @@
+"""The `facecorpus` command. Thin: parses arguments, then calls the modules that do the work.
+
+User mistakes (missing file, bad YAML, unknown key, missing model pack, unreachable endpoint) are one
+line on stderr and exit code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Build face image-text corpora (WebDataset shards) with Apache Beam.",
+)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("facecorpus").setLevel(logging.INFO)
+    # Beam's own INFO logs drown the progress lines on the local runner
+    for noisy in ("apache_beam", "root"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+
+
+def _print_summary(stats: dict, out: str) -> None:
+    typer.echo(
+        f"inputs {stats['inputs']} → written {stats['written']}, rejected {stats['rejected']} "
+        f"({', '.join(f'{k} {v}' for k, v in stats['by_reason'].items()) or 'none'})"
+    )
+    typer.echo(f"shards {stats['shards']}, QA pairs {stats['qa_pairs']}; output: {out}")
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    out: Annotated[str, typer.Option("--out", help="Output folder (local, gs://, s3://).")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: dotted.key=value.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    beam_args: Annotated[list[str] | None, typer.Argument(help="Beam pipeline options after `--`.")] = None,
+) -> None:
+    """Run a recipe into --out."""
+    from .pipeline import run_recipe
+    from .recipe import load_recipe
+
+    _setup_logging(verbose)
+    r = load_recipe(recipe, set_ or [])
+    result = run_recipe(r, out, beam_args or [], recipe_yaml=recipe.read_text(encoding="utf-8"))
+    _print_summary(result.stats, out)
+
+
+@app.command()
+def demo(
+    out: Annotated[str, typer.Option("--out", help="Output folder.")] = "out/demo",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """The main job on embedded defaults: bundled real photos, local runner, no network."""
+    import yaml
+
+    from .demo import build_demo_inputs
+    from .pipeline import run_recipe
+    from .recipe import validate_recipe
+    from .resources import data_dir
+
+    _setup_logging(verbose)
+    inputs = Path(f"{out.rstrip('/')}-input").resolve()
+    build_demo_inputs(inputs)
+    recipe_path = data_dir("pipelines") / "demo.yaml"
+    text = recipe_path.read_text(encoding="utf-8")
+    recipe = validate_recipe(yaml.safe_load(text), str(recipe_path), inputs)
+    if Path(out).exists():
+        import shutil
+
+        shutil.rmtree(out)
+    typer.echo(f"demo inputs: {inputs}")
+    result = run_recipe(recipe, out, [], recipe_yaml=text)
+    _print_summary(result.stats, out)
+    typer.echo(f"next: facecorpus validate {out}  ·  facecorpus stats {out}")
+
+
+@app.command()
+def validate(out: Annotated[str, typer.Argument(help="A run's output folder.")]) -> None:
+    """Exit 0 iff every sample and file in the output is valid and the stats are consistent."""
+    from .validation.output_check import check_output
+
+    rep = check_output(out)
+    for p in rep.problems:
+        typer.echo(p, err=True)
+    if not rep.ok:
+        typer.echo(f"INVALID: {len(rep.problems)} problem(s) in {out}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"valid: {rep.samples} samples in {rep.shards} shards, {rep.rejects} rejects")
+
+
+@app.command()
+def stats(
+    out: Annotated[str, typer.Argument(help="A run's output folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print stats.json as JSON.")] = False,
+    write: Annotated[bool, typer.Option("--write", help="Recompute stats.json, index.json and README.md from the files.")] = False,
+) -> None:
+    """Counts, distributions and costs of an output."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from .sinks.summary import (
+        STATS_FILE,
+        compute_stats,
+        read_manifest,
+        read_text,
+        write_card,
+        write_index,
+        write_stats,
+    )
+
+    path = FileSystems.join(out, STATS_FILE)
+    if not FileSystems.exists(path):
+        raise UserError(f"{out} has no stats.json: is it a facecorpus output?")
+    current = json.loads(read_text(path))
+    if write:
+        manifest = read_manifest(out)
+        write_index(out, manifest, current.get("run", {}).get("recipe", "facecorpus"))
+        current = compute_stats(out, current.get("inputs"), current.get("run", {}), current.get("llm"))
+        write_stats(out, current)
+        write_card(out, current, "# recipe: see run.json")
+    if as_json:
+        typer.echo(json.dumps(current, indent=2))
+        return
+    _print_summary(current, out)
+    for attr, dist in current["labels"].items():
+        typer.echo(f"{attr}: " + ", ".join(f"{k} {v}" for k, v in dist.items()))
+    typer.echo("QA per category: " + ", ".join(f"{k} {v}" for k, v in current["qa_by_category"].items()))
+    llm = current.get("llm", {})
+    typer.echo(
+        f"LLM: {llm.get('requests', 0)} requests, {llm.get('cache_hits', 0)} cache hits, "
+        f"{llm.get('prompt_tokens', 0)}+{llm.get('completion_tokens', 0)} tokens, ${llm.get('cost_usd', 0):.4f}"
+    )
+
+
+@app.command()
+def schema(
+    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON Schema here (default: print).")] = None,
+    check: Annotated[Path | None, typer.Option("--check", help="Exit 1 if this file differs from the model.")] = None,
+) -> None:
+    """JSON Schema of the sample record, generated from the pydantic model."""
+    from .records import sample_json_schema_text
+
+    text = sample_json_schema_text()
+    if check is not None:
+        if not check.is_file() or check.read_text(encoding="utf-8") != text:
+            typer.echo(f"{check} is stale: run `make schema`", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{check} is up to date")
+        return
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {out}")
+
+
+def main() -> None:
+    """Entry point: run the typer app, turning user errors into one line and exit code 2."""
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    try:
+        app(standalone_mode=False)
+    except UserError as e:
+        typer.echo(f"facecorpus: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("facecorpus: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("facecorpus: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # click usage errors come through here with standalone_mode=False
+        import click
+
+        if isinstance(e, click.ClickException):
+            typer.echo(f"facecorpus: error: {e.format_message()}", err=True)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Generators: the no-LLM templates generator and the OpenAI-compatible LLM generator."""

@@ -1,0 +1,1 @@
+"""Sinks: WebDataset shards, manifest, rejects and the end-of-run files."""

@@ -1,0 +1,224 @@
+"""WebDataset shards and their manifest rows.
+
+Samples are spread over buckets by a stable hash of their key (bucket count = written samples / the
+target per shard, known from a side input), each bucket is sorted by key and written as one or more
+tar shards under a byte cap. Tar bytes are reproducible: fixed member order, mtime, owner and mode.
+A shard is written aside (`shards/_tmp/`) and renamed into place, through Beam FileSystems, so a
+reader never sees a partial shard, locally or on object storage. Each shard's manifest rows go to
+`manifest/<shard>.parquet` the same way.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tarfile
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from ..records import Sample
+
+SHARDS_DIR = "shards"
+MANIFEST_DIR = "manifest"
+TMP_DIR = "_tmp"
+
+
+@dataclass
+class ShardSample:
+    """What the sink needs of a sample: its record and its encoded members."""
+
+    sample: Sample
+    jpeg: bytes
+
+    @property
+    def key(self) -> str:
+        return self.sample.key
+
+    def members(self) -> list[tuple[str, bytes]]:
+        record = self.sample.model_dump_json(exclude_none=False).encode("utf-8")
+        return [
+            (f"{self.key}.jpg", self.jpeg),
+            (f"{self.key}.json", record),
+            (f"{self.key}.txt", self.sample.caption.encode("utf-8")),
+        ]
+
+
+def bucket_of(key: str, n_buckets: int) -> int:
+    return zlib.crc32(key.encode("utf-8")) % max(1, n_buckets)
+
+
+def n_buckets_for(count: int, samples_per_shard: int) -> int:
+    return max(1, math.ceil(count / samples_per_shard))
+
+
+def tar_bytes_for(members: Iterable[tuple[str, bytes]]) -> bytes:
+    """Reproducible tar of (name, bytes) members in the given order."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def split_by_bytes(samples: list[ShardSample], max_bytes: int) -> list[list[ShardSample]]:
+    """Consecutive groups whose estimated tar size stays under max_bytes (a lone huge sample gets its own)."""
+    groups: list[list[ShardSample]] = [[]]
+    size = 1024  # end-of-archive blocks
+    for s in samples:
+        est = sum(512 + ((len(d) + 511) // 512) * 512 for _, d in s.members())
+        if groups[-1] and size + est > max_bytes:
+            groups.append([])
+            size = 1024
+        groups[-1].append(s)
+        size += est
+    return groups
+
+
+def manifest_row(sample: Sample, shard: str) -> dict[str, Any]:
+    """One manifest row: the contract columns plus flat fields worth querying."""
+    face = sample.faces[sample.primary_face] if sample.primary_face is not None and sample.faces else None
+    attrs = sample.attributes
+
+    def attr(name: str) -> str | None:
+        v = attrs.get(name)
+        return None if v is None else str(v.value)
+
+    def label(name: str) -> str | None:
+        v = attrs.get(name)
+        return str(v.value) if v is not None and v.source == "label" else None
+
+    return {
+        "key": sample.key,
+        "shard": shard,
+        "source_dataset": sample.source.dataset,
+        "source_id": sample.source.id,
+        "split": sample.source.split,
+        "url": sample.source.url,
+        "licence": sample.source.licence,
+        "n_faces": len(sample.faces),
+        "generator": sample.provenance.generator,
+        "llm_model": sample.provenance.llm_model,
+        "n_qa": len(sample.qa),
+        "categories": [q.category for q in sample.qa],
+        "prompt_sha256": sample.provenance.prompt_sha256,
+        "prompt_set": sample.provenance.prompt_set,
+        "label_age": label("age"),
+        "label_gender": label("gender"),
+        "label_race": label("race"),
+        "age": attr("age"),
+        "gender": attr("gender"),
+        "race": attr("race"),
+        "expression": face.expression.label if face and face.expression else None,
+        "pose_yaw": face.pose.yaw if face and face.pose else None,
+        "pose_pitch": face.pose.pitch if face and face.pose else None,
+        "pose_roll": face.pose.roll if face and face.pose else None,
+        "face_score": face.score if face else None,
+        "face_size_px": face.quality.size_px if face and face.quality else None,
+        "width": sample.image.width,
+        "height": sample.image.height,
+        "sha256": sample.image.sha256,
+        "phash": sample.image.phash,
+        "caption_chars": len(sample.caption),
+        "answer_chars": [len(q.answer) for q in sample.qa],
+        "n_conflicts": len(sample.attribute_conflicts),
+        "flags": list(sample.flags),
+        "prompt_tokens": sample.provenance.usage.prompt_tokens,
+        "completion_tokens": sample.provenance.usage.completion_tokens,
+        "cost_usd": sample.provenance.usage.cost_usd,
+    }
+
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()), ("shard", pa.string()), ("source_dataset", pa.string()), ("source_id", pa.string()),
+        ("split", pa.string()), ("url", pa.string()), ("licence", pa.string()), ("n_faces", pa.int32()),
+        ("generator", pa.string()), ("llm_model", pa.string()), ("n_qa", pa.int32()),
+        ("categories", pa.list_(pa.string())), ("prompt_sha256", pa.string()), ("prompt_set", pa.string()),
+        ("label_age", pa.string()), ("label_gender", pa.string()), ("label_race", pa.string()),
+        ("age", pa.string()), ("gender", pa.string()), ("race", pa.string()), ("expression", pa.string()),
+        ("pose_yaw", pa.float64()), ("pose_pitch", pa.float64()), ("pose_roll", pa.float64()),
+        ("face_score", pa.float64()), ("face_size_px", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
+        ("sha256", pa.string()), ("phash", pa.string()), ("caption_chars", pa.int32()),
+        ("answer_chars", pa.list_(pa.int32())), ("n_conflicts", pa.int32()), ("flags", pa.list_(pa.string())),
+        ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("cost_usd", pa.float64()),
+    ]
+)
+
+
+def manifest_bytes(rows: list[dict[str, Any]]) -> bytes:
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def write_atomically(final_path: str, data: bytes, tmp_dir: str) -> None:
+    """Write to a unique temporary name under tmp_dir, then rename into place (replacing an older copy)."""
+    tmp = FileSystems.join(tmp_dir, f"{final_path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex}")
+    with FileSystems.create(tmp) as f:
+        f.write(data)
+    if FileSystems.exists(final_path):
+        FileSystems.delete([final_path])
+    FileSystems.rename([tmp], [final_path])
+
+
+class WriteShardBucket(beam.DoFn):
+    """(bucket, samples) → shard tar(s) + manifest parquet(s); outputs (shard name, n samples, bytes)."""
+
+    def __init__(self, out_dir: str, max_shard_bytes: int) -> None:
+        self.out_dir = out_dir
+        self.max_shard_bytes = max_shard_bytes
+
+    def process(self, element: tuple[int, Iterable[ShardSample]]) -> Iterator[tuple[str, int, int]]:
+        bucket, samples = element
+        ordered = sorted(samples, key=lambda s: s.key)
+        groups = split_by_bytes(ordered, self.max_shard_bytes)
+        tmp_dir = FileSystems.join(self.out_dir, SHARDS_DIR, TMP_DIR)
+        for part, group in enumerate(groups):
+            name = f"shard-{bucket:05d}" + (f"-{part}" if part else "")
+            data = tar_bytes_for(m for s in group for m in s.members())
+            rows = [manifest_row(s.sample, f"{name}.tar") for s in group]
+            write_atomically(FileSystems.join(self.out_dir, SHARDS_DIR, f"{name}.tar"), data, tmp_dir)
+            write_atomically(FileSystems.join(self.out_dir, MANIFEST_DIR, f"{name}.parquet"), manifest_bytes(rows), tmp_dir)
+            yield name, len(group), len(data)
+
+
+class WriteShards(beam.PTransform):
+    """PCollection[ShardSample] → shards/ + manifest/; returns PCollection[(shard name, n, bytes)]."""
+
+    def __init__(self, out_dir: str, samples_per_shard: int, max_shard_bytes: int) -> None:
+        super().__init__()
+        self.out_dir = out_dir
+        self.samples_per_shard = samples_per_shard
+        self.max_shard_bytes = max_shard_bytes
+
+    def expand(self, samples: beam.PCollection) -> beam.PCollection:
+        count = samples | "Count" >> beam.combiners.Count.Globally()
+        per_shard = self.samples_per_shard
+        keyed = samples | "Bucket" >> beam.Map(
+            lambda s, n: (bucket_of(s.key, n_buckets_for(n, per_shard)), s), n=beam.pvalue.AsSingleton(count)
+        )
+        return (
+            keyed
+            | "GroupBuckets" >> beam.GroupByKey()
+            | "WriteBuckets" >> beam.ParDo(WriteShardBucket(self.out_dir, self.max_shard_bytes))
+        )
+
+
+def reject_line(reject: Any) -> str:
+    return json.dumps(reject.model_dump(mode="json"), ensure_ascii=False, sort_keys=True)

@@ -1,0 +1,200 @@
+"""End-of-run files, derived from what was actually written: stats.json, index.json, the dataset card.
+
+Counts come from the outputs themselves (manifest rows, reject lines), not from memory, so
+`facecorpus stats --write` can regenerate them from a finished output at any time. Only `inputs`
+comes from the run's Beam counter (the one number the outputs cannot tell).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from ..records import Reject
+from .shards import MANIFEST_DIR, MANIFEST_SCHEMA, SHARDS_DIR
+
+REJECTS_DIR = "rejects"
+STATS_FILE = "stats.json"
+INDEX_FILE = "index.json"
+RUN_FILE = "run.json"
+CARD_FILE = "README.md"
+
+
+def _match(pattern: str) -> list[str]:
+    try:
+        return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    except Exception:  # noqa: BLE001 - a missing folder matches nothing
+        return []
+
+
+def read_text(path: str) -> str:
+    with FileSystems.open(path) as f:
+        return f.read().decode("utf-8")
+
+
+def write_text(path: str, text: str) -> None:
+    with FileSystems.create(path) as f:
+        f.write(text.encode("utf-8"))
+
+
+def manifest_files(out: str) -> list[str]:
+    return _match(FileSystems.join(out, MANIFEST_DIR, "*.parquet"))
+
+
+def shard_files(out: str) -> list[str]:
+    return _match(FileSystems.join(out, SHARDS_DIR, "*.tar"))
+
+
+def reject_files(out: str) -> list[str]:
+    return _match(FileSystems.join(out, REJECTS_DIR, "*.jsonl"))
+
+
+def read_manifest(out: str) -> pa.Table:
+    tables = []
+    for path in manifest_files(out):
+        with FileSystems.open(path) as f:
+            tables.append(pq.read_table(pa.BufferReader(f.read())))
+    if not tables:
+        return MANIFEST_SCHEMA.empty_table()
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def iter_rejects(out: str) -> Iterator[tuple[str, int, str]]:
+    """(file, line number, raw line) for every non-empty line of rejects/*.jsonl."""
+    for path in reject_files(out):
+        for i, line in enumerate(read_text(path).splitlines(), start=1):
+            if line.strip():
+                yield path, i, line
+
+
+def load_rejects(out: str) -> list[Reject]:
+    return [Reject.model_validate_json(line) for _, _, line in iter_rejects(out)]
+
+
+def write_index(out: str, manifest: pa.Table, name: str) -> dict[str, Any]:
+    """index.json in the `wids` shard-index format; urls relative to the output folder."""
+    counts = Counter(manifest.column("shard").to_pylist()) if manifest.num_rows else Counter()
+    shardlist = []
+    for path in shard_files(out):
+        shard = path.rsplit("/", 1)[-1]
+        size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+        shardlist.append({"url": f"{SHARDS_DIR}/{shard}", "nsamples": counts.get(shard, 0), "filesize": size})
+    index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": name, "shardlist": shardlist}
+    write_text(FileSystems.join(out, INDEX_FILE), json.dumps(index, indent=1))
+    return index
+
+
+def _distribution(values: list[Any]) -> dict[str, int]:
+    return dict(sorted(Counter("unknown" if v is None else str(v) for v in values).items()))
+
+
+def compute_stats(out: str, inputs: int | None, run: dict[str, Any], llm: dict[str, Any] | None = None) -> dict[str, Any]:
+    """stats.json content from the outputs on disk (plus the run's input count)."""
+    manifest = read_manifest(out)
+    rejects = load_rejects(out)
+    written = manifest.num_rows
+    rejected = len(rejects)
+    by_stage: dict[str, dict[str, int]] = {}
+    for r in rejects:
+        stage = by_stage.setdefault(r.stage, {})
+        stage[r.reason] = stage.get(r.reason, 0) + 1
+    col = manifest.to_pydict() if written else {name: [] for name in MANIFEST_SCHEMA.names}
+    cats = Counter(c for row in col["categories"] for c in row)
+    n_qa = sum(col["n_qa"])
+    stats: dict[str, Any] = {
+        "inputs": inputs if inputs is not None else written + rejected,
+        "inputs_counted_by": "run" if inputs is not None else "outputs",
+        "written": written,
+        "rejected": rejected,
+        "by_stage": {k: dict(sorted(v.items())) for k, v in sorted(by_stage.items())},
+        "by_reason": dict(sorted(Counter(r.reason for r in rejects).items())),
+        "retryable_rejects": sum(1 for r in rejects if r.retryable),
+        "shards": len(set(col["shard"])),
+        "qa_pairs": n_qa,
+        "qa_by_category": dict(sorted(cats.items())),
+        "by_source": _distribution(col["source_dataset"]),
+        "by_generator": _distribution(col["generator"]),
+        "labels": {
+            "age": _distribution(col["label_age"]),
+            "gender": _distribution(col["label_gender"]),
+            "race": _distribution(col["label_race"]),
+        },
+        "faces_per_sample": _distribution(col["n_faces"]),
+        "llm": llm
+        or {
+            "requests": 0,
+            "cache_hits": 0,
+            "prompt_tokens": int(sum(col["prompt_tokens"])),
+            "completion_tokens": int(sum(col["completion_tokens"])),
+            "cost_usd": round(float(sum(col["cost_usd"])), 6),
+        },
+        "run": run,
+    }
+    stats["invariant_ok"] = stats["inputs"] == written + rejected
+    return stats
+
+
+def write_stats(out: str, stats: dict[str, Any]) -> None:
+    write_text(FileSystems.join(out, STATS_FILE), json.dumps(stats, indent=2, sort_keys=False))
+
+
+def _table(counts: dict[str, int], total: int, header: str) -> list[str]:
+    lines = [f"| {header} | count | % |", "|---|---:|---:|"]
+    for k, v in counts.items():
+        lines.append(f"| {k} | {v} | {100.0 * v / total:.1f} |" if total else f"| {k} | {v} | - |")
+    return lines
+
+
+def write_card(out: str, stats: dict[str, Any], recipe_yaml: str) -> None:
+    """The dataset card README.md: what was run, what came out, label balance, licences, rejects."""
+    run = stats.get("run", {})
+    w = stats["written"]
+    lines = [
+        f"# {run.get('recipe', 'facecorpus output')}",
+        "",
+        f"Built by facecorpus {run.get('pipeline_version', '?')} on {run.get('finished_at', '?')}.",
+        "",
+        "## Counts",
+        "",
+        f"- inputs: {stats['inputs']} · written: {w} · rejected: {stats['rejected']} "
+        f"(inputs == written + rejected: {'yes' if stats['invariant_ok'] else 'NO'})",
+        f"- shards: {stats['shards']} · QA pairs: {stats['qa_pairs']}",
+        f"- generators: {', '.join(f'{k} ({v})' for k, v in stats['by_generator'].items()) or '-'}",
+        f"- LLM: {stats['llm'].get('requests', 0)} requests, {stats['llm'].get('cache_hits', 0)} cache hits, "
+        f"{stats['llm'].get('prompt_tokens', 0)} prompt + {stats['llm'].get('completion_tokens', 0)} completion tokens, "
+        f"${stats['llm'].get('cost_usd', 0.0):.4f}",
+        "",
+        "## QA pairs per category",
+        "",
+        *_table(stats["qa_by_category"], stats["qa_pairs"], "category"),
+        "",
+        "## Label balance (dataset labels)",
+        "",
+    ]
+    for attr, dist in stats["labels"].items():
+        lines += [*_table(dist, w, attr), ""]
+    lines += ["## Rejects", "", *_table(stats["by_reason"], stats["rejected"], "reason"), ""]
+    lines += [
+        "## Sources and licences",
+        "",
+        *[f"- {src}: {n} samples" for src, n in stats["by_source"].items()],
+        "",
+        "Each sample's `KEY.json` carries its source licence (`source.licence`). FairFace is CC BY 4.0.",
+        "",
+        "## Provenance",
+        "",
+        f"- recipe sha256: `{run.get('recipe_sha256', '?')}`",
+        f"- prompt sets: {', '.join(run.get('prompt_sets', [])) or '-'}",
+        "",
+        "```yaml",
+        recipe_yaml.rstrip(),
+        "```",
+        "",
+    ]
+    write_text(FileSystems.join(out, CARD_FILE), "\n".join(lines))
