@@ -175,7 +175,9 @@ def main() -> None:
     """Entry point: run the typer app, turning user errors into one line and exit code 2."""
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising here
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except UserError as e:
         typer.echo(f"facecorpus: error: {e}", err=True)
         sys.exit(e.exit_code)

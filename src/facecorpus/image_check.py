@@ -27,6 +27,10 @@ Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
+# leading bytes of the formats we accept: JPEG, PNG, GIF, BMP, TIFF (both byte orders), WebP's RIFF container
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+
+
 @dataclass
 class DecodedImage:
     rgb: Image.Image
@@ -78,6 +82,8 @@ def decode_image(data: bytes | None, cfg: ImageConfig) -> DecodedImage:
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        if data.startswith(_IMAGE_MAGIC):
+            raise RejectItem("corrupt_image", "the bytes start like an image but the header is broken") from None
         raise RejectItem("not_image", "the bytes are not an image format the decoder knows") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure on open means a broken file
         raise RejectItem("corrupt_image", f"the image header cannot be read ({type(e).__name__}: {e})") from None

@@ -1,0 +1,44 @@
+"""Shared fixtures: one real demo run per session (Beam FnApiRunner, real photos), reused read-only."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real `facecorpus` command in a subprocess; returns the completed process (never raises)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "facecorpus.cli", *args],
+        capture_output=True, text=True, env=full_env, cwd=cwd or REPO, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished `facecorpus demo` output (treat as read-only; copy it before corrupting)."""
+    out = tmp_path_factory.mktemp("demo") / "out"
+    proc = run_cli("demo", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_inputs(demo_output: Path) -> Path:
+    """The inputs the demo built (FairFace-layout zip + CSVs, photo folder)."""
+    return Path(f"{demo_output}-input")
+
+
+def write_recipe(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path

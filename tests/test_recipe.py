@@ -1,0 +1,93 @@
+"""Recipes: validation, overrides, and one-line errors for user mistakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from facecorpus.errors import UserError
+from facecorpus.recipe import FairFaceSource, load_recipe
+from facecorpus.resources import data_dir
+
+from .conftest import run_cli, write_recipe
+
+
+def _recipe(tmp_path: Path, **extra) -> dict:
+    (tmp_path / "imgs").mkdir(exist_ok=True)
+    data = {"name": "t", "sources": [{"type": "folder", "path": "imgs"}]}
+    data.update(extra)
+    return data
+
+
+def test_shipped_recipes_load():
+    for name in ("demo.yaml", "fairfacegpt.yaml"):
+        r = load_recipe(data_dir("pipelines") / name)
+        assert r.generation.categories[:2] == ["demographics", "facial_structure"]
+    ff = load_recipe(data_dir("pipelines") / "fairfacegpt.yaml")
+    assert isinstance(ff.sources[0], FairFaceSource) and ff.sources[0].split == "val"
+    assert len(ff.generation.categories) == 8
+
+
+def test_relative_paths_resolve_against_the_recipe(tmp_path: Path):
+    r = load_recipe(write_recipe(tmp_path / "r.yaml", _recipe(tmp_path)))
+    assert r.sources[0].path == str(tmp_path / "imgs")
+
+
+def test_set_overrides_nested_and_list_items(tmp_path: Path):
+    path = write_recipe(tmp_path / "r.yaml", _recipe(tmp_path))
+    r = load_recipe(path, ["output.samples_per_shard=7", "sources.0.dataset=mine", "generation.categories=[pose, detail]"])
+    assert r.output.samples_per_shard == 7
+    assert r.sources[0].dataset == "mine"
+    assert r.generation.categories == ["pose", "detail"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "overrides", "expected"),
+    [
+        (lambda d: d["sources"][0].update(splitt="val"), [], "sources[0].splitt: unknown key"),
+        (lambda d: d.update(output={"samples_per_shard": "many"}), [], "output.samples_per_shard"),
+        (lambda d: d.update(colour="red"), [], "colour: unknown key"),
+        (lambda d: None, ["output.samples_per_shard=0"], "greater than or equal to 1"),
+        (lambda d: None, ["sources.3.path=x"], "not an index"),
+        (lambda d: d["sources"][0].update(type="ftp"), [], "sources[0]: Input tag 'ftp'"),
+    ],
+)
+def test_mistakes_name_the_key(tmp_path: Path, mutate, overrides, expected):
+    data = _recipe(tmp_path)
+    mutate(data)
+    path = write_recipe(tmp_path / "r.yaml", data)
+    with pytest.raises(UserError) as e:
+        load_recipe(path, overrides)
+    assert expected in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path):
+    with pytest.raises(UserError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_recipe(bad)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "missing.yaml", "--out", "x"],
+        ["run", "{recipe}", "--out", "{out}", "--set", "nonsense"],
+        ["run", "{recipe}", "--out", "{out}", "--set", "sources.0.path=/does/not/exist"],
+        ["validate", "/does/not/exist"],
+        ["stats", "/does/not/exist"],
+    ],
+)
+def test_cli_user_errors_are_one_line_without_traceback(tmp_path: Path, args):
+    recipe = write_recipe(tmp_path / "r.yaml", _recipe(tmp_path))
+    filled = [a.format(recipe=recipe, out=tmp_path / "out") for a in args]
+    proc = run_cli(*filled, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "apitools" not in ln]
+    assert lines, proc.stderr
+    assert len(lines) <= 2, proc.stderr
