@@ -171,6 +171,11 @@ def schema(
         typer.echo(f"wrote {out}")
 
 
+from .review.cli import review  # noqa: E402 - command modules register after the app exists
+
+app.command()(review)
+
+
 def main() -> None:
     """Entry point: run the typer app, turning user errors into one line and exit code 2."""
     os.environ.setdefault("PYTHONWARNINGS", "ignore")

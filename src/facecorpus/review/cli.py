@@ -1,0 +1,71 @@
+"""`facecorpus review DIR`: the command that builds the queue, opens the log and runs the UI (or `--summary`)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from typing import Annotated
+
+import typer
+
+from .queue import QueueOptions, build_queue, load_items, local_dir
+from .verdicts import VerdictLog, reviewer_states
+
+
+def _split(values: list[str] | None) -> tuple[str, ...]:
+    """Repeatable options that also accept comma-separated lists."""
+    return tuple(v.strip() for raw in values or [] for v in raw.split(",") if v.strip())
+
+
+def default_reviewer() -> str:
+    return os.environ.get("FACECORPUS_REVIEWER") or getpass.getuser()
+
+
+def review(
+    out: Annotated[str, typer.Argument(help="A run's output folder (local).")],
+    reviewer: Annotated[str | None, typer.Option("--reviewer", help="Your name; verdicts go to DIR/reviews/NAME.jsonl. Default: $FACECORPUS_REVIEWER or your login.")] = None,
+    sample: Annotated[int | None, typer.Option("--sample", min=1, help="Review N items drawn with --seed.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the draw and of the order (default 0).")] = None,
+    stratify: Annotated[list[str] | None, typer.Option("--stratify", help="Draw evenly across the values of these fields, e.g. labels.race,qa.category.")] = None,
+    flagged_first: Annotated[bool | None, typer.Option("--flagged-first/--no-flagged-first", help="Items the pipeline or a reviewer flagged come first.")] = None,
+    category: Annotated[list[str] | None, typer.Option("--category", help="Only samples with QA of these categories, and only those QA pairs.")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help="Filter FIELD=VALUE (VALUE may be A|B), e.g. source.split=val.")] = None,
+    rejects: Annotated[bool | None, typer.Option("--rejects/--samples", help="Review rejected inputs instead of samples.")] = None,
+    reason: Annotated[list[str] | None, typer.Option("--reason", help="With --rejects: only these reject reasons.")] = None,
+    summary: Annotated[bool, typer.Option("--summary", help="Print acceptance rates and agreement instead of reviewing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --summary: print JSON.")] = False,
+) -> None:
+    """Sample and judge generated QA in the terminal; --summary reports acceptance and agreement."""
+    folder = local_dir(out)
+    if summary:
+        from .summary import format_summary, review_summary
+
+        result = review_summary(folder)
+        typer.echo(json.dumps(result, indent=2) if as_json else format_summary(result))
+        return
+    log = VerdictLog(folder, reviewer or default_reviewer())
+    try:
+        for line in log.unreadable:
+            typer.echo(f"warning: unreadable review line skipped: {line}", err=True)
+        given = (sample, seed, stratify, flagged_first, category, where, rejects, reason)
+        if all(v is None for v in given) and log.state.last_open_args:
+            # reopening without sampling options resumes the previous session's queue
+            opts = QueueOptions.from_args(log.state.last_open_args)
+            typer.echo(f"resuming {log.reviewer}'s last queue: {json.dumps(opts.to_args())}", err=True)
+        else:
+            opts = QueueOptions(
+                sample=sample, seed=seed or 0, stratify=_split(stratify), flagged_first=bool(flagged_first),
+                categories=_split(category), where=tuple(where or ()), rejects=bool(rejects), reasons=_split(reason),
+            )
+        states, _ = reviewer_states(folder)
+        flagged = {item for st in states.values() for (item, _t), v in st.verdicts.items() if v == "flag"}
+        chosen = build_queue(str(folder), opts, flagged)
+        items = load_items(str(folder), chosen, opts.categories)
+        log.record("open", args=opts.to_args())
+        from .app import ReviewApp
+
+        ReviewApp(items, log).run()
+    finally:
+        log.close()
+    typer.echo(f"verdicts saved in {log.path}")
