@@ -63,8 +63,9 @@ def test_same_inputs_give_byte_identical_shards(tmp_path: Path, demo_inputs: Pat
     sets = ["--set", f"sources.0.images={ff / 'fairface-img-margin025-trainval.zip'}",
             "--set", f"sources.0.labels=[{ff / 'fairface_label_val.csv'}]", "--set", f"sources.1.path={demo_inputs / 'photos'}"]
     outs = []
-    for name in ("a", "b"):
-        proc = run_cli("run", str(recipe), "--out", str(tmp_path / name), *sets, env=env)
+    # same inputs twice, once through each grouping mode: the shards must not differ by a byte
+    for name, grouping in (("a", "staging"), ("b", "shuffle")):
+        proc = run_cli("run", str(recipe), "--out", str(tmp_path / name), *sets, "--set", f"output.grouping={grouping}", env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         outs.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / name / "shards").glob("*.tar")})
     assert outs[0] == outs[1] and outs[0]

@@ -46,6 +46,7 @@ from .stage import METRICS_NAMESPACE, REJECTS
 from .validation.assemble import AssembleSample
 
 log = logging.getLogger("facecorpus")
+LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "PrismRunner", "SwitchingDirectRunner")
 
 # ------------------------------------------------------------------------------------------------ hooks
 
@@ -114,7 +115,9 @@ def build_pipeline(p: beam.Pipeline, recipe: Recipe, out: str, created_at: datet
         items = _apply(items, faces, "Faces", rejects)
     items = _apply(items, generation_transform(recipe), "Generate", rejects)
     samples = _apply(items, validation_transform(recipe, created_at), "Validate", rejects)
-    _ = samples | "WriteShards" >> WriteShards(out, recipe.output.samples_per_shard, recipe.output.max_shard_bytes)
+    o = recipe.output
+    staging = o.grouping == "staging" or (o.grouping == "auto" and recipe.runner.runner in LOCAL_RUNNERS)
+    _ = samples | "WriteShards" >> WriteShards(out, o.samples_per_shard, o.max_shard_bytes, staging=staging)
     (
         tuple(rejects)
         | "AllRejects" >> beam.Flatten()
@@ -166,7 +169,8 @@ def run_recipe(recipe: Recipe, out: str, beam_args: list[str] | None = None, rec
     created_at = run_started_at()
     t0 = time.time()
     FileSystems.mkdirs(out) if not FileSystems.exists(out) else None
-    for sub in (SHARDS_DIR, FileSystems.join(SHARDS_DIR, TMP_DIR), "manifest", REJECTS_DIR):
+    for sub in (SHARDS_DIR, FileSystems.join(SHARDS_DIR, TMP_DIR), FileSystems.join(SHARDS_DIR, TMP_DIR, "staging"),
+                "manifest", REJECTS_DIR):
         path = FileSystems.join(out, sub)
         if not FileSystems.exists(path):
             FileSystems.mkdirs(path)

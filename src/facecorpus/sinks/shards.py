@@ -198,26 +198,80 @@ class WriteShardBucket(beam.DoFn):
             yield name, len(group), len(data)
 
 
-class WriteShards(beam.PTransform):
-    """PCollection[ShardSample] → shards/ + manifest/; returns PCollection[(shard name, n, bytes)]."""
+STAGING_DIR = "staging"
 
-    def __init__(self, out_dir: str, samples_per_shard: int, max_shard_bytes: int) -> None:
+
+class StageSample(beam.DoFn):
+    """Spill one sample to `shards/_tmp/staging/<key>.tar` and pass on only its key.
+
+    Local runners hold a GroupByKey's whole input in memory; grouping keys instead of images keeps
+    the run's memory flat however many samples it writes.
+    """
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def process(self, s: ShardSample) -> Iterator[str]:
+        path = FileSystems.join(self.out_dir, SHARDS_DIR, TMP_DIR, STAGING_DIR, f"{s.key}.tar")
+        with FileSystems.create(path) as f:
+            f.write(tar_bytes_for(s.members()))
+        yield s.key
+
+
+def _load_staged(out_dir: str, key: str) -> tuple[ShardSample, str]:
+    path = FileSystems.join(out_dir, SHARDS_DIR, TMP_DIR, STAGING_DIR, f"{key}.tar")
+    with FileSystems.open(path) as f, tarfile.open(fileobj=io.BytesIO(f.read())) as tar:
+        parts = {m.name.rsplit(".", 1)[-1]: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+    return ShardSample(sample=Sample.model_validate_json(parts["json"]), jpeg=parts["jpg"]), path
+
+
+class WriteStagedBucket(WriteShardBucket):
+    """(bucket, keys) → the same shards as WriteShardBucket, reading each sample back from staging."""
+
+    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[tuple[str, int, int]]:  # type: ignore[override]
+        bucket, keys = element
+        loaded = [_load_staged(self.out_dir, k) for k in sorted(keys)]
+        yield from super().process((bucket, [s for s, _ in loaded]))
+        FileSystems.delete([p for _, p in loaded])
+
+
+class WriteShards(beam.PTransform):
+    """PCollection[ShardSample] → shards/ + manifest/; returns PCollection[(shard name, n, bytes)].
+
+    `staging=True` groups keys only (samples wait in staged files): flat memory on local runners.
+    `staging=False` groups whole samples through the runner's shuffle (Dataflow's shuffle spills to disk).
+    Both write byte-identical shards.
+    """
+
+    def __init__(self, out_dir: str, samples_per_shard: int, max_shard_bytes: int, staging: bool = True) -> None:
         super().__init__()
         self.out_dir = out_dir
         self.samples_per_shard = samples_per_shard
         self.max_shard_bytes = max_shard_bytes
+        self.staging = staging
 
     def expand(self, samples: beam.PCollection) -> beam.PCollection:
+        if self.staging:
+            samples = samples | "Stage" >> beam.ParDo(StageSample(self.out_dir))
+            key_of = _identity
+            writer: beam.DoFn = WriteStagedBucket(self.out_dir, self.max_shard_bytes)
+        else:
+            key_of = _key_of
+            writer = WriteShardBucket(self.out_dir, self.max_shard_bytes)
         count = samples | "Count" >> beam.combiners.Count.Globally()
         per_shard = self.samples_per_shard
         keyed = samples | "Bucket" >> beam.Map(
-            lambda s, n: (bucket_of(s.key, n_buckets_for(n, per_shard)), s), n=beam.pvalue.AsSingleton(count)
+            lambda s, n: (bucket_of(key_of(s), n_buckets_for(n, per_shard)), s), n=beam.pvalue.AsSingleton(count)
         )
-        return (
-            keyed
-            | "GroupBuckets" >> beam.GroupByKey()
-            | "WriteBuckets" >> beam.ParDo(WriteShardBucket(self.out_dir, self.max_shard_bytes))
-        )
+        return keyed | "GroupBuckets" >> beam.GroupByKey() | "WriteBuckets" >> beam.ParDo(writer)
+
+
+def _identity(key: str) -> str:
+    return key
+
+
+def _key_of(s: ShardSample) -> str:
+    return s.key
 
 
 def reject_line(reject: Any) -> str:

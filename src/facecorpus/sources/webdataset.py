@@ -112,7 +112,8 @@ class ReadWebDataset(beam.PTransform):
         read = (
             pbegin
             | "Shards" >> beam.Create(shards)
+            | "DistributeShards" >> beam.Reshuffle()
             | "ReadShards" >> beam.ParDo(_ReadShard(self.cfg)).with_outputs(REJECTS, main="main")
         )
-        main = read["main"] | "Distribute" >> beam.Reshuffle()
-        return {"main": main, "rejects": read[REJECTS]}
+        # no Reshuffle of the samples: local runners would buffer every image; parallelism is per shard
+        return {"main": read["main"], "rejects": read[REJECTS]}
