@@ -131,6 +131,11 @@ class OutputConfig(_Config):
     samples_per_shard: PositiveInt = Field(default=1000, description="Target samples per shard.")
     max_shard_bytes: PositiveInt = Field(default=1_000_000_000, description="A shard closes before passing this.")
     rejects_shards: PositiveInt = Field(default=1, description="Number of rejects/*.jsonl files.")
+    grouping: Literal["auto", "staging", "shuffle"] = Field(
+        default="auto",
+        description="How samples reach their shard: 'staging' spills samples to files and shuffles keys only "
+        "(flat memory on local runners); 'shuffle' groups whole samples (Dataflow); 'auto' picks by runner.",
+    )
 
 
 class RunnerConfig(_Config):
@@ -149,7 +154,10 @@ class Recipe(_Config):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The recipe as canonical JSON, without execution details (runner, sink grouping) that do not
+        change what is written: a run moved from the local runner to Dataflow keeps its identity."""
+        data = self.model_dump(mode="json", exclude={"runner": True, "output": {"grouping"}})
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def sha256(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
