@@ -174,6 +174,9 @@ def schema(
 from .review.cli import review  # noqa: E402 - command modules register after the app exists
 
 app.command()(review)
+from .export.cli import export_command  # noqa: E402
+
+app.command("export")(export_command)
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ import hashlib
 import itertools
 import json
 import random
-import tarfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -213,34 +212,13 @@ def build_queue(out: str, opts: QueueOptions, reviewer_flagged: set[str] = froze
     return choose(kept, opts, reviewer_flagged)
 
 
-def _read_members(out: str, shard: str, keys: set[str]) -> dict[str, dict[str, bytes]]:
-    """{key: {ext: bytes}} for the wanted keys of one shard (other members are skipped unread)."""
-    from apache_beam.io.filesystems import FileSystems
-
-    from ..sinks.shards import SHARDS_DIR
-
-    found: dict[str, dict[str, bytes]] = defaultdict(dict)
-    path = FileSystems.join(out, SHARDS_DIR, shard)
-    with FileSystems.open(path) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-        for member in tar:
-            key, _, ext = member.name.partition(".")
-            if key in keys and member.isfile():
-                f = tar.extractfile(member)
-                if f is not None:
-                    found[key][ext] = f.read()
-    return found
-
-
 def load_items(out: str, chosen: Sequence[Candidate], categories: Iterable[str] = ()) -> list[ReviewItem]:
     """Read the chosen samples (record + image) from their shards; rejects need no reading."""
+    from ..loader import iter_output_samples
+
     cats = set(categories)
-    wanted: dict[str, set[str]] = defaultdict(set)
-    for c in chosen:
-        if c.reject is None and c.shard:
-            wanted[c.shard].add(c.id)
-    members: dict[str, dict[str, bytes]] = {}
-    for shard, keys in sorted(wanted.items()):
-        members.update(_read_members(out, shard, keys))
+    wanted = {c.id for c in chosen if c.reject is None}
+    members = dict(iter_output_samples(out, wanted)) if wanted else {}
     items = []
     for c in chosen:
         if c.reject is not None:

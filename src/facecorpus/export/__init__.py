@@ -1,0 +1,1 @@
+"""Exports of a facecorpus output for training frameworks: LLaMA-Factory ShareGPT, LLaVA, JSON lines."""
