@@ -135,6 +135,7 @@ def stats(
         current = compute_stats(out, current.get("inputs"), current.get("run", {}), current.get("llm"))
         write_stats(out, current)
         write_card(out, current, "# recipe: see run.json")
+        typer.echo(f"rewrote stats.json, index.json, README.md and plots/ in {out}", err=True)
     if as_json:
         typer.echo(json.dumps(current, indent=2))
         return

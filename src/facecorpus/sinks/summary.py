@@ -144,57 +144,8 @@ def write_stats(out: str, stats: dict[str, Any]) -> None:
     write_text(FileSystems.join(out, STATS_FILE), json.dumps(stats, indent=2, sort_keys=False))
 
 
-def _table(counts: dict[str, int], total: int, header: str) -> list[str]:
-    lines = [f"| {header} | count | % |", "|---|---:|---:|"]
-    for k, v in counts.items():
-        lines.append(f"| {k} | {v} | {100.0 * v / total:.1f} |" if total else f"| {k} | {v} | - |")
-    return lines
-
-
 def write_card(out: str, stats: dict[str, Any], recipe_yaml: str) -> None:
-    """The dataset card README.md: what was run, what came out, label balance, licences, rejects."""
-    run = stats.get("run", {})
-    w = stats["written"]
-    lines = [
-        f"# {run.get('recipe', 'facecorpus output')}",
-        "",
-        f"Built by facecorpus {run.get('pipeline_version', '?')} on {run.get('finished_at', '?')}.",
-        "",
-        "## Counts",
-        "",
-        f"- inputs: {stats['inputs']} · written: {w} · rejected: {stats['rejected']} "
-        f"(inputs == written + rejected: {'yes' if stats['invariant_ok'] else 'NO'})",
-        f"- shards: {stats['shards']} · QA pairs: {stats['qa_pairs']}",
-        f"- generators: {', '.join(f'{k} ({v})' for k, v in stats['by_generator'].items()) or '-'}",
-        f"- LLM: {stats['llm'].get('requests', 0)} requests, {stats['llm'].get('cache_hits', 0)} cache hits, "
-        f"{stats['llm'].get('prompt_tokens', 0)} prompt + {stats['llm'].get('completion_tokens', 0)} completion tokens, "
-        f"${stats['llm'].get('cost_usd', 0.0):.4f}",
-        "",
-        "## QA pairs per category",
-        "",
-        *_table(stats["qa_by_category"], stats["qa_pairs"], "category"),
-        "",
-        "## Label balance (dataset labels)",
-        "",
-    ]
-    for attr, dist in stats["labels"].items():
-        lines += [*_table(dist, w, attr), ""]
-    lines += ["## Rejects", "", *_table(stats["by_reason"], stats["rejected"], "reason"), ""]
-    lines += [
-        "## Sources and licences",
-        "",
-        *[f"- {src}: {n} samples" for src, n in stats["by_source"].items()],
-        "",
-        "Each sample's `KEY.json` carries its source licence (`source.licence`). FairFace is CC BY 4.0.",
-        "",
-        "## Provenance",
-        "",
-        f"- recipe sha256: `{run.get('recipe_sha256', '?')}`",
-        f"- prompt sets: {', '.join(run.get('prompt_sets', [])) or '-'}",
-        "",
-        "```yaml",
-        recipe_yaml.rstrip(),
-        "```",
-        "",
-    ]
-    write_text(FileSystems.join(out, CARD_FILE), "\n".join(lines))
+    """The dataset card README.md and its figures (plots/*.png): see `sinks.card`."""
+    from .card import write_card_files
+
+    write_card_files(out, stats, recipe_yaml)

@@ -1,0 +1,235 @@
+"""The dataset card (DIR/README.md) and its figures (DIR/plots/*.png), from what is on disk.
+
+Written at the end of every run and by `facecorpus stats DIR --write`, so it also picks up reviews
+(DIR/reviews/) made after the run. Every figure has its numbers in a table next to it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+
+from . import plots
+from .summary import CARD_FILE, _match, read_manifest, write_text
+
+AGE_ORDER = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+", "unknown")
+
+
+def _table(counts: dict[str, int], total: int, header: str) -> list[str]:
+    lines = [f"| {header} | count | % |", "|---|---:|---:|"]
+    for k, v in counts.items():
+        lines.append(f"| {k} | {v} | {100.0 * v / total:.1f} |" if total else f"| {k} | {v} | - |")
+    return lines
+
+
+class _Figures:
+    """Writes figures under DIR/plots and remembers them, so stale ones from an earlier card are removed."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.written: set[str] = set()
+
+    def add(self, name: str, png: bytes | None, alt: str) -> list[str]:
+        """Card lines linking the figure, or nothing when there was nothing to draw."""
+        if png is None:
+            return []
+        path = FileSystems.join(self.out, plots.PLOTS_DIR, f"{name}.png")
+        with FileSystems.create(path) as f:
+            f.write(png)
+        self.written.add(path.rsplit("/", 1)[-1])
+        return [f"![{alt}]({plots.PLOTS_DIR}/{name}.png)", ""]
+
+    def remove_stale(self) -> None:
+        stale = [p for p in _match(FileSystems.join(self.out, plots.PLOTS_DIR, "*.png")) if p.rsplit("/", 1)[-1] not in self.written]
+        if stale:
+            FileSystems.delete(stale)
+
+
+def _age_key(a: str) -> int:
+    return AGE_ORDER.index(a) if a in AGE_ORDER else len(AGE_ORDER)
+
+
+def _label_section(col: dict[str, list], stats: dict[str, Any], figs: _Figures) -> list[str]:
+    w = stats["written"]
+    lines = ["## Label balance (dataset labels)", ""]
+    for attr, dist in stats["labels"].items():
+        lines += [*_table(dist, w, attr), ""]
+    combos = Counter(
+        (a or "unknown", g or "unknown", r or "unknown")
+        for a, g, r in zip(col["label_age"], col["label_gender"], col["label_race"], strict=True)
+        if a or g or r
+    )
+    if not combos:
+        return [*lines, "No sample carries dataset labels.", ""]
+    lines += ["### age × gender × race", "", "| age | gender | race | count | % of labelled |", "|---|---|---|---:|---:|"]
+    total = sum(combos.values())
+    for (a, g, r), n in sorted(combos.items(), key=lambda kv: (_age_key(kv[0][0]), kv[0][1], kv[0][2])):
+        lines.append(f"| {a} | {g} | {r} | {n} | {100.0 * n / total:.1f} |")
+    lines.append("")
+    ages = sorted({k[0] for k in combos}, key=_age_key)
+    genders = sorted({k[1] for k in combos})
+    races = sorted({k[2] for k in combos})
+    lines += figs.add("labels_age_gender_race", plots.label_heatmaps(combos, ages, races, genders), "age × race × gender")
+    return lines
+
+
+def _faces_section(col: dict[str, list], figs: _Figures) -> list[str]:
+    n = len(col["key"])
+    faces = Counter(col["n_faces"])
+    faces_table = {str(k): v for k, v in sorted(faces.items())}
+    lines = ["## Faces", "", *_table(faces_table, n, "faces per image"), ""]
+    lines += figs.add("faces_per_image", plots.bar_chart(faces_table, "faces per image", "images"), "faces per image")
+    pose = {"yaw": col["pose_yaw"], "pitch": col["pose_pitch"], "roll": col["pose_roll"]}
+    png = plots.histograms(pose, "head pose of the primary face", "degrees")
+    if png is None:
+        lines += ["No head pose was measured in this output (no primary face with pose).", ""]
+    else:
+        lines += ["### Head pose", "", "| angle | n | median ° | p10 ° | p90 ° |", "|---|---:|---:|---:|---:|"]
+        for name, values in pose.items():
+            vs = sorted(v for v in values if v is not None)
+            if vs:
+                lines.append(f"| {name} | {len(vs)} | {statistics.median(vs):.1f} | {_pct(vs, 10):.1f} | {_pct(vs, 90):.1f} |")
+        lines += ["", *figs.add("pose", png, "head pose histograms")]
+    expressions = Counter(e for e in col["expression"] if e)
+    if expressions:
+        dist = dict(expressions.most_common())
+        lines += ["### Expression", "", *_table(dist, sum(dist.values()), "expression"), ""]
+        lines += figs.add("expression", plots.bar_chart(dist, "expression of the primary face", "faces"), "expressions")
+    else:
+        lines += ["No facial expression was measured in this output.", ""]
+    return lines
+
+
+def _pct(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    i = max(0, min(len(sorted_values) - 1, round(p / 100 * (len(sorted_values) - 1))))
+    return sorted_values[i]
+
+
+def _qa_section(col: dict[str, list], stats: dict[str, Any], figs: _Figures) -> list[str]:
+    lines = ["## QA pairs", "", *_table(stats["qa_by_category"], stats["qa_pairs"], "category"), ""]
+    lines += figs.add("qa_per_category", plots.bar_chart(stats["qa_by_category"], "QA pairs per category", "QA pairs"), "QA pairs per category")
+    lengths: dict[str, list[int]] = defaultdict(list)
+    for cats, chars in zip(col["categories"], col["answer_chars"], strict=True):
+        for c, n in zip(cats, chars or [], strict=False):
+            lengths[c].append(n)
+    if lengths:
+        lines += ["### Answer length (characters)", "", "| category | n | median | p10 | p90 | max |", "|---|---:|---:|---:|---:|---:|"]
+        for c, vs in sorted(lengths.items()):
+            vs.sort()
+            lines.append(f"| {c} | {len(vs)} | {statistics.median(vs):.0f} | {_pct(vs, 10)} | {_pct(vs, 90)} | {vs[-1]} |")
+        lines.append("")
+        all_lengths = [n for vs in lengths.values() for n in vs]
+        lines += figs.add("answer_length", plots.histograms({"all categories": all_lengths}, "answer length", "characters"), "answer length")
+    return lines
+
+
+def _tokens_section(stats: dict[str, Any]) -> list[str]:
+    llm, w = stats["llm"], stats["written"]
+    tokens = llm.get("prompt_tokens", 0) + llm.get("completion_tokens", 0)
+    per = f"{tokens / w:.0f} tokens and ${llm.get('cost_usd', 0.0) / w:.5f} per written sample" if w else "-"
+    return [
+        "## Tokens and cost",
+        "",
+        "| requests | cache hits | prompt tokens | completion tokens | cost (USD) |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {llm.get('requests', 0)} | {llm.get('cache_hits', 0)} | {llm.get('prompt_tokens', 0)} | "
+        f"{llm.get('completion_tokens', 0)} | {llm.get('cost_usd', 0.0):.4f} |",
+        "",
+        f"That is {per}; generators: {', '.join(f'{k} ({v})' for k, v in stats['by_generator'].items()) or '-'}.",
+        "",
+    ]
+
+
+def _rejects_section(stats: dict[str, Any], figs: _Figures) -> list[str]:
+    if not stats["rejected"]:
+        return ["## Rejects", "", "No input was rejected.", ""]
+    lines = ["## Rejects", "", "| stage | reason | count | % of rejects |", "|---|---|---:|---:|"]
+    flat: dict[str, int] = {}
+    for stage, reasons in stats["by_stage"].items():
+        for reason, n in reasons.items():
+            lines.append(f"| {stage} | {reason} | {n} | {100.0 * n / stats['rejected']:.1f} |")
+            flat[f"{stage}: {reason}"] = n
+    lines.append("")
+    lines += figs.add("rejects", plots.bar_chart(flat, "rejects by stage and reason", "inputs"), "rejects by stage and reason")
+    return lines
+
+
+def _review_section(out: str, figs: _Figures) -> list[str]:
+    if "://" in out or not FileSystems.exists(FileSystems.join(out, "reviews")):
+        return []
+    from ..review.summary import LABEL_ATTRIBUTES, review_summary
+
+    s = review_summary(out)
+    if not s["units_reviewed"]:
+        return []
+    lines = ["## Review", "", f"Reviewers: {', '.join(s['reviewers'])}; {s['units_reviewed']} units judged "
+             "(a QA pair, or a reject). Acceptance = accepted / (accepted + rejected), 95% Wilson interval; "
+             "a unit rejected by any reviewer counts as rejected.", ""]
+    for title, key in [("category", "category"), *[(f"label {a}", f"label_{a}") for a in LABEL_ATTRIBUTES], ("reject (stage/reason: rejection confirmed)", "rejects_by_reason")]:
+        table = s[key]
+        if not table:
+            continue
+        lines += [f"| {title} | judged | accepted | rejected | flagged | acceptance | 95% CI |", "|---|---:|---:|---:|---:|---:|---|"]
+        for k, r in table.items():
+            rate = "-" if r["rate"] is None else f"{100 * r['rate']:.1f}%"
+            ci = "-" if r["ci95"] is None else f"{100 * r['ci95'][0]:.1f}–{100 * r['ci95'][1]:.1f}%"
+            lines.append(f"| {k} | {r['judged']} | {r['accepted']} | {r['rejected']} | {r['flagged']} | {rate} | {ci} |")
+        lines.append("")
+    lines += figs.add("review_acceptance", plots.acceptance_chart(s["category"], "review acceptance per category"), "review acceptance per category")
+    for p in s["agreement"]:
+        k = "undefined" if p["kappa"] is None else f"{p['kappa']:.3f}"
+        lines.append(f"- agreement {p['reviewers'][0]} × {p['reviewers'][1]}: Cohen's kappa {k} over {p['units']} units")
+    return [*lines, ""]
+
+
+def render_card(out: str, stats: dict[str, Any], recipe_yaml: str) -> str:
+    """README.md text for the output; writes the figures it links under DIR/plots/."""
+    run = stats.get("run", {})
+    w = stats["written"]
+    manifest = read_manifest(out)
+    col = manifest.to_pydict()
+    figs = _Figures(out)
+    lines = [
+        f"# {run.get('recipe', 'facecorpus output')}",
+        "",
+        f"Built by facecorpus {run.get('pipeline_version', '?')} on {run.get('finished_at', '?')}.",
+        "",
+        "## Counts",
+        "",
+        f"- inputs: {stats['inputs']} · written: {w} · rejected: {stats['rejected']} "
+        f"(inputs == written + rejected: {'yes' if stats['invariant_ok'] else 'NO'})",
+        f"- shards: {stats['shards']} · QA pairs: {stats['qa_pairs']}",
+        "",
+        *_tokens_section(stats),
+        *_label_section(col, stats, figs),
+        *_faces_section(col, figs),
+        *_qa_section(col, stats, figs),
+        *_rejects_section(stats, figs),
+        *_review_section(out, figs),
+        "## Sources and licences",
+        "",
+        *[f"- {src}: {n} samples" for src, n in stats["by_source"].items()],
+        "",
+        "Each sample's `KEY.json` carries its source licence (`source.licence`). FairFace is CC BY 4.0.",
+        "",
+        "## Provenance",
+        "",
+        f"- recipe sha256: `{run.get('recipe_sha256', '?')}`",
+        f"- prompt sets: {', '.join(run.get('prompt_sets', [])) or '-'}",
+        "",
+        "```yaml",
+        recipe_yaml.rstrip(),
+        "```",
+        "",
+    ]
+    figs.remove_stale()
+    return "\n".join(lines)
+
+
+def write_card_files(out: str, stats: dict[str, Any], recipe_yaml: str) -> None:
+    """Write DIR/README.md and DIR/plots/*.png."""
+    write_text(FileSystems.join(out, CARD_FILE), render_card(out, stats, recipe_yaml))
