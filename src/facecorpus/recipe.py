@@ -91,7 +91,112 @@ class WebDatasetSource(_Config):
         self.path = _resolve(self.path, base)
 
 
-Source = Annotated[FairFaceSource | FolderSource | WebDatasetSource, Field(discriminator="type")]
+class DownloadConfig(_Config):
+    """How web images are fetched (sources `laion`, `facecaption`). Defaults are the production-safe ones."""
+
+    threads: PositiveInt = Field(default=32, description="Requests in flight per worker process.")
+    per_domain: PositiveInt = Field(default=4, description="Requests in flight per host per worker process.")
+    timeout_s: float = Field(default=10.0, gt=0, description="Connect and per-read timeout.")
+    deadline_s: float = Field(default=60.0, gt=0, description="Whole-URL limit per attempt (redirects and body).")
+    retries: int = Field(default=2, ge=0, le=10, description="Extra attempts after a transient failure.")
+    backoff_s: float = Field(default=1.0, ge=0, description="First back-off; doubles per retry, with jitter.")
+    max_backoff_s: float = Field(default=60.0, ge=0, description="Longest wait, including a server's Retry-After.")
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    max_bytes: PositiveInt = Field(default=25_000_000, description="Larger bodies are rejected `too_large`.")
+    user_agent: str | None = Field(default=None, description="Default: 'facecorpus/<version> (…; +contact)'.")
+    contact: str | None = Field(default=None, description="URL or e-mail added to the User-Agent for site owners.")
+    user_agent_token: str = Field(default="facecorpus", description="Token X-Robots-Tag lines may address.")
+    optout_directives: list[str] = Field(
+        default_factory=lambda: ["noai", "noimageai", "noindex", "noimageindex"],
+        description="X-Robots-Tag directives that opt an image out (`robots_optout`).",
+    )
+    allow_networks: list[str] = Field(
+        default_factory=list,
+        description="Non-public networks (CIDR) that may be contacted anyway. Empty in production: loopback, "
+        "private, link-local, multicast and reserved addresses are refused. Tests set ['127.0.0.1/32'].",
+    )
+    verify_tls: bool = True
+    batch_size: PositiveInt = Field(default=256, description="Rows per download task.")
+    resize_mode: Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = Field(
+        default="keep_ratio_largest", description="img2dataset resize mode applied on download."
+    )
+    image_size: PositiveInt = Field(default=1024, description="img2dataset image_size for resize_mode.")
+    resize_only_if_bigger: bool = True
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for n in v:
+            try:
+                ipaddress.ip_network(n, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP network in CIDR form: {n!r}") from None
+        return v
+
+
+class _WebListSource(_Config):
+    """Fields shared by the parquet-of-URLs sources."""
+
+    path: str = Field(description="Parquet file, folder of .parquet files or glob (local, gs://, s3://).")
+    ids: str | None = Field(
+        default=None,
+        description="Keep only these SAMPLE_IDs (LAION-Face): .npy, .parquet, .txt/.csv (one per line) or "
+        "the published laion_face_ids.pth (needs torch; `facecorpus laion convert-ids` makes a .npy once).",
+    )
+    ids_parts: list[int] | None = Field(
+        default=None, description="With a laion_face_ids.pth: only these parts (LAION-Face 20M: 0,2,5,8,13,15,17,18,21,22,24,25,28)."
+    )
+    min_side: PositiveInt | None = Field(default=None, description="Reject rows whose declared WIDTH/HEIGHT is smaller.")
+    split: str | None = None
+    licence: str | None = Field(default=None, description="Overrides the per-row LICENSE column.")
+    limit: PositiveInt | None = Field(default=None, description="Stop after this many rows (after the id filter).")
+    download: DownloadConfig = Field(default_factory=DownloadConfig)
+
+    def resolve_paths(self, base: Path) -> None:
+        self.path = _resolve(self.path, base)
+        if self.ids:
+            self.ids = _resolve(self.ids, base)
+
+
+class LaionSource(_WebListSource):
+    """LAION-400M metadata parquet (SAMPLE_ID, URL, TEXT, HEIGHT, WIDTH, LICENSE, NSFW, similarity; any case)."""
+
+    type: Literal["laion"]
+    nsfw: list[str] | None = Field(
+        default_factory=lambda: ["UNLIKELY"], description="NSFW tags kept; other rows are rejected `nsfw`. null: no filter."
+    )
+    min_similarity: float | None = Field(default=None, description="Reject rows with a lower CLIP similarity.")
+    detections: str | None = Field(
+        default=None,
+        description="FaRL face detections (sample2detect_*.pth, or parquet from `facecorpus laion convert-detections`): "
+        "file, folder or glob. Their boxes replace face detection.",
+    )
+    dataset: str = "laion"
+
+    def resolve_paths(self, base: Path) -> None:
+        super().resolve_paths(base)
+        if self.detections:
+            self.detections = _resolve(self.detections, base)
+
+
+class FaceCaptionSource(_WebListSource):
+    """FaceCaption-15M parquet: url, face box, laion_caption, face_caption. The box replaces detection."""
+
+    type: Literal["facecaption"]
+    url_column: str | None = Field(default=None, description="Default: the first of url, URL, image_url.")
+    box_column: str | None = Field(default=None, description="Default: the first of face_box, face_bbox, bbox, box.")
+    box_format: Literal["xyxy", "xywh"] = "xyxy"
+    caption_column: str | None = Field(default=None, description="Default: face_caption (kept as source_caption).")
+    text_column: str | None = Field(default=None, description="Default: laion_caption (kept as untrusted text).")
+    id_column: str | None = Field(default=None, description="Default: SAMPLE_ID or id; else file:row.")
+    dataset: str = "facecaption15m"
+
+
+Source = Annotated[
+    FairFaceSource | FolderSource | WebDatasetSource | LaionSource | FaceCaptionSource, Field(discriminator="type")
+]
 
 
 # ---------------------------------------------------------------------------------------------- stages

@@ -1,0 +1,192 @@
+"""The Beam step that turns rows with a URL into WorkItems holding image bytes, or into Rejects.
+
+`DownloadRows` takes a batch of `WebRow`s (a slice of a parquet file) and fetches them concurrently on
+a thread pool shared by the whole worker process, under the worker's per-domain gates. Counters are
+incremented on the DoFn's own thread (Beam's metrics are thread-local), one per outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+
+from .. import __version__
+from ..recipe import DownloadConfig
+from ..records import Reject, SourceInfo
+from ..sources.keys import make_key
+from ..stage import REJECTS, Counters, Progress, WorkItem
+from .fetch import Fetcher, FetchSettings
+from .images import NotAnImage, ResizeSettings, check_image, exif_orientation, make_upright, map_faces
+from .politeness import worker_gates
+
+log = logging.getLogger("facecorpus")
+STAGE = "download"
+
+Scalar = str | int | float | bool | None
+
+
+@dataclass
+class WebRow:
+    """One row of a URL list on its way to the downloader (what the parquet said about it)."""
+
+    source_id: str
+    url: str
+    dataset: str
+    order: tuple[int, int] = (0, 0)  # (file index, row index): the first of duplicate ids wins
+    split: str | None = None
+    licence: str | None = None
+    text: str | None = None  # web alt-text: untrusted, data only
+    source_caption: str | None = None
+    extra: dict[str, Scalar] = field(default_factory=dict)
+    #: faces a dataset already found ({box: [x1,y1,x2,y2], score, landmarks5}), in the stored image's pixels
+    given_faces: list[dict] | None = None
+    given_faces_source: str | None = None
+
+
+def default_user_agent(cfg: DownloadConfig) -> str:
+    """An honest User-Agent: who we are, why, what we honour, and how to reach the operator."""
+    contact = f"; +{cfg.contact}" if cfg.contact else ""
+    return (
+        f"facecorpus/{__version__} (image-text research dataset builder; "
+        f"honours X-Robots-Tag {'/'.join(cfg.optout_directives) or 'none'}{contact})"
+    )
+
+
+def fetch_settings(cfg: DownloadConfig) -> FetchSettings:
+    return FetchSettings(
+        user_agent=cfg.user_agent or default_user_agent(cfg),
+        user_agent_token=cfg.user_agent_token,
+        optout_directives=tuple(cfg.optout_directives),
+        timeout_s=cfg.timeout_s,
+        deadline_s=cfg.deadline_s,
+        retries=cfg.retries,
+        backoff_s=cfg.backoff_s,
+        max_backoff_s=cfg.max_backoff_s,
+        max_redirects=cfg.max_redirects,
+        max_bytes=cfg.max_bytes,
+        verify_tls=cfg.verify_tls,
+        allow_networks=tuple(cfg.allow_networks),
+    )
+
+
+def resize_settings(cfg: DownloadConfig) -> ResizeSettings:
+    return ResizeSettings(mode=cfg.resize_mode, size=cfg.image_size, only_if_bigger=cfg.resize_only_if_bigger)
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def worker_pool(threads: int) -> ThreadPoolExecutor:
+    """One download pool per worker process and size: Beam may run many DoFn instances in one process,
+    and `threads` is meant as the process's number of requests in flight, not each instance's."""
+    with _pools_lock:
+        pool = _pools.get(threads)
+        if pool is None:
+            pool = _pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="facecorpus-download")
+        return pool
+
+
+@dataclass
+class _Outcome:
+    item: WorkItem | None = None
+    reject: Reject | None = None
+    attempts: int = 0
+    redirects: int = 0
+    nbytes: int = 0
+
+
+def download_row(row: WebRow, fetcher: Fetcher, resize: ResizeSettings) -> _Outcome:
+    """Fetch and check one row's image. Never raises: every failure is a Reject with a reason."""
+
+    def reject(reason: str, detail: str, retryable: bool, attempts: int = 0) -> _Outcome:
+        return _Outcome(reject=Reject(
+            source_id=row.source_id, dataset=row.dataset, key=make_key(row.dataset, row.source_id), stage=STAGE,
+            reason=reason, detail=detail, retryable=retryable, url=row.url,
+        ), attempts=attempts)
+
+    try:
+        res = fetcher.fetch(row.url)
+        if not res.ok:
+            assert res.reason is not None
+            return reject(res.reason, res.detail or res.reason, res.retryable, res.attempts)
+        assert res.data is not None
+        data = res.data
+        orientation, raw_size = exif_orientation(data)
+        if orientation != 1:
+            data = make_upright(data)
+        try:
+            checked = check_image(data, resize)
+        except NotAnImage as e:
+            ctype = f" (served as {res.content_type})" if res.content_type else ""
+            return reject("not_image", f"{e}{ctype}", False, res.attempts)
+        extra: dict[str, Scalar] = dict(row.extra)
+        extra.update({"original_width": checked.original_width, "original_height": checked.original_height})
+        if res.final_url and res.final_url != row.url:
+            extra["final_url"] = res.final_url
+        if orientation != 1:
+            extra["exif_orientation_applied"] = orientation
+        context: dict[str, Any] = {}
+        if row.given_faces is not None:
+            frame = raw_size or (checked.original_width, checked.original_height)
+            context["given_faces"] = map_faces(row.given_faces, orientation, frame, (checked.width, checked.height))
+            context["given_faces_size"] = [checked.width, checked.height]
+            context["given_faces_source"] = row.given_faces_source
+        item = WorkItem(
+            key=make_key(row.dataset, row.source_id),
+            source=SourceInfo(
+                dataset=row.dataset, id=row.source_id, split=row.split, url=row.url, licence=row.licence,
+                text=row.text, source_caption=row.source_caption, extra=extra,
+            ),
+            data=checked.data,
+            context=context,
+        )
+        return _Outcome(item=item, attempts=res.attempts, redirects=res.redirects, nbytes=len(res.data))
+    except Exception as e:  # a bug or something unforeseen: one reject, the batch goes on
+        log.warning("download of %s failed: %s", row.url, traceback.format_exc(limit=3))
+        return reject("internal_error", f"{type(e).__name__}: {e}"[:500], True)
+
+
+class DownloadRows(beam.DoFn):
+    """Batch of WebRows → WorkItems (image bytes) on the main output, Rejects on REJECTS."""
+
+    def __init__(self, cfg: DownloadConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self._fetcher: Fetcher | None = None
+        self._resize: ResizeSettings | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._progress: Progress | None = None
+
+    def setup(self) -> None:
+        self._fetcher = Fetcher(fetch_settings(self.cfg), worker_gates(self.cfg.per_domain))
+        self._resize = resize_settings(self.cfg)
+        self._pool = worker_pool(self.cfg.threads)
+        self._progress = Progress("urls downloaded")
+
+    def process(self, batch: list[WebRow]) -> Iterator[Any]:
+        assert self._fetcher is not None and self._resize is not None and self._pool is not None
+        counters = Counters(STAGE)
+        futures = [self._pool.submit(download_row, row, self._fetcher, self._resize) for row in batch]
+        for fut in as_completed(futures):
+            out = fut.result()
+            if self._progress is not None:
+                self._progress.tick()
+            if out.attempts > 1:
+                counters.count("retries", out.attempts - 1)
+            if out.reject is not None:
+                counters.rejected(out.reject.reason)
+                yield beam.pvalue.TaggedOutput(REJECTS, out.reject)
+                continue
+            counters.kept()
+            counters.count("bytes", out.nbytes)
+            if out.redirects:
+                counters.count("redirected")
+            yield out.item
