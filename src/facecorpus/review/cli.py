@@ -5,11 +5,12 @@ from __future__ import annotations
 import getpass
 import json
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .queue import QueueOptions, build_queue, load_items, local_dir
+from .queue import QueueOptions, ReviewItem, build_queue, load_items, local_dir
 from .verdicts import VerdictLog, reviewer_states
 
 
@@ -20,6 +21,30 @@ def _split(values: list[str] | None) -> tuple[str, ...]:
 
 def default_reviewer() -> str:
     return os.environ.get("FACECORPUS_REVIEWER") or getpass.getuser()
+
+
+def open_session(folder: Path, reviewer: str, opts: QueueOptions | None) -> tuple[list[ReviewItem], VerdictLog]:
+    """The items to review and the reviewer's open log; opts None resumes the reviewer's last queue.
+
+    The queue arguments are logged ('open' event), so reopening without sampling options gives the
+    same queue back, and the UI starts at the first item this reviewer has not judged.
+    """
+    log = VerdictLog(folder, reviewer)
+    try:
+        for line in log.unreadable:
+            typer.echo(f"warning: unreadable review line skipped: {line}", err=True)
+        if opts is None and log.state.last_open_args:
+            opts = QueueOptions.from_args(log.state.last_open_args)
+            typer.echo(f"resuming {log.reviewer}'s last queue: {json.dumps(opts.to_args())}", err=True)
+        opts = opts or QueueOptions()
+        states, _ = reviewer_states(folder)
+        flagged = {item for st in states.values() for (item, _t), v in st.verdicts.items() if v == "flag"}
+        items = load_items(str(folder), build_queue(str(folder), opts, flagged), opts.categories)
+        log.record("open", args=opts.to_args())
+    except BaseException:
+        log.close()
+        raise
+    return items, log
 
 
 def review(
@@ -44,25 +69,13 @@ def review(
         result = review_summary(folder)
         typer.echo(json.dumps(result, indent=2) if as_json else format_summary(result))
         return
-    log = VerdictLog(folder, reviewer or default_reviewer())
+    given = (sample, seed, stratify, flagged_first, category, where, rejects, reason)
+    opts = None if all(v is None for v in given) else QueueOptions(
+        sample=sample, seed=seed or 0, stratify=_split(stratify), flagged_first=bool(flagged_first),
+        categories=_split(category), where=tuple(where or ()), rejects=bool(rejects), reasons=_split(reason),
+    )
+    items, log = open_session(folder, reviewer or default_reviewer(), opts)
     try:
-        for line in log.unreadable:
-            typer.echo(f"warning: unreadable review line skipped: {line}", err=True)
-        given = (sample, seed, stratify, flagged_first, category, where, rejects, reason)
-        if all(v is None for v in given) and log.state.last_open_args:
-            # reopening without sampling options resumes the previous session's queue
-            opts = QueueOptions.from_args(log.state.last_open_args)
-            typer.echo(f"resuming {log.reviewer}'s last queue: {json.dumps(opts.to_args())}", err=True)
-        else:
-            opts = QueueOptions(
-                sample=sample, seed=seed or 0, stratify=_split(stratify), flagged_first=bool(flagged_first),
-                categories=_split(category), where=tuple(where or ()), rejects=bool(rejects), reasons=_split(reason),
-            )
-        states, _ = reviewer_states(folder)
-        flagged = {item for st in states.values() for (item, _t), v in st.verdicts.items() if v == "flag"}
-        chosen = build_queue(str(folder), opts, flagged)
-        items = load_items(str(folder), chosen, opts.categories)
-        log.record("open", args=opts.to_args())
         from .app import ReviewApp
 
         ReviewApp(items, log).run()
