@@ -15,6 +15,7 @@ from facecorpus.review.summary import consensus, format_summary, review_summary
 from facecorpus.review.verdicts import VerdictLog, check_reviewer, read_log
 
 from .conftest import run_cli
+from .inprocess_cli import run_main
 
 
 @pytest.fixture()
@@ -156,13 +157,20 @@ def test_summary_of_reviewed_rejects(out: Path) -> None:
     assert table[key0]["accepted"] >= 1
 
 
-def test_summary_command(out: Path) -> None:
-    proc = run_cli("review", str(out), "--summary")
-    assert proc.returncode == 0 and "no reviews yet" in proc.stdout
+def test_summary_command(out: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    code, stdout, _ = run_main(["review", str(out), "--summary"], monkeypatch, capsys)
+    assert code == 0 and "no reviews yet" in stdout
     _two_reviewers(out)
-    proc = run_cli("review", str(out), "--summary", "--json")
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    code, stdout, err = run_main(["review", str(out), "--summary", "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    data = json.loads(stdout)
     assert data["reviewers"] == ["alice", "bob"] and data["agreement"][0]["units"] > 0
-    proc = run_cli("review", str(out / "missing"), "--summary")
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "is not a folder" in proc.stderr
+    code, _, err = run_main(["review", str(out / "missing"), "--summary"], monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and "is not a folder" in err
+
+
+def test_summary_command_in_a_real_process(out: Path) -> None:
+    _two_reviewers(out)
+    proc = run_cli("review", str(out), "--summary")
+    assert proc.returncode == 0, proc.stderr
+    assert "alice × bob" in proc.stdout and "per label group: race" in proc.stdout

@@ -222,6 +222,8 @@ class IndexedCorpus:
         self.cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "facecorpus-wids")
         os.makedirs(self.cache_dir, exist_ok=True)
         shards = [dict(s) for s in index["shardlist"] if s["nsamples"] > 0]
+        # the cache name includes the size the index gives, so a rewritten output is fetched again
+        self._sizes = {s["url"]: s.get("filesize") for s in shards}
         self._ds = wids.ShardListDataset(shards, localname=self._localname, lru_size=lru_size, transformations=[])
 
     def _localname(self, url: str) -> str:
@@ -230,7 +232,8 @@ class IndexedCorpus:
 
         if not _is_remote(url):
             return os.path.abspath(url.removeprefix("file://"))  # wids skips the copy when the names match
-        local = os.path.join(self.cache_dir, hashlib.sha256(url.encode()).hexdigest()[:16] + "-" + url.rsplit("/", 1)[-1])
+        tag = hashlib.sha256(f"{url}|{self._sizes.get(url)}".encode()).hexdigest()[:16]
+        local = os.path.join(self.cache_dir, f"{tag}-{url.rsplit('/', 1)[-1]}")
         if not os.path.exists(local):
             tmp = f"{local}.{os.getpid()}.part"
             with open(tmp, "wb") as f:
@@ -243,9 +246,8 @@ class IndexedCorpus:
 
     def __getitem__(self, index: int) -> tuple[Image.Image, Any]:
         """(image, conversation of all the sample's QA pairs) — or (image, record) with format='record'."""
-        raw = self._ds[index]
-        s = decode_record({"__key__": raw["__key__"], "jpg": raw[".jpg"].read() if hasattr(raw[".jpg"], "read") else raw[".jpg"],
-                           "json": raw[".json"].read() if hasattr(raw[".json"], "read") else raw[".json"]})
+        raw = self._ds[index]  # wids gives members as BytesIO under '.ext' keys
+        s = decode_record({"__key__": raw["__key__"], "jpg": raw[".jpg"].getvalue(), "json": raw[".json"].getvalue()})
         if self.format == "record":
             return s["image"], s["record"]
         qa = [QAPair.model_validate(q) for q in s["record"]["qa"]]
