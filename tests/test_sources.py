@@ -149,3 +149,12 @@ def test_webdataset_source_reads_img2dataset_layout(tmp_path):
     assert by_id["00000.tar/000000001"]["extra"]["status"] == "success"
     reasons = sorted(r.reason for r in rejects)
     assert "no_image_member" in reasons and "corrupt_shard" in reasons
+
+
+def test_unsafe_zip_entries_are_counted_and_never_read(fairface):
+    from facecorpus.sources.fairface import _ImageStore
+
+    store = _ImageStore(str(fairface / "fairface-img-margin025-trainval.zip"))
+    assert store.read("val/1.jpg")
+    assert store.unsafe_entries == ["../escape.jpg"]
+    store.close()

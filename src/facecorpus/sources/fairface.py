@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import posixpath
 import zipfile
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from .files import exists, read_bytes
 from .keys import make_key
 
 REQUIRED_COLUMNS = ("file", "age", "gender", "race")
+log = logging.getLogger("facecorpus")
 
 
 @dataclass
@@ -122,11 +124,19 @@ class _ImageStore:
         self.is_zip = images.lower().endswith(".zip")
         self._zip: zipfile.ZipFile | None = None
         self._prefix = ""
+        self.unsafe_entries: list[str] = []
 
     def _open_zip(self) -> zipfile.ZipFile:
         if self._zip is None:
             self._zip = zipfile.ZipFile(FileSystems.open(self.images))
             names = self._zip.namelist()
+            # entries like '../x.jpg' or '/etc/x' are never read (we read only names the labels list, and
+            # rows naming unsafe paths are rejected); count them so a hostile archive is visible
+            self.unsafe_entries = [n for n in names if _is_unsafe(n)]
+            if self.unsafe_entries:
+                Counters("source").count("unsafe_zip_entries", len(self.unsafe_entries))
+                log.warning("%s holds %d unsafe entries (e.g. %r); they are ignored",
+                            self.images, len(self.unsafe_entries), self.unsafe_entries[0])
             # some re-packs put everything under one top folder (e.g. fairface-img-margin025-trainval/)
             if names and not any(n.startswith(("train/", "val/")) for n in names[:1000]):
                 tops = {n.split("/", 1)[0] for n in names if "/" in n}
