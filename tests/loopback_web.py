@@ -118,8 +118,11 @@ class _Handler(BaseHTTPRequestHandler):
             body, ctype = srv.photos["t1.jpg"]
             return self._send(200, body, ctype)
         if path.startswith("/redirect/"):
+            # /redirect/N[?to=NAME]: N hops, then /img/NAME.png (astronaut by default)
             n = int(path.rsplit("/", 1)[1])
-            target = "/img/astronaut.png" if n <= 1 else f"/redirect/{n - 1}"
+            query = self.path.partition("?")[2]
+            to = query[3:] if query.startswith("to=") else "astronaut"
+            target = f"/img/{to}.png" if n <= 1 else f"/redirect/{n - 1}" + (f"?{query}" if query else "")
             return self._send(302, b"", headers={"Location": target})
         if path.startswith("/to-blocked"):
             return self._send(302, b"", headers={"Location": srv.blocked_url + "/secret-from-redirect"})

@@ -27,7 +27,7 @@ from . import __version__
 from .errors import UserError
 from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage
-from .recipe import FairFaceSource, FolderSource, Recipe, WebDatasetSource
+from .recipe import FaceCaptionSource, FairFaceSource, FolderSource, LaionSource, Recipe, WebDatasetSource
 from .sinks.shards import SHARDS_DIR, TMP_DIR, WriteShards, reject_line
 from .sinks.summary import (
     REJECTS_DIR,
@@ -41,6 +41,7 @@ from .sinks.summary import (
 )
 from .sources.fairface import ReadFairFace
 from .sources.folder import ReadFolder
+from .sources.laion import ReadFaceCaption, ReadLaion
 from .sources.webdataset import ReadWebDataset
 from .stage import METRICS_NAMESPACE, REJECTS
 from .validation.assemble import AssembleSample
@@ -55,6 +56,8 @@ SOURCES: dict[type, Any] = {
     FairFaceSource: ReadFairFace,
     FolderSource: ReadFolder,
     WebDatasetSource: ReadWebDataset,
+    LaionSource: ReadLaion,
+    FaceCaptionSource: ReadFaceCaption,
 }
 
 

@@ -1,0 +1,378 @@
+"""LAION-Face and FaceCaption-15M: parquet lists of web image URLs, downloaded inside the pipeline.
+
+    parquet files ─▶ (file, row group) units ─▶ read rows, keep the LAION-Face ids
+        ─▶ [limit] ─▶ row filters (NSFW, declared size, similarity)     ─▶ rejects (stage source)
+        ─▶ group by SAMPLE_ID (+ FaRL detections)  → first row wins      ─▶ rejects duplicate_id
+        ─▶ batches of `download.batch_size` ─▶ DownloadRows (download/)  ─▶ rejects (stage download)
+        ─▶ WorkItems: data = image bytes; SourceInfo.id = SAMPLE_ID, .text = alt-text (untrusted),
+           .licence = LICENSE, .extra = similarity, NSFW, declared size; given faces in context
+
+Every row that passes the id filter is one input (`count_inputs`); rows outside the id list are not
+part of the dataset and are not counted. Column names are matched case-insensitively.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.utils.shared import Shared
+
+from ..download.transform import DownloadRows, Scalar, WebRow
+from ..errors import UserError
+from ..recipe import FaceCaptionSource, LaionSource
+from ..records import Reject
+from ..sources.keys import make_key
+from ..stage import REJECTS, Counters, count_inputs
+from .files import list_files
+from .laion_face_meta import IdList, SharedIdList, iter_detections, read_id_list
+
+LAION_COLUMNS = ("sample_id", "url", "text", "height", "width", "license", "nsfw", "similarity")
+URL_CANDIDATES = ("url", "image_url", "img_url")
+BOX_CANDIDATES = ("face_box", "face_bbox", "facebox", "bbox", "box")
+ID_CANDIDATES = ("sample_id", "id", "key")
+
+WebListSource = LaionSource | FaceCaptionSource
+
+
+def parquet_files(path: str) -> list[str]:
+    """A .parquet file, or every .parquet under a folder / matching a glob, sorted."""
+    if path.lower().endswith(".parquet") and not any(c in path for c in "*?["):
+        if not FileSystems.exists(path):
+            raise UserError(f"parquet file not found: {path}")
+        return [path]
+    files = list_files(path, [".parquet"])
+    if not files:
+        raise UserError(f"no .parquet files found at {path}")
+    return files
+
+
+def _column_map(names: Iterable[str]) -> dict[str, str]:
+    """lower-case name → the file's spelling (LAION copies differ in case)."""
+    return {n.lower(): n for n in names}
+
+
+def _pick(columns: dict[str, str], wanted: str | None, candidates: tuple[str, ...], what: str, path: str,
+          required: bool) -> str | None:
+    if wanted is not None:
+        if wanted.lower() not in columns:
+            raise UserError(f"{path}: no column {wanted!r} ({what}); columns are {sorted(columns.values())}")
+        return columns[wanted.lower()]
+    found = next((columns[c] for c in candidates if c in columns), None)
+    if found is None and required:
+        raise UserError(f"{path}: no {what} column (looked for {', '.join(candidates)}); columns are {sorted(columns.values())}")
+    return found
+
+
+class ColumnPlan:
+    """Which parquet columns a source reads, resolved once per file against its schema."""
+
+    def __init__(self, cfg: WebListSource, names: Iterable[str], path: str) -> None:
+        cols = _column_map(names)
+        self.columns = cols
+        if isinstance(cfg, LaionSource):
+            self.url = _pick(cols, None, ("url",), "URL", path, True)
+            self.id = _pick(cols, None, ("sample_id",), "SAMPLE_ID", path, cfg.ids is not None or cfg.detections is not None)
+            self.text = cols.get("text")
+            self.box = None
+            self.caption = None
+        else:
+            self.url = _pick(cols, cfg.url_column, URL_CANDIDATES, "url", path, True)
+            self.id = _pick(cols, cfg.id_column, ID_CANDIDATES, "id", path, cfg.ids is not None)
+            self.text = _pick(cols, cfg.text_column, ("laion_caption", "text", "caption"), "alt-text", path, False)
+            self.box = _pick(cols, cfg.box_column, BOX_CANDIDATES, "face box", path, True)
+            self.caption = _pick(cols, cfg.caption_column, ("face_caption",), "face caption", path, False)
+        self.width, self.height = cols.get("width"), cols.get("height")
+        self.licence, self.nsfw, self.similarity = cols.get("license"), cols.get("nsfw"), cols.get("similarity")
+        if cfg.min_side is not None and (self.width is None or self.height is None):
+            raise UserError(f"{path}: min_side needs WIDTH and HEIGHT columns, which this file lacks")
+        if isinstance(cfg, LaionSource):
+            if cfg.nsfw is not None and self.nsfw is None:
+                raise UserError(f"{path}: the nsfw filter needs an NSFW column; set nsfw: null to read without it")
+            if cfg.min_similarity is not None and self.similarity is None:
+                raise UserError(f"{path}: min_similarity needs a similarity column")
+
+    def names(self) -> list[str]:
+        wanted = [self.url, self.id, self.text, self.box, self.caption, self.width, self.height, self.licence,
+                  self.nsfw, self.similarity]
+        return list(dict.fromkeys(c for c in wanted if c is not None))
+
+
+def _schema_names(path: str) -> tuple[list[str], int]:
+    with FileSystems.open(path) as f:
+        pf = pq.ParquetFile(f)
+        return pf.schema_arrow.names, pf.metadata.num_row_groups
+
+
+def _scalar(v: Any) -> Scalar:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v if isinstance(v, str | int | float | bool) or v is None else str(v)
+
+
+def _sample_id(v: Any, fallback: str) -> str | None:
+    """SAMPLE_IDs are integers (sometimes stored as floats or strings); other ids are kept as text."""
+    if v is None:
+        return fallback
+    if isinstance(v, float):
+        return str(int(v)) if math.isfinite(v) and v == int(v) else None
+    s = str(v).strip()
+    return s or None
+
+
+def parse_box(value: Any, fmt: str) -> list[list[float]]:
+    """One or several face boxes from a parquet cell (list, nested list, or their JSON text) as xyxy."""
+    if isinstance(value, str):
+        value = json.loads(value.replace("(", "[").replace(")", "]")) if value.strip() else None
+    if value is None:
+        raise ValueError("no box")
+    if isinstance(value, dict):
+        value = [value[k] for k in ("x1", "y1", "x2", "y2")] if "x1" in value else list(value.values())
+    boxes = value if value and isinstance(value[0], list | tuple) else [value]
+    out = []
+    for b in boxes:
+        nums = [float(x) for x in b][:4]
+        if len(nums) != 4 or not all(math.isfinite(x) for x in nums):
+            raise ValueError(f"not 4 numbers: {b!r}")
+        x1, y1, a, b2 = nums
+        x2, y2 = (x1 + a, y1 + b2) if fmt == "xywh" else (a, b2)
+        if x2 <= x1 or y2 <= y1:
+            raise ValueError(f"empty box {nums}")
+        out.append([x1, y1, x2, y2])
+    return out
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+class _ReadRowGroup(beam.DoFn):
+    """(file index, file, row group) → WebRows of the rows in the id list; bad rows → rejects."""
+
+    def __init__(self, cfg: WebListSource, only_ids: frozenset[str] | None) -> None:
+        self.cfg = cfg
+        self.only_ids = only_ids
+        self._shared = Shared()
+        self._ids: IdList | None = None
+
+    def setup(self) -> None:
+        if self.cfg.ids:
+            ids_path, parts = self.cfg.ids, self.cfg.ids_parts
+            # one copy per worker process (50M ids ≈ 400 MB), however many DoFn instances it runs
+            holder = self._shared.acquire(lambda: SharedIdList(read_id_list(ids_path, parts)), tag=f"{ids_path}|{parts}")
+            self._ids = holder.ids
+
+    def process(self, unit: tuple[int, str, int]) -> Iterator[Any]:
+        file_index, path, row_group = unit
+        cfg = self.cfg
+        with FileSystems.open(path) as f:
+            pf = pq.ParquetFile(f)
+            plan = ColumnPlan(cfg, pf.schema_arrow.names, path)
+            table = pf.read_row_group(row_group, columns=plan.names())
+        offset = sum(pf.metadata.row_group(i).num_rows for i in range(row_group))
+        positions = pa.array(range(offset, offset + table.num_rows), pa.int64())
+        if self._ids is not None and plan.id is not None:
+            mask = pa.array(self._ids.mask(table.column(plan.id)))
+            table, positions = table.filter(mask), positions.filter(mask)
+        name = posixpath.basename(path)
+        cols = {c: table.column(c).to_pylist() for c in plan.names()}
+        for i, pos in enumerate(positions.to_pylist()):
+            values = {c: cols[c][i] for c in cols}
+            sid = _sample_id(values.get(plan.id) if plan.id else None, f"{name}:{pos}")
+            if self.only_ids is None or sid in self.only_ids:
+                yield self._row(cfg, plan, values, sid, name, (file_index, pos))
+
+    def _row(self, cfg: WebListSource, plan: ColumnPlan, values: dict[str, Any], sid: str | None, name: str,
+             order: tuple[int, int]) -> WebRow:
+        def get(column: str | None) -> Any:
+            return values.get(column) if column is not None else None
+
+        url = get(plan.url)
+        extra: dict[str, Scalar] = {"parquet": name, "row": order[1]}
+        for key, column in (("declared_width", plan.width), ("declared_height", plan.height),
+                            ("similarity", plan.similarity), ("nsfw", plan.nsfw), ("license", plan.licence)):
+            if column is not None:
+                extra[key] = _scalar(get(column))
+        licence = cfg.licence or (extra.get("license") if isinstance(extra.get("license"), str) and extra["license"] != "?" else None)
+        row = WebRow(
+            source_id=sid or f"{name}:{order[1]}", url=url.strip() if isinstance(url, str) else "", dataset=cfg.dataset,
+            order=order, split=cfg.split, licence=licence, text=_scalar(get(plan.text)) if plan.text else None,
+            extra=extra,
+        )
+        if row.text is not None and not isinstance(row.text, str):
+            row.text = str(row.text)
+        if isinstance(cfg, FaceCaptionSource):
+            caption = get(plan.caption)
+            row.source_caption = str(caption) if caption is not None else None
+            try:
+                row.given_faces = [{"box": b, "score": None, "landmarks5": None} for b in parse_box(get(plan.box), cfg.box_format)]
+                row.given_faces_source = "facecaption15m"
+            except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
+                row.extra["box_error"] = str(e)[:200]
+        if sid is None:
+            row.extra["id_error"] = "unreadable id"
+        return row
+
+
+def _order_key(row: WebRow) -> tuple[int, int]:
+    return row.order
+
+
+class _FilterRows(beam.DoFn):
+    """Counts every row as an input and rejects the ones the recipe's filters exclude (stage source)."""
+
+    def __init__(self, cfg: WebListSource) -> None:
+        self.cfg = cfg
+
+    def process(self, row: WebRow) -> Iterator[Any]:
+        count_inputs()
+        counters = Counters("source")
+        why = self.refusal(row)
+        if why is None:
+            counters.kept()
+            yield row
+        else:
+            reason, detail = why
+            counters.rejected(reason)
+            yield beam.pvalue.TaggedOutput(REJECTS, Reject(
+                source_id=row.source_id, dataset=row.dataset, key=make_key(row.dataset, row.source_id),
+                stage="source", reason=reason, detail=detail, retryable=False, url=row.url or None,
+            ))
+
+    def refusal(self, row: WebRow) -> tuple[str, str] | None:
+        cfg, x = self.cfg, row.extra
+        if "id_error" in x:
+            return "bad_row", f"{x['parquet']} row {x['row']}: the id cell is not a usable id"
+        if not row.url:
+            return "missing_url", f"{x['parquet']} row {x['row']} has no URL"
+        if isinstance(cfg, LaionSource) and cfg.nsfw is not None:
+            tag = x.get("nsfw")
+            if tag not in cfg.nsfw:
+                return "nsfw", f"NSFW tag {tag!r} is not among the kept tags {cfg.nsfw}"
+        if isinstance(cfg, LaionSource) and cfg.min_similarity is not None:
+            sim = x.get("similarity")
+            if not isinstance(sim, int | float) or sim < cfg.min_similarity:
+                return "low_similarity", f"similarity {sim!r} is below min_similarity {cfg.min_similarity}"
+        if cfg.min_side is not None:
+            w, h = x.get("declared_width"), x.get("declared_height")
+            if isinstance(w, int | float) and isinstance(h, int | float) and min(w, h) < cfg.min_side:
+                return "declared_too_small", f"declared size {w}x{h} is below min_side {cfg.min_side}"
+        if "box_error" in x:
+            return "bad_box", f"the face box cannot be read: {x['box_error']}"
+        return None
+
+
+class _FirstOfId(beam.DoFn):
+    """(id, rows[, detections]) → the first row of each id (duplicates rejected), with FaRL faces attached."""
+
+    def process(self, element: tuple[str, Any]) -> Iterator[Any]:
+        sid, grouped = element
+        if isinstance(grouped, dict):  # CoGroupByKey with detections
+            rows, detections = list(grouped["rows"]), list(grouped["det"])
+        else:
+            rows, detections = list(grouped), []
+        if rows:  # (no rows: detections of a sample that is not in this run)
+            yield from self._first(sid, rows, detections)
+
+    def _first(self, sid: str, rows: list[WebRow], detections: list[list[dict]]) -> Iterator[Any]:
+        rows.sort(key=_order_key)
+        first, *dupes = rows
+        counters = Counters("source")
+        for d in dupes:
+            counters.rejected("duplicate_id")
+            yield beam.pvalue.TaggedOutput(REJECTS, Reject(
+                source_id=d.source_id, dataset=d.dataset, key=None, stage="source", reason="duplicate_id",
+                detail=f"id {sid} appears again at {d.extra.get('parquet')} row {d.extra.get('row')}; the first row is kept",
+                retryable=False, url=d.url or None,
+            ))
+        if detections and first.given_faces is None:
+            first.given_faces = detections[0]
+            first.given_faces_source = "farl"
+        yield first
+
+
+def _detection_files(path: str) -> list[str]:
+    if any(c in path for c in "*?[") or not path.lower().endswith((".pth", ".pt", ".parquet")):
+        files = list_files(path, [".pth", ".pt", ".parquet"])
+    else:
+        files = [path] if FileSystems.exists(path) else []
+    if not files:
+        raise UserError(f"no detection files (.pth or .parquet) found at {path}")
+    return files
+
+
+class ReadWebList(beam.PTransform):
+    """A LAION or FaceCaption-15M source: parquet rows → downloaded WorkItems and rejects.
+
+    `only_ids` restricts the run to those source ids (how `--retry-rejects` fetches only the rows
+    whose rejects were retryable).
+    """
+
+    def __init__(self, cfg: WebListSource, only_ids: Iterable[str] | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.only_ids = frozenset(only_ids) if only_ids is not None else None
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
+        cfg = self.cfg
+        files = parquet_files(cfg.path)
+        units: list[tuple[int, str, int]] = []
+        for i, path in enumerate(files):
+            names, groups = _schema_names(path)
+            ColumnPlan(cfg, names, path)  # fail before the run when a file lacks a needed column
+            units += [(i, path, g) for g in range(groups)]
+        if cfg.ids and not FileSystems.exists(cfg.ids):
+            raise UserError(f"id list not found: {cfg.ids}")
+        read = (
+            pbegin
+            | "RowGroups" >> beam.Create(units)
+            | "SpreadRowGroups" >> beam.Reshuffle()
+            | "ReadRows" >> beam.ParDo(_ReadRowGroup(cfg, self.only_ids))
+        )
+        if cfg.limit is not None:
+            read = (
+                read
+                | "Limit" >> beam.combiners.Top.Of(cfg.limit, key=_order_key, reverse=True)
+                | "Unlimit" >> beam.FlatMap(lambda rows: rows)
+            )
+        filtered = read | "FilterRows" >> beam.ParDo(_FilterRows(cfg)).with_outputs(REJECTS, main="main")
+        keyed = filtered["main"] | "ById" >> beam.Map(lambda r: (r.source_id, r))
+        detections = getattr(cfg, "detections", None)
+        if detections:
+            det = (
+                pbegin
+                | "DetectionFiles" >> beam.Create(_detection_files(detections))
+                | "SpreadDetections" >> beam.Reshuffle()
+                | "ReadDetections" >> beam.FlatMap(lambda p: ((str(s), faces) for s, faces in iter_detections(p)))
+            )
+            grouped = {"rows": keyed, "det": det} | "JoinDetections" >> beam.CoGroupByKey()
+        else:
+            grouped = keyed | "GroupById" >> beam.GroupByKey()
+        unique = grouped | "FirstOfId" >> beam.ParDo(_FirstOfId()).with_outputs(REJECTS, main="main")
+        size = cfg.download.batch_size
+        downloaded = (
+            unique["main"]
+            | "Batch" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
+            | "Download" >> beam.ParDo(DownloadRows(cfg.download)).with_outputs(REJECTS, main="main")
+        )
+        rejects = (filtered[REJECTS], unique[REJECTS], downloaded[REJECTS]) | "Rejects" >> beam.Flatten()
+        return {"main": downloaded["main"], "rejects": rejects}
+
+
+class ReadLaion(ReadWebList):
+    """Source `laion`: LAION-400M metadata parquet (optionally only LAION-Face ids, FaRL detections)."""
+
+
+class ReadFaceCaption(ReadWebList):
+    """Source `facecaption`: FaceCaption-15M parquet; its face box replaces detection."""
+
+
+def retryable_ids(rejects: Iterable[dict], dataset: str) -> set[str]:
+    """Source ids of `dataset` whose rejects are retryable (e.g. from a previous run's rejects/*.jsonl)."""
+    return {r["source_id"] for r in rejects if r.get("retryable") and r.get("dataset") == dataset}
