@@ -73,9 +73,9 @@ def image_transform(recipe: Recipe) -> beam.PTransform:
 
 def faces_transform(recipe: Recipe) -> beam.PTransform | None:
     """Hook (faces): None when the recipe asks for no face analysis."""
-    if recipe.faces.backend == "none":
-        return None
-    raise UserError(f"faces.backend {recipe.faces.backend!r} is not available in this build")
+    from .faces.stage import faces_stage
+
+    return faces_stage(recipe.faces, recipe.image.jpeg_quality)
 
 
 def generation_transform(recipe: Recipe) -> beam.PTransform:
@@ -93,6 +93,9 @@ def validation_transform(recipe: Recipe, created_at: datetime) -> beam.PTransfor
 
 def prepare(recipe: Recipe) -> None:
     """Hook (pre-flight): checks that must fail before a run starts (missing model packs, endpoints…)."""
+    from .faces.stage import check_ready
+
+    check_ready(recipe.faces)
 
 
 # ------------------------------------------------------------------------------------------------ graph

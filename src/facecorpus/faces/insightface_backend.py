@@ -1,0 +1,119 @@
+"""The insightface backend: the real `insightface.app.FaceAnalysis` over a buffalo_l/antelopev2 pack.
+
+- The pack folder is handed to FaceAnalysis as a directory, so insightface never tries to download.
+- `det_size` is always explicit (insightface's default runs the detector at two sizes and merges).
+- Providers: 'cpu', 'cuda' (needs `onnxruntime-gpu` *instead of* `onnxruntime`) or 'auto'.
+- Detection runs per image (SCRFD's graph takes one image); gender/age and 3D landmarks (→ pose) run per
+  face through insightface's own models; the ArcFace embedding, only when the recipe asks, runs as one
+  batch over every face of the batch.
+
+insightface's pose array is (pitch, yaw, roll) in the same signs as `Pose` (checked against its
+mean shape in tests/test_faces_insightface.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..recipe import FacesConfig
+from ..records import Face, FaceBox, Pose
+from .analyzer import AnalysisFailure, FaceAnalyzer, check_pixels
+from .onnx_runtime import CUDA, provider_names, providers
+from .quality import face_quality
+
+
+class InsightFaceAnalyzer(FaceAnalyzer):
+    def __init__(self, pack_dir: Path, cfg: FacesConfig) -> None:
+        from insightface.app import FaceAnalysis
+
+        self.name = f"insightface:{pack_dir.name}"
+        chosen = providers(cfg.providers, cfg.device_id)
+        allowed = ["detection"]
+        if cfg.attributes:
+            allowed += ["genderage", "landmark_3d_68"]
+        if cfg.embedding:
+            allowed.append("recognition")
+        self.app = FaceAnalysis(name=str(pack_dir), allowed_modules=allowed, providers=chosen)
+        missing = sorted(set(allowed) - set(self.app.models))
+        if missing:
+            raise RuntimeError(f"the pack in {pack_dir} has no model for {', '.join(missing)}")
+        # recognition runs batched here rather than face by face inside FaceAnalysis.get
+        self.recognizer = self.app.models.pop("recognition", None)
+        ctx_id = cfg.device_id if CUDA in provider_names(chosen) else -1  # -1 pins every session to CPU
+        self.app.prepare(ctx_id=ctx_id, det_thresh=cfg.det_threshold, det_size=(cfg.det_size, cfg.det_size))
+        if self.recognizer is not None:
+            self.recognizer.prepare(ctx_id)
+        self.providers = provider_names(chosen)
+
+    def analyze(self, rgb: np.ndarray) -> list[Face]:
+        result = self.analyze_batch([rgb])[0]
+        if isinstance(result, AnalysisFailure):
+            raise RuntimeError(result.detail)
+        return result
+
+    def analyze_batch(self, images: Sequence[np.ndarray | None]) -> list[list[Face] | AnalysisFailure]:
+        results: list[list | AnalysisFailure] = []  # insightface's own face objects until converted
+        found: list[tuple[np.ndarray, list]] = []  # (bgr, insightface faces) per successful image
+        for rgb in images:
+            problem = check_pixels(rgb)
+            if problem is not None:
+                results.append(problem)
+                continue
+            bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # type: ignore[index]  # insightface works in BGR
+            try:
+                detected = list(self.app.get(bgr))
+            except Exception as e:  # noqa: BLE001 - one bad image must not stop the batch
+                results.append(AnalysisFailure("model_error", f"insightface failed on this image ({type(e).__name__}: {e})"[:500]))
+                continue
+            results.append(detected)
+            found.append((bgr, detected))
+        if self.recognizer is not None:
+            self._embed(found)
+        converted: list[list[Face] | AnalysisFailure] = []
+        for rgb, outcome in zip(images, results, strict=True):
+            if isinstance(outcome, AnalysisFailure):
+                converted.append(outcome)
+            else:
+                converted.append(sorted((self._to_face(rgb, f) for f in outcome), key=lambda f: -f.score))
+        return converted
+
+    def _embed(self, found: list[tuple[np.ndarray, list]]) -> None:
+        from insightface.utils import face_align
+
+        size = self.recognizer.input_size[0]
+        crops, owners = [], []
+        for bgr, faces in found:
+            for f in faces:
+                if f.kps is not None:
+                    crops.append(face_align.norm_crop(bgr, landmark=f.kps, image_size=size))
+                    owners.append(f)
+        if crops:
+            feats = self.recognizer.get_feat(crops)
+            for f, feat in zip(owners, feats, strict=True):
+                f.embedding = feat.reshape(-1)
+
+    def _to_face(self, rgb: np.ndarray, f) -> Face:  # noqa: ANN001 - insightface's Face is a dict subclass
+        x1, y1, x2, y2 = (float(v) for v in f.bbox[:4])
+        box = FaceBox(x1=x1, y1=y1, x2=x2, y2=y2)
+        face = Face(
+            box=box,
+            score=float(min(max(float(f.det_score), 0.0), 1.0)),
+            landmarks5=[(float(x), float(y)) for x, y in f.kps] if f.kps is not None else None,
+            quality=face_quality(rgb, box),
+            detector=f"{self.name}/detection",
+        )
+        if f.pose is not None:
+            pitch, yaw, roll = (float(v) for v in f.pose)
+            face.pose = Pose(yaw=round(yaw, 2), pitch=round(pitch, 2), roll=round(roll, 2))
+        if f.gender is not None:
+            face.gender = "male" if int(f.gender) == 1 else "female"
+        if f.age is not None:
+            face.age = float(f.age)
+        if f.embedding is not None:
+            emb = np.asarray(f.embedding, dtype=np.float64)
+            norm = float(np.linalg.norm(emb))
+            face.embedding = [round(float(v), 6) for v in (emb / norm if norm > 0 else emb)]
+        return face

@@ -1,0 +1,170 @@
+"""The portable backend on real photos (MTCNN, FaceMesh, fer from the `portable` pack), quality and crops."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facecorpus.demo import photo_paths
+from facecorpus.faces.analyzer import FaceAnalyzer, load_analyzer
+from facecorpus.faces.crops import crop_face, faces_in_crop
+from facecorpus.faces.mtcnn import nms, pyramid_scales
+from facecorpus.faces.quality import face_quality
+from facecorpus.faces.selection import select_faces
+from facecorpus.image_check import decode_image
+from facecorpus.recipe import FaceCropConfig, FacesConfig, ImageConfig
+from facecorpus.records import Face
+from facecorpus.stage import RejectItem
+
+from .conftest import run_cli
+from .model_packs import cached_store
+
+
+@pytest.fixture(scope="module")
+def store() -> Path:
+    return cached_store("portable")
+
+
+@pytest.fixture(scope="module")
+def cfg(store: Path) -> FacesConfig:
+    return FacesConfig(backend="portable", models_dir=str(store), providers="cpu")
+
+
+@pytest.fixture(scope="module")
+def analyzer(cfg: FacesConfig) -> FaceAnalyzer:
+    return load_analyzer(cfg)
+
+
+def pixels(name: str, mirror: bool = False) -> np.ndarray:
+    """A demo photo decoded as the pipeline's image stage decodes it."""
+    rgb = np.asarray(decode_image(photo_paths()[name].read_bytes(), ImageConfig()).rgb)
+    return np.ascontiguousarray(rgb[:, ::-1]) if mirror else rgb
+
+
+def selected(analyzer: FaceAnalyzer, cfg: FacesConfig, rgb: np.ndarray) -> list[Face]:
+    return select_faces(analyzer.analyze(rgb), cfg, rgb.shape[1], rgb.shape[0]).faces
+
+
+def test_group_photo_has_six_faces_with_everything_measured(analyzer: FaceAnalyzer, cfg: FacesConfig) -> None:
+    rgb = pixels("group6")
+    faces = selected(analyzer, cfg, rgb)
+    assert len(faces) == 6
+    for f in faces:
+        assert f.detector == "portable:mtcnn" and f.score >= 0.9
+        assert f.landmarks5 is not None
+        (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = f.landmarks5
+        assert f.box.x1 <= lx < rx <= f.box.x2  # image-left eye first, both inside the box
+        assert max(ly, ry) < ny < min(mly, mry)  # eyes above the nose above the mouth corners
+        assert f.pose is not None and abs(f.pose.yaw) < 60 and abs(f.pose.pitch) < 60
+        assert 0.15 < f.eye_openness < 0.6 and 0 <= f.mouth_openness < 0.5  # open eyes in this photo
+        assert f.expression is not None and abs(sum(f.expression.probabilities.values()) - 1) < 1e-3
+        assert f.quality is not None and f.quality.size_px >= 40 and f.quality.blur > 0
+    labels = [f.expression.label for f in faces]
+    assert labels.count("happy") >= 2 and labels.count("neutral") >= 2  # two laugh openly, most look neutral
+    rolled = min(faces, key=lambda f: f.box.x1)  # the leftmost woman holds her head tilted to her left
+    assert rolled.pose.roll < -15
+
+
+def test_single_face_photos(analyzer: FaceAnalyzer, cfg: FacesConfig) -> None:
+    hanks = selected(analyzer, cfg, pixels("hanks"))
+    assert len(hanks) == 1 and hanks[0].expression.label == "happy"
+    astronaut = selected(analyzer, cfg, pixels("astronaut"))
+    assert len(astronaut) == 1 and astronaut[0].expression.label == "happy"
+    assert abs(astronaut[0].pose.yaw) < 10  # she faces the camera
+
+
+@pytest.mark.parametrize("name", ["cat", "coffee", "rocket"])
+def test_photos_without_faces(analyzer: FaceAnalyzer, cfg: FacesConfig, name: str) -> None:
+    rgb = pixels(name)
+    assert [f for f in analyzer.analyze(rgb) if f.score >= cfg.min_score] == []
+    with pytest.raises(RejectItem) as e:
+        select_faces(analyzer.analyze(rgb), cfg, rgb.shape[1], rgb.shape[0])
+    assert e.value.reason in ("no_face", "low_score")
+
+
+def test_mirrored_photo_flips_yaw_and_roll(analyzer: FaceAnalyzer, cfg: FacesConfig) -> None:
+    for name in ("group6", "hanks"):
+        rgb = pixels(name)
+        width = rgb.shape[1]
+        plain = selected(analyzer, cfg, rgb)
+        mirrored = selected(analyzer, cfg, pixels(name, mirror=True))
+        assert len(plain) == len(mirrored)
+        for f in plain:
+            cx = (f.box.x1 + f.box.x2) / 2
+            twin = min(mirrored, key=lambda m: abs((width - 1 - (m.box.x1 + m.box.x2) / 2) - cx))
+            if abs(f.pose.yaw) > 8:
+                assert np.sign(twin.pose.yaw) == -np.sign(f.pose.yaw), (name, f.pose, twin.pose)
+            assert abs(twin.pose.yaw + f.pose.yaw) < 8
+            assert abs(twin.pose.roll + f.pose.roll) < 6
+            assert abs(twin.pose.pitch - f.pose.pitch) < 8
+
+
+def test_turned_head_gives_yaw_toward_the_side_it_faces(analyzer: FaceAnalyzer, cfg: FacesConfig) -> None:
+    # the cameraman looks into his camera, toward the image's right
+    rgb = np.asarray(decode_image(photo_paths()["cameraman"].read_bytes(), ImageConfig()).rgb)
+    faces = selected(analyzer, cfg.model_copy(update={"min_face_size": 30}), rgb)
+    assert len(faces) == 1 and faces[0].pose.yaw > 20
+
+
+def test_quality_drops_with_blur_and_darkness(analyzer: FaceAnalyzer, cfg: FacesConfig) -> None:
+    rgb = pixels("astronaut")
+    face = selected(analyzer, cfg, rgb)[0]
+    sharp = face_quality(rgb, face.box)
+    blurred = face_quality(cv2.GaussianBlur(rgb, (0, 0), 3), face.box)
+    dark = face_quality((rgb * 0.3).astype(np.uint8), face.box)
+    assert blurred.blur < sharp.blur / 4
+    assert dark.brightness < sharp.brightness * 0.4 and dark.contrast < sharp.contrast * 0.4
+    assert sharp.size_px == pytest.approx(min(face.box.width, face.box.height), abs=0.01)
+
+
+def test_crop_with_margin_and_alignment_keeps_the_face(analyzer: FaceAnalyzer, cfg: FacesConfig) -> None:
+    rgb = pixels("group6")
+    faces = selected(analyzer, cfg, rgb)
+    primary = min(range(len(faces)), key=lambda i: faces[i].box.x1)  # the tilted head
+    face = faces[primary]
+    plain = crop_face(rgb, face, primary, FaceCropConfig(enabled=True, margin=0.25, size=224))
+    assert plain.pixels.shape == (224, 224, 3) and not plain.crop.aligned
+    side = max(face.box.width, face.box.height) * 1.5
+    assert plain.crop.box.width == pytest.approx(side, rel=1e-3)
+    assert plain.crop.box.x1 < face.box.x1 and plain.crop.box.x2 > face.box.x2
+    moved, idx = faces_in_crop(faces, primary, plain)
+    assert 0 <= moved[idx].box.x1 < moved[idx].box.x2 <= 224
+
+    aligned = crop_face(rgb, face, primary, FaceCropConfig(enabled=True, margin=0.25, size=224, align=True))
+    assert aligned.crop.aligned
+    moved, idx = faces_in_crop(faces, primary, aligned)
+    (lx, ly), (rx, ry) = moved[idx].landmarks5[:2]
+    assert abs(ly - ry) < 0.05 * (rx - lx) and lx < rx  # eyes level (±3°) after alignment
+    assert abs(moved[idx].pose.roll) < abs(face.pose.roll) - 15  # the roll went with the rotation
+    # the aligned crop is a face photo in its own right: the detector finds exactly that face again
+    again = selected(analyzer, cfg, aligned.pixels)
+    assert len(again) == 1
+    assert abs(again[0].pose.roll) < 8
+
+
+def test_nms_and_pyramid_helpers() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [2, 2, 6, 6]], dtype=np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.95], dtype=np.float32)
+    assert nms(boxes, scores, 0.5).tolist() == [3, 0, 2]  # the nested small box survives union-IoU
+    assert nms(boxes, scores, 0.5, mode="min").tolist() == [3, 2]  # ... but not min-overlap
+    scales = pyramid_scales(480, 640, min_face=40, factor=0.709)
+    assert scales[0] == pytest.approx(12 / 40) and min(480, 640) * scales[-1] >= 12
+    assert min(480, 640) * scales[-1] * 0.709 < 12
+
+
+def test_faces_command_prints_every_face(store: Path) -> None:
+    photos = photo_paths()
+    proc = run_cli("faces", str(photos["group6"]), str(photos["coffee"]), "--json", "--store", str(store))
+    assert proc.returncode == 0, proc.stderr
+    group, coffee = (json.loads(line) for line in proc.stdout.splitlines())
+    confident = [f for f in group["faces"] if f["score"] >= 0.9]
+    assert len(confident) == 6
+    assert all("pose" in f and "expression" in f and "quality" in f for f in confident)
+    assert all(f["attributes"]["expression"]["source"] == "model:portable/fer" for f in confident)
+    assert coffee["faces"] == []
+    proc = run_cli("faces", str(photos["hanks"]), "--store", str(store))
+    assert proc.returncode == 0 and "1 face(s)" in proc.stdout and "pose yaw" in proc.stdout
