@@ -137,3 +137,14 @@ def test_bad_sources_are_user_errors(tmp_path: Path) -> None:
         make_dataset(str(tmp_path))
     with pytest.raises(UserError, match="unknown format"):
         make_dataset(str(tmp_path), format="alpaca")
+
+
+def test_example_training_script_runs(demo_output: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "train_example.py"
+    proc = subprocess.run([sys.executable, str(script), str(demo_output), "--steps", "3", "--batch-size", "4"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "step    1  loss" in proc.stdout
