@@ -258,17 +258,22 @@ class IndexedCorpus:
 
 
 # -- whole-output reading (export, review) -------------------------------------------------------------
-def iter_output_samples(out: str, keys: set[str] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+def iter_output_samples(
+    out: str, keys: set[str] | None = None, shards: set[str] | None = None
+) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {extension: bytes}) for every sample of every shard of an output, in shard order.
 
-    With `keys`, other samples are skipped. Reads through Beam FileSystems, like the writer, so local,
-    gs:// and s3:// outputs all work.
+    With `keys`, other samples are skipped; with `shards` (file names such as 'shard-00003.tar'),
+    other shards are not opened. Reads through Beam FileSystems, like the writer, so local, gs:// and
+    s3:// outputs all work.
     """
     from apache_beam.io.filesystems import FileSystems
 
     from .sinks.summary import shard_files
 
     for path in shard_files(out):
+        if shards is not None and path.rsplit("/", 1)[-1] not in shards:
+            continue
         current: str | None = None
         members: dict[str, bytes] = {}
         with FileSystems.open(path) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:

@@ -218,7 +218,8 @@ def load_items(out: str, chosen: Sequence[Candidate], categories: Iterable[str] 
 
     cats = set(categories)
     wanted = {c.id for c in chosen if c.reject is None}
-    members = dict(iter_output_samples(out, wanted)) if wanted else {}
+    shards = {c.shard for c in chosen if c.reject is None and c.shard}
+    members = dict(iter_output_samples(out, wanted, shards)) if wanted else {}
     items = []
     for c in chosen:
         if c.reject is not None:
