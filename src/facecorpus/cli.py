@@ -51,15 +51,23 @@ def run(
     out: Annotated[str, typer.Option("--out", help="Output folder (local, gs://, s3://).")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe key: dotted.key=value.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted run in --out: only what is missing.")] = False,
+    new_version: Annotated[
+        bool, typer.Option("--new-version", help="With --resume: continue although the recipe, prompts or versions changed.")
+    ] = False,
+    retry_rejects: Annotated[
+        bool, typer.Option("--retry-rejects", help="With --resume: also re-run the inputs whose rejects are retryable.")
+    ] = False,
     beam_args: Annotated[list[str] | None, typer.Argument(help="Beam pipeline options after `--`.")] = None,
 ) -> None:
-    """Run a recipe into --out."""
+    """Run a recipe into --out (or finish one there with --resume)."""
     from .pipeline import run_recipe
     from .recipe import load_recipe
 
     _setup_logging(verbose)
     r = load_recipe(recipe, set_ or [])
-    result = run_recipe(r, out, beam_args or [], recipe_yaml=recipe.read_text(encoding="utf-8"))
+    result = run_recipe(r, out, beam_args or [], recipe_yaml=recipe.read_text(encoding="utf-8"), resume=resume,
+                        new_version=new_version, retry_rejects=retry_rejects)
     _print_summary(result.stats, out)
 
 
@@ -98,6 +106,8 @@ def validate(out: Annotated[str, typer.Argument(help="A run's output folder.")])
     from .validation.output_check import check_output
 
     rep = check_output(out)
+    for note in rep.notes:
+        typer.echo(f"note: {note}", err=True)
     for p in rep.problems:
         typer.echo(p, err=True)
     if not rep.ok:
@@ -183,6 +193,9 @@ from .models import app as models_app  # noqa: E402
 
 app.command("faces")(faces_command)
 app.add_typer(models_app, name="models")
+from .validation.cli import holdout_app  # noqa: E402
+
+app.add_typer(holdout_app, name="holdout")
 
 
 def main() -> None:

@@ -24,20 +24,17 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import __version__
-from .errors import UserError
 from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage
 from .recipe import FaceCaptionSource, FairFaceSource, FolderSource, LaionSource, Recipe, WebDatasetSource
 from .sinks.shards import SHARDS_DIR, TMP_DIR, WriteShards, reject_line
 from .sinks.summary import (
     REJECTS_DIR,
-    RUN_FILE,
     compute_stats,
     read_manifest,
     write_card,
     write_index,
     write_stats,
-    write_text,
 )
 from .sources.fairface import ReadFairFace
 from .sources.folder import ReadFolder
@@ -45,6 +42,17 @@ from .sources.laion import ReadFaceCaption, ReadLaion
 from .sources.webdataset import ReadWebDataset
 from .stage import METRICS_NAMESPACE, REJECTS
 from .validation.assemble import AssembleSample
+from .validation.holdout import check_holdout_lists
+from .validation.record_checks import rules_for
+from .validation.resume import (
+    DropRecordedRejects,
+    OutputState,
+    ReadFinishedKeys,
+    SkipFinished,
+    open_output,
+    write_run_info,
+)
+from .validation.screen import Screen, screening_needed
 
 log = logging.getLogger("facecorpus")
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "PrismRunner", "SwitchingDirectRunner")
@@ -85,10 +93,19 @@ def generation_transform(recipe: Recipe) -> beam.PTransform:
 
 
 def validation_transform(recipe: Recipe, created_at: datetime) -> beam.PTransform:
-    """Hook (validation): WorkItem → ShardSample (schema-valid record + JPEG)."""
-    return beam.ParDo(AssembleSample(recipe.name, recipe.sha256(), __version__, created_at)).with_outputs(
+    """Hook (validation): WorkItem → ShardSample (schema-valid record + JPEG), held to the record rules."""
+    return beam.ParDo(AssembleSample(recipe.name, recipe.sha256(), __version__, created_at, rules_for(recipe))).with_outputs(
         REJECTS, main="main"
     )
+
+
+def screening_transform(
+    recipe: Recipe, out: str, staging: bool, finished: beam.PCollection | None
+) -> beam.PTransform | None:
+    """Hook (validation, before faces and generation): dedup and hold-out; None when the recipe asks for neither."""
+    if not screening_needed(recipe.validation):
+        return None
+    return Screen(recipe.validation, out, staging, finished)
 
 
 def prepare(recipe: Recipe) -> None:
@@ -96,6 +113,7 @@ def prepare(recipe: Recipe) -> None:
     from .faces.stage import check_ready
 
     check_ready(recipe.faces)
+    check_holdout_lists(recipe.validation.holdout.lists)
 
 
 # ------------------------------------------------------------------------------------------------ graph
@@ -107,7 +125,16 @@ def _apply(pcoll: beam.PCollection, transform: beam.PTransform, label: str, reje
     return result["main"]
 
 
-def build_pipeline(p: beam.Pipeline, recipe: Recipe, out: str, created_at: datetime) -> None:
+def staging_for(recipe: Recipe) -> bool:
+    """True when items wait in staging files rather than in the runner's shuffle (local runners)."""
+    o = recipe.output
+    return o.grouping == "staging" or (o.grouping == "auto" and recipe.runner.runner in LOCAL_RUNNERS)
+
+
+def build_pipeline(
+    p: beam.Pipeline, recipe: Recipe, out: str, created_at: datetime, state: OutputState | None = None
+) -> None:
+    """The whole graph. With `state` resuming an output, finished keys are skipped and their rejects not repeated."""
     rejects: list[beam.PCollection] = []
     mains = []
     for i, src in enumerate(recipe.sources):
@@ -115,22 +142,35 @@ def build_pipeline(p: beam.Pipeline, recipe: Recipe, out: str, created_at: datet
         mains.append(result["main"])
         rejects.append(result["rejects"])
     items = mains[0] if len(mains) == 1 else tuple(mains) | "AllSources" >> beam.Flatten()
+    staging = staging_for(recipe)
+    finished = p | "FinishedKeys" >> ReadFinishedKeys(state) if state is not None and state.resuming else None
+    screen = screening_transform(recipe, out, staging, finished)
+    if finished is not None and screen is None:
+        # nothing needs every image's hashes: finished inputs are skipped before they are even decoded
+        items = items | "SkipFinished" >> beam.ParDo(SkipFinished(), finished=beam.pvalue.AsMultiMap(finished))
     items = _apply(items, image_transform(recipe), "CheckImage", rejects)
+    if screen is not None:
+        items = _apply(items, screen, "Screen", rejects)  # skips finished keys too
     faces = faces_transform(recipe)
     if faces is not None:
         items = _apply(items, faces, "Faces", rejects)
+        if finished is not None:  # one sample per face: those keys are only known now
+            items = items | "SkipFinishedFaces" >> beam.ParDo(SkipFinished(), finished=beam.pvalue.AsMultiMap(finished))
     items = _apply(items, generation_transform(recipe), "Generate", rejects)
     samples = _apply(items, validation_transform(recipe, created_at), "Validate", rejects)
     o = recipe.output
-    staging = o.grouping == "staging" or (o.grouping == "auto" and recipe.runner.runner in LOCAL_RUNNERS)
-    _ = samples | "WriteShards" >> WriteShards(out, o.samples_per_shard, o.max_shard_bytes, staging=staging)
+    shard_prefix = state.shard_prefix if state is not None else "shard"
+    _ = samples | "WriteShards" >> WriteShards(out, o.samples_per_shard, o.max_shard_bytes, staging=staging,
+                                               name_prefix=shard_prefix)
+    all_rejects = tuple(rejects) | "AllRejects" >> beam.Flatten()
+    if finished is not None:
+        all_rejects = all_rejects | "DropRecordedRejects" >> DropRecordedRejects(state, finished)
     (
-        tuple(rejects)
-        | "AllRejects" >> beam.Flatten()
+        all_rejects
         | "RejectLines" >> beam.Map(reject_line)
         | "WriteRejects"
         >> beam.io.WriteToText(
-            FileSystems.join(out, REJECTS_DIR, "rejects"),
+            FileSystems.join(out, REJECTS_DIR, state.rejects_prefix if state is not None else "rejects"),
             file_name_suffix=".jsonl",
             num_shards=recipe.output.rejects_shards,
             shard_name_template="-SSSSS-of-NNNNN",
@@ -167,38 +207,45 @@ def _counter(result: Any, name: str) -> int | None:
     return int(sum(c.committed if c.committed is not None else c.attempted for c in found))
 
 
-def run_recipe(recipe: Recipe, out: str, beam_args: list[str] | None = None, recipe_yaml: str | None = None) -> RunResult:
-    """Run a recipe to completion into `out`, then write stats.json, index.json and the dataset card."""
-    if FileSystems.exists(FileSystems.join(out, SHARDS_DIR)) and _match_any(FileSystems.join(out, SHARDS_DIR, "*.tar")):
-        raise UserError(f"{out} already holds shards; choose a new --out (resuming is `--resume`)")
+def run_recipe(
+    recipe: Recipe,
+    out: str,
+    beam_args: list[str] | None = None,
+    recipe_yaml: str | None = None,
+    resume: bool = False,
+    new_version: bool = False,
+    retry_rejects: bool = False,
+) -> RunResult:
+    """Run a recipe to completion into `out`, then write stats.json, index.json and the dataset card.
+
+    `resume` finishes an earlier run of the same recipe in `out` (see validation/resume.py);
+    `new_version` lets it continue under a changed recipe or prompts; `retry_rejects` also re-runs
+    the inputs whose rejects are retryable.
+    """
     prepare(recipe)
     created_at = run_started_at()
     t0 = time.time()
-    FileSystems.mkdirs(out) if not FileSystems.exists(out) else None
-    for sub in (SHARDS_DIR, FileSystems.join(SHARDS_DIR, TMP_DIR), FileSystems.join(SHARDS_DIR, TMP_DIR, "staging"),
-                "manifest", REJECTS_DIR):
-        path = FileSystems.join(out, sub)
-        if not FileSystems.exists(path):
-            FileSystems.mkdirs(path)
-    run_info = {
-        "recipe": recipe.name,
-        "recipe_sha256": recipe.sha256(),
-        "pipeline_version": __version__,
-        "started_at": created_at.isoformat(),
-        "runner": recipe.runner.runner,
-    }
-    write_text(FileSystems.join(out, RUN_FILE), yaml.safe_dump(run_info, sort_keys=False))
+    state = open_output(recipe, out, created_at, resume=resume, new_version=new_version, retry_rejects=retry_rejects)
+    staging_dir = FileSystems.join(out, SHARDS_DIR, TMP_DIR, "staging")
+    if not FileSystems.exists(staging_dir):
+        FileSystems.mkdirs(staging_dir)
     p = beam.Pipeline(options=pipeline_options(recipe, beam_args or []))
-    build_pipeline(p, recipe, out, created_at)
-    log.info("running recipe %s into %s on %s", recipe.name, out, recipe.runner.runner)
+    build_pipeline(p, recipe, out, created_at, state)
+    log.info("running recipe %s into %s on %s (attempt %d)", recipe.name, out, recipe.runner.runner, state.attempt)
     result = p.run()
     result.wait_until_finish()
     inputs = _counter(result, "inputs")
     manifest = read_manifest(out)
     write_index(out, manifest, recipe.name)
+    finished_at = datetime.now(tz=UTC).replace(microsecond=0).isoformat()
+    info = dict(state.run_info)
+    info["attempts"][-1].update({"finished_at": finished_at, "duration_s": round(time.time() - t0, 2)})
+    write_run_info(out, info)
+    run_info = {k: v for k, v in info.items() if k != "recipe_json"}
     run_info.update(
         {
-            "finished_at": datetime.now(tz=UTC).replace(microsecond=0).isoformat(),
+            "started_at": created_at.isoformat(),
+            "finished_at": finished_at,
             "duration_s": round(time.time() - t0, 2),
             "prompt_sets": sorted(set(manifest.column("prompt_set").to_pylist())) if manifest.num_rows else [],
         }

@@ -292,6 +292,47 @@ class OutputConfig(_Config):
     )
 
 
+class DedupConfig(_Config):
+    """Duplicate images within a run: keep the one with the smallest key, reject the rest `duplicate`."""
+
+    exact: bool = Field(default=True, description="Same sha256 of the input bytes.")
+    near: bool = Field(default=True, description="Perceptual hashes within max_distance bits.")
+    max_distance: int = Field(default=4, ge=0, le=16, description="Largest pHash Hamming distance that counts as near.")
+
+
+class HoldoutConfig(_Config):
+    """Images that must never enter the corpus (benchmark test sets): rejected `holdout`."""
+
+    lists: list[str] = Field(default_factory=list, description="Files made by `facecorpus holdout build`.")
+    max_distance: int | None = Field(
+        default=4, ge=0, le=16, description="pHash distance that still counts as the held-out image; null: sha256 only."
+    )
+
+    def resolve_paths(self, base: Path) -> None:
+        self.lists = [_resolve(p, base) for p in self.lists]
+
+
+class ValidationConfig(_Config):
+    """Checks on every generated record, dedup and hold-out. See docs/trust.md."""
+
+    min_answer_chars: PositiveInt = Field(default=2, description="Shorter answers are rejected `answer_too_short`.")
+    max_answer_chars: PositiveInt = Field(default=4000, description="Longer answers are rejected `answer_too_long`.")
+    min_caption_chars: PositiveInt = 3
+    max_caption_chars: PositiveInt = 2000
+    language: Literal["en"] | None = Field(default="en", description="Expected language of the text; null: no check.")
+    refusals: Literal["reject", "off"] = Field(default="reject", description="Refusals and hedges left after the re-ask.")
+    label_conflict: Literal["reject", "flag", "off"] = Field(
+        default="reject", description="Text that contradicts a dataset label: reject, or keep with a flag."
+    )
+    age_tolerance_years: int = Field(default=2, ge=0, le=30, description="Slack around a label's age bin.")
+    skippable_generators: list[str] = Field(
+        default_factory=lambda: ["templates"],
+        description="Generators allowed to leave out a requested category (flagged `skipped:<category>`).",
+    )
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
+
+
 class RunnerConfig(_Config):
     runner: str = Field(default="FnApiRunner", description="Beam runner: FnApiRunner locally, DataflowRunner in GCP.")
     options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options, e.g. --project=…")
@@ -305,6 +346,7 @@ class Recipe(_Config):
     faces: FacesConfig = Field(default_factory=FacesConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
 
     def canonical_json(self) -> str:
@@ -384,6 +426,7 @@ def validate_recipe(data: Any, origin: str, base_dir: Path) -> Recipe:
         raise UserError(f"recipe {origin}: {where}: {msg}{more}") from None
     for src in recipe.sources:
         src.resolve_paths(base_dir)
+    recipe.validation.holdout.resolve_paths(base_dir)
     return recipe
 
 

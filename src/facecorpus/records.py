@@ -214,6 +214,9 @@ class Reject(_Record):
     detail: str = Field(description="One human sentence.")
     retryable: bool = False
     url: str | None = None
+    categories: list[str] = Field(
+        default_factory=list, description="QA categories the reject is about (refusal, label_conflict…), if any."
+    )
 
 
 def is_valid_key(key: str) -> bool:

@@ -10,6 +10,7 @@ reader never sees a partial shard, locally or on object storage. Each shard's ma
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -89,8 +90,10 @@ def split_by_bytes(samples: list[ShardSample], max_bytes: int) -> list[list[Shar
     return groups
 
 
-def manifest_row(sample: Sample, shard: str) -> dict[str, Any]:
-    """One manifest row: the contract columns plus flat fields worth querying."""
+def manifest_row(sample: Sample, shard: str, members: list[tuple[str, bytes]] | None = None) -> dict[str, Any]:
+    """One manifest row: the contract columns plus flat fields worth querying. With the sample's tar
+    members, also the sha256 of its KEY.json and KEY.jpg (so `facecorpus validate` notices edits)."""
+    by_ext = {name.rsplit(".", 1)[-1]: data for name, data in members or []}
     face = sample.faces[sample.primary_face] if sample.primary_face is not None and sample.faces else None
     attrs = sample.attributes
 
@@ -140,6 +143,8 @@ def manifest_row(sample: Sample, shard: str) -> dict[str, Any]:
         "prompt_tokens": sample.provenance.usage.prompt_tokens,
         "completion_tokens": sample.provenance.usage.completion_tokens,
         "cost_usd": sample.provenance.usage.cost_usd,
+        "record_sha256": hashlib.sha256(by_ext["json"]).hexdigest() if "json" in by_ext else None,
+        "jpeg_sha256": hashlib.sha256(by_ext["jpg"]).hexdigest() if "jpg" in by_ext else None,
     }
 
 
@@ -156,6 +161,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("sha256", pa.string()), ("phash", pa.string()), ("caption_chars", pa.int32()),
         ("answer_chars", pa.list_(pa.int32())), ("n_conflicts", pa.int32()), ("flags", pa.list_(pa.string())),
         ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("cost_usd", pa.float64()),
+        ("record_sha256", pa.string()), ("jpeg_sha256", pa.string()),
     ]
 )
 
@@ -180,9 +186,10 @@ def write_atomically(final_path: str, data: bytes, tmp_dir: str) -> None:
 class WriteShardBucket(beam.DoFn):
     """(bucket, samples) → shard tar(s) + manifest parquet(s); outputs (shard name, n samples, bytes)."""
 
-    def __init__(self, out_dir: str, max_shard_bytes: int) -> None:
+    def __init__(self, out_dir: str, max_shard_bytes: int, name_prefix: str = "shard") -> None:
         self.out_dir = out_dir
         self.max_shard_bytes = max_shard_bytes
+        self.name_prefix = name_prefix  # a resumed run writes under its own names (shard-r1-…), never over finished shards
 
     def process(self, element: tuple[int, Iterable[ShardSample]]) -> Iterator[tuple[str, int, int]]:
         bucket, samples = element
@@ -190,9 +197,10 @@ class WriteShardBucket(beam.DoFn):
         groups = split_by_bytes(ordered, self.max_shard_bytes)
         tmp_dir = FileSystems.join(self.out_dir, SHARDS_DIR, TMP_DIR)
         for part, group in enumerate(groups):
-            name = f"shard-{bucket:05d}" + (f"-{part}" if part else "")
-            data = tar_bytes_for(m for s in group for m in s.members())
-            rows = [manifest_row(s.sample, f"{name}.tar") for s in group]
+            name = f"{self.name_prefix}-{bucket:05d}" + (f"-{part}" if part else "")
+            members = [s.members() for s in group]
+            data = tar_bytes_for(m for ms in members for m in ms)
+            rows = [manifest_row(s.sample, f"{name}.tar", ms) for s, ms in zip(group, members, strict=True)]
             write_atomically(FileSystems.join(self.out_dir, SHARDS_DIR, f"{name}.tar"), data, tmp_dir)
             write_atomically(FileSystems.join(self.out_dir, MANIFEST_DIR, f"{name}.parquet"), manifest_bytes(rows), tmp_dir)
             yield name, len(group), len(data)
@@ -243,21 +251,24 @@ class WriteShards(beam.PTransform):
     Both write byte-identical shards.
     """
 
-    def __init__(self, out_dir: str, samples_per_shard: int, max_shard_bytes: int, staging: bool = True) -> None:
+    def __init__(
+        self, out_dir: str, samples_per_shard: int, max_shard_bytes: int, staging: bool = True, name_prefix: str = "shard"
+    ) -> None:
         super().__init__()
         self.out_dir = out_dir
         self.samples_per_shard = samples_per_shard
         self.max_shard_bytes = max_shard_bytes
         self.staging = staging
+        self.name_prefix = name_prefix
 
     def expand(self, samples: beam.PCollection) -> beam.PCollection:
         if self.staging:
             samples = samples | "Stage" >> beam.ParDo(StageSample(self.out_dir))
             key_of = _identity
-            writer: beam.DoFn = WriteStagedBucket(self.out_dir, self.max_shard_bytes)
+            writer: beam.DoFn = WriteStagedBucket(self.out_dir, self.max_shard_bytes, self.name_prefix)
         else:
             key_of = _key_of
-            writer = WriteShardBucket(self.out_dir, self.max_shard_bytes)
+            writer = WriteShardBucket(self.out_dir, self.max_shard_bytes, self.name_prefix)
         count = samples | "Count" >> beam.combiners.Count.Globally()
         per_shard = self.samples_per_shard
         keyed = samples | "Bucket" >> beam.Map(

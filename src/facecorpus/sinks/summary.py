@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from ..records import Reject
+from ..validation.counts import validation_counts
 from .shards import MANIFEST_DIR, MANIFEST_SCHEMA, SHARDS_DIR
 
 REJECTS_DIR = "rejects"
@@ -39,8 +40,10 @@ def read_text(path: str) -> str:
 
 
 def write_text(path: str, text: str) -> None:
-    with FileSystems.create(path) as f:
-        f.write(text.encode("utf-8"))
+    """Write aside, then rename into place: a run killed mid-write never leaves half a stats.json."""
+    from ..validation.resume import write_atomically
+
+    write_atomically(path, text.encode("utf-8"))
 
 
 def manifest_files(out: str) -> list[str]:
@@ -134,6 +137,7 @@ def compute_stats(out: str, inputs: int | None, run: dict[str, Any], llm: dict[s
             "completion_tokens": int(sum(col["completion_tokens"])),
             "cost_usd": round(float(sum(col["cost_usd"])), 6),
         },
+        "validation": validation_counts(rejects, col["flags"]),
         "run": run,
     }
     stats["invariant_ok"] = stats["inputs"] == written + rejected

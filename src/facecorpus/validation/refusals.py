@@ -60,15 +60,19 @@ class Refusal:
 
 
 def find_refusal(text: str | None) -> Refusal | None:
-    """The first refusal or hedge in `text`, or None. Typographic apostrophes count as straight ones."""
+    """The earliest refusal or hedge in `text`, or None. Typographic apostrophes count as straight ones."""
     if not text:
         return None
     normalised = " ".join(text.translate(_QUOTES).split())
+    best: tuple[int, str, re.Match[str]] | None = None
     for name, rx in _COMPILED:
         m = rx.search(normalised)
-        if m:
-            return Refusal(kind=name, phrase=sentence_around(normalised, m.start(), m.end()))
-    return None
+        if m and (best is None or m.start() < best[0]):
+            best = (m.start(), name, m)  # the earliest refusal in the text names it
+    if best is None:
+        return None
+    _, name, m = best
+    return Refusal(kind=name, phrase=sentence_around(normalised, m.start(), m.end()))
 
 
 def sentence_around(text: str, start: int, end: int, limit: int = 160) -> str:

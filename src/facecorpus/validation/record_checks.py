@@ -1,0 +1,209 @@
+"""Checks on one generated record, beyond its pydantic schema.
+
+`check_record(sample, rules)` returns what is wrong with a `Sample`, most serious first:
+
+| reason | what |
+|---|---|
+| `refusal` | an answer or the caption refuses, hedges about a protected attribute or claims not to see the image |
+| `empty_answer` | an answer or the caption is blank |
+| `answer_too_short` / `answer_too_long` | outside the recipe's bounds (caption bounds apply to the caption) |
+| `unknown_category` | a QA category the recipe did not ask for |
+| `missing_category` | a requested category is absent (see `RecordRules.allows_skip`) |
+| `duplicate_question` | the same question twice in one sample (case, spacing and punctuation ignored) |
+| `bad_charset` | control characters, U+FFFD, lone surrogates or private-use characters |
+| `wrong_language` | for `language: en`, less than 90% of the letters are Latin |
+| `degenerate_text` | a looping answer (few distinct word triples) or one character repeated 20 times |
+| `label_conflict` | a statement that contradicts a dataset label (reject or flag per recipe) |
+
+The same function runs inside the pipeline (stage `validate`) and in `facecorpus validate`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from ..recipe import Recipe, ValidationConfig
+from ..records import Sample
+from .label_consistency import find_conflicts
+from .refusals import find_refusal
+
+_RUN_OF_ONE_CHAR = re.compile(r"(\S)\1{19,}")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class RecordRules:
+    """What the recipe asks of every record."""
+
+    config: ValidationConfig
+    categories: tuple[str, ...]
+    skippable: frozenset[str] = frozenset({"templates"})
+
+    def allows_skip(self, generator: str, category: str, flags: list[str]) -> bool:
+        """A requested category may be absent only when its generator may skip and said so with a
+        `skipped:<category>` flag (see `rules_for`)."""
+        return generator in self.skippable and f"skipped:{category}" in flags
+
+
+def rules_for(recipe: Recipe) -> RecordRules:
+    """The record rules of a recipe.
+
+    Generators that may leave out a requested category: those in `validation.skippable_generators`
+    (default: `templates`, which writes only from facts it has and skips the rest), plus `openai` when
+    its recipe says `generation.openai.on_category_failure: skip`. Any other absence is `missing_category`.
+    """
+    skippable = set(recipe.validation.skippable_generators)
+    openai_cfg = getattr(recipe.generation, "openai", None)
+    if getattr(openai_cfg, "on_category_failure", None) == "skip":
+        skippable.add("openai")
+    return RecordRules(recipe.validation, tuple(recipe.generation.categories), frozenset(skippable))
+
+
+@dataclass
+class Finding:
+    """One problem with a record. `categories`: the QA categories it concerns (for per-category counts)."""
+
+    reason: str
+    detail: str
+    categories: list[str] = field(default_factory=list)
+    attribute: str | None = None
+
+
+def _texts(sample: Sample) -> list[tuple[str, str]]:
+    return [("caption", sample.caption)] + [(q.category, q.answer) for q in sample.qa]
+
+
+def _question_key(q: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", q.casefold()).split())
+
+
+def charset_problem(text: str) -> str | None:
+    """Why `text` is not clean Unicode text, or None."""
+    for ch in text:
+        if ch in "\n\t\r":
+            continue
+        cat = unicodedata.category(ch)
+        if cat == "Cc":
+            return f"control character U+{ord(ch):04X}"
+        if cat == "Cs":
+            return f"lone surrogate U+{ord(ch):04X}"
+        if cat == "Co":
+            return f"private-use character U+{ord(ch):04X}"
+        if ch == "\ufffd":
+            return "the replacement character U+FFFD (text was decoded wrongly somewhere)"
+    return None
+
+
+def latin_share(text: str) -> float:
+    """Share of the letters in `text` that are Latin script (1.0 when there are no letters)."""
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return 1.0
+    latin = sum(1 for ch in letters if ch.isascii() or "LATIN" in unicodedata.name(ch, ""))
+    return latin / len(letters)
+
+
+def degenerate(text: str) -> str | None:
+    """Why `text` looks like a generation loop, or None."""
+    m = _RUN_OF_ONE_CHAR.search(text)
+    if m:
+        return f"the character {m.group(1)!r} repeats {len(m.group(0))} times"
+    words = [w.casefold() for w in _WORD.findall(text)]
+    if len(words) >= 12:
+        triples = list(zip(words, words[1:], words[2:], strict=False))
+        share = len(set(triples)) / len(triples)
+        if share < 0.5:
+            return f"only {share:.0%} of its word triples are distinct (the text loops)"
+    return None
+
+
+def check_record(sample: Sample, rules: RecordRules) -> list[Finding]:
+    """Every problem with `sample`, most serious first (the first one is the reject reason)."""
+    cfg = rules.config
+    found: list[Finding] = []
+    texts = _texts(sample)
+
+    if cfg.refusals == "reject":
+        refused = [(where, r) for where, text in texts if (r := find_refusal(text)) is not None]
+        if refused:
+            where, first = refused[0]
+            cats = [w for w, _ in refused if w != "caption"]
+            found.append(Finding("refusal", f"the {where} {'answer ' if where != 'caption' else ''}refuses or hedges "
+                                            f"({first.kind}): \"{first.phrase}\"", categories=cats))
+
+    for where, text in texts:
+        lo, hi = (cfg.min_caption_chars, cfg.max_caption_chars) if where == "caption" else (cfg.min_answer_chars, cfg.max_answer_chars)
+        what = "caption" if where == "caption" else f"{where} answer"
+        n = len(text.strip())
+        if n == 0:
+            found.append(Finding("empty_answer", f"the {what} is blank", categories=[] if where == "caption" else [where]))
+        elif n < lo:
+            found.append(Finding("answer_too_short", f"the {what} has {n} characters, fewer than {lo}: {text.strip()!r}",
+                                 categories=[] if where == "caption" else [where]))
+        elif n > hi:
+            found.append(Finding("answer_too_long", f"the {what} has {n} characters, more than {hi}",
+                                 categories=[] if where == "caption" else [where]))
+
+    present = [q.category for q in sample.qa]
+    unknown = sorted({c for c in present if c not in rules.categories})
+    if unknown:
+        found.append(Finding("unknown_category", f"QA categories the recipe did not ask for: {', '.join(unknown)}",
+                             categories=unknown))
+    generator = sample.provenance.generator
+    missing = [c for c in rules.categories if c not in present and not rules.allows_skip(generator, c, sample.flags)]
+    if missing:
+        found.append(Finding("missing_category", f"requested categories absent from the {generator} output: "
+                                                 f"{', '.join(missing)}", categories=missing))
+
+    seen: dict[str, str] = {}
+    for q in sample.qa:
+        k = _question_key(q.question)
+        if k in seen:
+            found.append(Finding("duplicate_question", f"the question {q.question!r} appears twice "
+                                                       f"({seen[k]} and {q.category})", categories=[q.category]))
+            break
+        seen[k] = q.category
+
+    for where, text in [*texts, *((f"{q.category} question", q.question) for q in sample.qa)]:
+        problem = charset_problem(text)
+        if problem:
+            found.append(Finding("bad_charset", f"the {where} holds a {problem}"))
+            break
+    if cfg.language == "en":
+        for where, text in texts:
+            share = latin_share(text)
+            if share < 0.9:
+                found.append(Finding("wrong_language", f"only {share:.0%} of the letters in the {where} are Latin; "
+                                                       f"the recipe expects English", categories=[] if where == "caption" else [where]))
+                break
+    for where, text in texts:
+        why = degenerate(text)
+        if why:
+            found.append(Finding("degenerate_text", f"the {where}: {why}", categories=[] if where == "caption" else [where]))
+            break
+
+    if cfg.label_conflict != "off":
+        for c in find_conflicts(texts, sample.attributes, cfg.age_tolerance_years):
+            found.append(Finding("label_conflict", f"the {c.where} says \"{c.phrase}\" but the {c.attribute} label is "
+                                                   f"{c.label}", categories=[] if c.where == "caption" else [c.where],
+                                 attribute=c.attribute))
+    return found
+
+
+def verdict(findings: list[Finding], rules: RecordRules) -> tuple[Finding | None, list[str]]:
+    """(the finding that rejects the record or None, flags to add when it is kept).
+
+    Label conflicts reject only when the recipe says `label_conflict: reject`; with `flag` they become
+    `label_conflict:<attribute>` flags. Every other finding rejects.
+    """
+    flags: list[str] = []
+    for f in findings:
+        if f.reason == "label_conflict" and rules.config.label_conflict == "flag":
+            flag = f"label_conflict:{f.attribute}"
+            if flag not in flags:
+                flags.append(flag)
+            continue
+        return f, []
+    return None, flags

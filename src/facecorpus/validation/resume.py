@@ -1,0 +1,392 @@
+"""Sample-level resume: what an output already holds, what a run may add to it, and under which fingerprint.
+
+A run records its **fingerprint** (recipe, prompts, versions) in `run.json`. `--resume` on the same
+output:
+
+1. refuses a different fingerprint with a message naming what changed, unless `--new-version`
+   (which still refuses changed *sources*: a different input set needs a new `--out`);
+2. reconciles what a killed run left: partial files in `shards/_tmp/` (staging, half-written shards),
+   a shard without its manifest or a manifest without its shard, Beam's `beam-temp-*` folders under
+   `rejects/`, and the end-of-run files (`stats.json`, `index.json`, `README.md`), which are rewritten;
+3. treats as finished every key in a manifest and every key in a reject line — except retryable
+   rejects without a key (the source could not name the input, so it is read again), and with
+   `--retry-rejects` every retryable reject: those lines are removed first, then their inputs re-run;
+4. writes new shards and reject files under names of its own (`shard-r<N>-…`, `rejects-r<N>-…`), so
+   finished shards are never touched.
+
+Finished keys reach the pipeline as a Beam side input read from the files (looked up per key, never
+collected on one machine); reject lines a resumed run emits again for inputs it re-reads (source and
+image checks) are dropped against the recorded ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from .. import __version__
+from ..errors import UserError
+from ..recipe import Recipe
+from ..records import SCHEMA_VERSION, Reject
+from ..sinks.shards import MANIFEST_DIR, SHARDS_DIR, TMP_DIR
+from ..sinks.summary import CARD_FILE, INDEX_FILE, REJECTS_DIR, RUN_FILE, STATS_FILE, read_text
+
+log = logging.getLogger("facecorpus")
+
+
+# -------------------------------------------------------------------------------------------- fingerprint
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def prompts_sha256(recipe: Recipe) -> str:
+    """Hash of everything that shapes the generated text: the prompt files and the templates generator."""
+    from ..generation.templates import templates_sha256
+    from ..resources import data_dir
+
+    parts = {"templates_generator": templates_sha256()}
+    custom = getattr(recipe.generation, "prompts_dir", None)
+    try:
+        root = FileSystems.join(custom) if custom else str(data_dir("prompts"))
+    except FileNotFoundError:
+        root = None
+    if root is not None:
+        for m in sorted(FileSystems.match([root.rstrip("/") + "/**"])[0].metadata_list, key=lambda m: m.path):
+            with FileSystems.open(m.path) as f:
+                parts[m.path[len(root):].lstrip("/")] = hashlib.sha256(f.read()).hexdigest()
+    return _sha(parts)
+
+
+def fingerprint(recipe: Recipe) -> dict[str, Any]:
+    """{'sha256', 'recipe_sha256', 'sources_sha256', 'prompts_sha256', 'versions'} of a run's settings.
+
+    The recipe hash leaves out execution details (runner, sink grouping); versions are facecorpus's and
+    the record schema's — what changes the records written.
+    """
+    parts = {
+        "recipe_sha256": recipe.sha256(),
+        "sources_sha256": _sha([s.model_dump(mode="json") for s in recipe.sources]),
+        "prompts_sha256": prompts_sha256(recipe),
+        "versions": {"facecorpus": __version__, "schema": SCHEMA_VERSION},
+    }
+    return {"sha256": _sha(parts), **parts}
+
+
+def fingerprint_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human names of the parts that differ between two fingerprints."""
+    names = {"recipe_sha256": "recipe", "prompts_sha256": "prompts", "versions": "versions"}
+    changed = [label for k, label in names.items() if old.get(k) != new.get(k)]
+    if old.get("versions") != new.get("versions"):
+        changed[-1] = f"versions ({old.get('versions')} → {new.get('versions')})"
+    return changed or (["fingerprint"] if old.get("sha256") != new.get("sha256") else [])
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def _match(pattern: str) -> list[str]:
+    try:
+        return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    except Exception:  # noqa: BLE001 - a missing folder matches nothing
+        return []
+
+
+def _name(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write beside the target, then rename over it: readers see the old file or the new one, never half."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with FileSystems.create(tmp) as f:
+        f.write(data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def read_run_info(out: str) -> dict[str, Any] | None:
+    path = FileSystems.join(out, RUN_FILE)
+    if not FileSystems.exists(path):
+        return None
+    try:
+        info = json.loads(read_text(path))
+    except ValueError:
+        raise UserError(f"{path} is not valid JSON; it records what made this output and cannot be guessed") from None
+    return info if isinstance(info, dict) else None
+
+
+def write_run_info(out: str, info: dict[str, Any]) -> None:
+    write_atomically(FileSystems.join(out, RUN_FILE), (json.dumps(info, indent=2, sort_keys=False) + "\n").encode())
+
+
+def reconcile(out: str) -> list[str]:
+    """Remove what an interrupted run left half-done; returns what was removed (paths, for the log)."""
+    removed: list[str] = []
+    tmp = FileSystems.join(out, SHARDS_DIR, TMP_DIR)
+    leftovers = _match(tmp + "/**")
+    if leftovers:
+        FileSystems.delete(leftovers)
+        removed += leftovers
+    tars = {_name(p)[: -len(".tar")]: p for p in _match(FileSystems.join(out, SHARDS_DIR, "*.tar"))}
+    manifests = {_name(p)[: -len(".parquet")]: p for p in _match(FileSystems.join(out, MANIFEST_DIR, "*.parquet"))}
+    orphans = [p for n, p in tars.items() if n not in manifests] + [p for n, p in manifests.items() if n not in tars]
+    if orphans:
+        FileSystems.delete(orphans)
+        removed += orphans
+    beam_temp = [m for m in _match(FileSystems.join(out, REJECTS_DIR, "beam-temp-*")) if m]
+    beam_temp += _match(FileSystems.join(out, REJECTS_DIR, "beam-temp-*", "*"))
+    if beam_temp:
+        for path in sorted(set(beam_temp), key=len, reverse=True):
+            if FileSystems.exists(path):
+                FileSystems.delete([path])
+        removed += sorted(set(beam_temp))
+    for name in (STATS_FILE, INDEX_FILE, CARD_FILE):
+        path = FileSystems.join(out, name)
+        if FileSystems.exists(path):
+            FileSystems.delete([path])  # rewritten at the end; a half-finished output must not look finished
+    return removed
+
+
+def drop_reject_lines(out: str, retryable_too: bool) -> int:
+    """Remove from rejects/*.jsonl the lines whose inputs a resume re-runs; returns how many were removed.
+
+    Always: retryable rejects without a key. With `retryable_too`: every retryable reject.
+    """
+    removed = 0
+    for path in _match(FileSystems.join(out, REJECTS_DIR, "*.jsonl")):
+        lines = read_text(path).splitlines()
+        keep = []
+        for line in lines:
+            try:
+                r = Reject.model_validate_json(line) if line.strip() else None
+            except ValueError:
+                r = None  # a malformed line stays for `facecorpus validate` to report
+            if r is not None and r.retryable and (retryable_too or r.key is None):
+                removed += 1
+                continue
+            keep.append(line)
+        if len(keep) != len(lines):
+            write_atomically(path, ("\n".join(keep) + "\n" if keep else "").encode())
+    return removed
+
+
+# ------------------------------------------------------------------------------------------------ state
+
+
+@dataclass
+class OutputState:
+    """What a run may do to its output: which attempt it is and what is already finished there."""
+
+    out: str
+    attempt: int
+    fingerprint: dict[str, Any]
+    manifests: list[str] = field(default_factory=list)  # finished shards' manifests at the start
+    reject_files: list[str] = field(default_factory=list)
+    run_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resuming(self) -> bool:
+        """True when the output already holds finished work that this run must not redo."""
+        return bool(self.manifests or self.reject_files)
+
+    @property
+    def shard_prefix(self) -> str:
+        return "shard" if self.attempt == 0 else f"shard-r{self.attempt}"
+
+    @property
+    def rejects_prefix(self) -> str:
+        return "rejects" if self.attempt == 0 else f"rejects-r{self.attempt}"
+
+
+def _holds_a_run(out: str) -> bool:
+    return bool(
+        FileSystems.exists(FileSystems.join(out, RUN_FILE))
+        or _match(FileSystems.join(out, SHARDS_DIR, "*.tar"))
+        or _match(FileSystems.join(out, MANIFEST_DIR, "*.parquet"))
+        or _match(FileSystems.join(out, REJECTS_DIR, "*.jsonl"))
+    )
+
+
+def open_output(
+    recipe: Recipe, out: str, started_at: datetime, resume: bool = False, new_version: bool = False, retry_rejects: bool = False
+) -> OutputState:
+    """Prepare `out` for a run and record the attempt in run.json; UserError (one line) when it must not run.
+
+    Without `resume`, `out` must not hold a run yet. With it, see the module docstring.
+    """
+    fp = fingerprint(recipe)
+    resume = resume or retry_rejects or new_version
+    exists = FileSystems.exists(out) and _holds_a_run(out)
+    if exists and not resume:
+        raise UserError(f"{out} already holds a run; finish it with --resume, or choose a new --out")
+    previous = read_run_info(out) if exists else None
+    attempts: list[dict[str, Any]] = []
+    mode = "fresh"
+    if exists:
+        if previous is None or "fingerprint" not in previous:
+            raise UserError(f"{out} holds shards or rejects but no run.json fingerprint; it cannot be resumed safely — "
+                            f"choose a new --out")
+        old = previous["fingerprint"]
+        if old.get("sha256") != fp["sha256"]:
+            changes = fingerprint_changes(old, fp)
+            if not new_version:
+                raise UserError(f"{out} was made with different settings ({', '.join(changes)} changed: fingerprint "
+                                f"{old.get('sha256', '?')[:12]} → {fp['sha256'][:12]}); resume with the same recipe, "
+                                f"or add --new-version to continue under the new one")
+            if old.get("sources_sha256") != fp["sources_sha256"]:
+                raise UserError(f"{out} was made from different sources; --new-version keeps the inputs and changes "
+                                f"the settings only — choose a new --out for new inputs")
+            mode = "new_version"
+        else:
+            mode = "retry_rejects" if retry_rejects else "resume"
+        attempts = list(previous.get("attempts", []))
+        removed = reconcile(out)
+        if removed:
+            log.info("resume: removed %d partial file(s) left by an interrupted run", len(removed))
+        dropped = drop_reject_lines(out, retryable_too=retry_rejects)
+        if dropped:
+            log.info("resume: %d retryable reject(s) will be re-run", dropped)
+    for sub in (SHARDS_DIR, FileSystems.join(SHARDS_DIR, TMP_DIR), MANIFEST_DIR, REJECTS_DIR):
+        path = FileSystems.join(out, sub)
+        if not FileSystems.exists(path):
+            FileSystems.mkdirs(path)
+    attempt = len(attempts)
+    attempts.append({"attempt": attempt, "mode": mode, "started_at": started_at.isoformat(), "fingerprint": fp["sha256"]})
+    info = {
+        "recipe": recipe.name,
+        "recipe_sha256": recipe.sha256(),
+        "pipeline_version": __version__,
+        "runner": recipe.runner.runner,
+        "fingerprint": fp,
+        "recipe_json": json.loads(recipe.canonical_json()),
+        "attempts": attempts,
+    }
+    write_run_info(out, info)
+    return OutputState(
+        out=out,
+        attempt=attempt,
+        fingerprint=fp,
+        manifests=_match(FileSystems.join(out, MANIFEST_DIR, "*.parquet")) if exists else [],
+        reject_files=_match(FileSystems.join(out, REJECTS_DIR, "*.jsonl")) if exists else [],
+        run_info=info,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ Beam
+
+
+def _manifest_keys(path: str) -> Iterator[tuple[str, str]]:
+    with FileSystems.open(path) as f:
+        table = pq.read_table(pa.BufferReader(f.read()), columns=["key"])
+    for key in table.column("key").to_pylist():
+        yield key, "written"
+
+
+def _rejected_keys(line: str) -> Iterator[tuple[str, str]]:
+    if line.strip():
+        key = json.loads(line).get("key")
+        if key:
+            yield key, "rejected"
+
+
+def reject_identity(r: Reject) -> str:
+    """What makes two keyless reject lines the same event (their detail names the file and line)."""
+    return json.dumps([r.dataset, r.source_id, r.stage, r.reason, r.detail])
+
+
+def _keyless_identities(line: str) -> Iterator[tuple[str, int]]:
+    if line.strip():
+        r = Reject.model_validate_json(line)
+        if r.key is None:
+            yield reject_identity(r), 1
+
+
+class ReadFinishedKeys(beam.PTransform):
+    """PBegin → PCollection[(key, 'written' | 'rejected')] from the manifests and reject files of `state`."""
+
+    def __init__(self, state: OutputState) -> None:
+        super().__init__()
+        self.state = state
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        written = (
+            pbegin
+            | "Manifests" >> beam.Create(self.state.manifests)
+            | "ManifestKeys" >> beam.FlatMap(_manifest_keys)
+        )
+        if not self.state.reject_files:
+            return written
+        rejected = (
+            pbegin
+            | "RejectFiles" >> beam.Create(self.state.reject_files)
+            | "RejectLines" >> beam.io.ReadAllFromText()
+            | "RejectKeys" >> beam.FlatMap(_rejected_keys)
+        )
+        return (written, rejected) | "Finished" >> beam.Flatten()
+
+
+class SkipFinished(beam.DoFn):
+    """Drops items whose key is finished (side input `finished`: a multimap looked up per key)."""
+
+    def process(self, item: Any, finished: Any) -> Iterator[Any]:
+        from ..stage import Counters
+
+        if list(finished[item.key]):
+            Counters("resume").count("skipped")
+        else:
+            yield item
+
+
+def _emit_new(group: tuple[str, dict[str, list]]) -> Iterator[Reject]:
+    _, parts = group
+    yield from parts["new"][len(parts["old"]) :]
+
+
+class DropRecordedRejects(beam.PTransform):
+    """Rejects a resumed run emits again for inputs already recorded (it re-reads sources, and re-checks
+    images when dedup needs their hashes) are dropped: keyed ones whose key is finished, keyless ones
+    as many times as the recorded files already hold them."""
+
+    def __init__(self, state: OutputState, finished: beam.PCollection) -> None:
+        super().__init__()
+        self.state = state
+        self.finished = finished
+
+    def expand(self, rejects: beam.PCollection) -> beam.PCollection:
+        keyed, keyless = rejects | "KeyedOrNot" >> beam.Partition(lambda r, _n: 0 if r.key else 1, 2)
+        new_keyed = keyed | "SkipFinishedKeys" >> beam.ParDo(
+            _SkipFinishedReject(), finished=beam.pvalue.AsMultiMap(self.finished)
+        )
+        old = (
+            keyless.pipeline
+            | "RecordedRejectFiles" >> beam.Create(self.state.reject_files)
+            | "RecordedLines" >> beam.io.ReadAllFromText()
+            | "RecordedKeyless" >> beam.FlatMap(_keyless_identities)
+        )
+        new_keyless = (
+            {"new": keyless | "Identity" >> beam.Map(lambda r: (reject_identity(r), r)), "old": old}
+            | "JoinRecorded" >> beam.CoGroupByKey()
+            | "EmitNew" >> beam.FlatMap(_emit_new)
+        )
+        return (new_keyed, new_keyless) | "NewRejects" >> beam.Flatten()
+
+
+class _SkipFinishedReject(beam.DoFn):
+    def process(self, reject: Reject, finished: Any) -> Iterator[Reject]:
+        if not list(finished[reject.key]):
+            yield reject
+

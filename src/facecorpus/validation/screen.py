@@ -1,0 +1,182 @@
+"""Stage 'dedup': the images checked, decide which go on — before any LLM call is paid for them.
+
+    items ─▶ Park ──(key, sha256, pHash)──▶ exact / near duplicates, hold-out matches ─▶ verdicts
+              │                                                                            │
+              └──────────────(key → parked item)──── join by key ◀─────────────────────────┘
+                                                        │
+                            finished (resume)? drop · verdict? reject · else the item goes on
+
+Only light records are grouped. The item itself waits either in a staging file under
+`shards/_tmp/screen/` (local runners, whose GroupByKey holds everything in memory — the same choice
+as the shard sink's `output.grouping`) or travels through the runner's shuffle (Dataflow). Its decoded
+pixels are dropped while it waits and decoded again from the stored JPEG when it goes on, so both
+ways give the same result.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from PIL import Image
+
+from ..recipe import ValidationConfig
+from ..records import Reject, SourceInfo
+from ..sinks.shards import SHARDS_DIR, TMP_DIR
+from ..stage import REJECTS, Counters, WorkItem
+from .dedup import ExactDuplicates, HoldoutMatches, NearDuplicates, Verdict
+from .holdout import ReadHoldout
+
+SCREEN_DIR = "screen"
+STAGE = "dedup"
+
+
+@dataclass
+class Parked:
+    """An item waiting for its verdict: its light facts, and the item or the staging file that holds it."""
+
+    key: str
+    sha256: str
+    phash: str
+    source: SourceInfo
+    path: str | None = None
+    item: WorkItem | None = None
+
+
+class Park(beam.DoFn):
+    """WorkItem → (key, Parked); with staging, the item goes to a file and only its facts travel on."""
+
+    def __init__(self, out_dir: str, staging: bool) -> None:
+        self.out_dir = out_dir
+        self.staging = staging
+
+    def process(self, item: WorkItem) -> Iterator[tuple[str, Parked]]:
+        assert item.image is not None, "the image stage runs before dedup"
+        item.without_pixels()
+        parked = Parked(key=item.key, sha256=item.image.sha256, phash=item.image.phash, source=item.source)
+        if self.staging:
+            parked.path = FileSystems.join(self.out_dir, SHARDS_DIR, TMP_DIR, SCREEN_DIR, f"{item.key}.{uuid.uuid4().hex[:8]}.pkl")
+            with FileSystems.create(parked.path) as f:
+                f.write(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+        else:
+            parked.item = item
+        yield item.key, parked
+
+
+def _light(kv: tuple[str, Parked]) -> tuple[str, str, str]:
+    _, p = kv
+    return p.key, p.sha256, p.phash
+
+
+def _pick_up(parked: Parked) -> WorkItem:
+    if parked.item is not None:
+        item = parked.item
+    else:
+        assert parked.path is not None
+        with FileSystems.open(parked.path) as f:
+            item = pickle.loads(f.read())
+    if item.jpeg is not None:
+        with Image.open(io.BytesIO(item.jpeg)) as im:
+            item.pixels = np.asarray(im.convert("RGB"))
+    return item
+
+
+def _discard(parked: list[Parked]) -> None:
+    paths = [p.path for p in parked if p.path]
+    if paths:
+        FileSystems.delete(paths)
+
+
+def _reject(p: Parked, reason: str, detail: str) -> beam.pvalue.TaggedOutput:
+    return beam.pvalue.TaggedOutput(REJECTS, Reject(
+        source_id=p.source.id, dataset=p.source.dataset, key=p.key, stage=STAGE, reason=reason, detail=detail,
+        retryable=False, url=p.source.url,
+    ))
+
+
+class Decide(beam.DoFn):
+    """(key, {parked, verdicts}) → the item, a reject, or nothing (finished by an earlier attempt)."""
+
+    def __init__(self) -> None:
+        self._counters: Counters | None = None
+
+    def process(self, element: tuple[str, dict[str, list]], finished: Any = None) -> Iterator[Any]:
+        if self._counters is None:
+            self._counters = Counters(STAGE)
+        key, parts = element
+        parked: list[Parked] = sorted(parts["parked"], key=lambda p: (p.source.dataset, p.source.id))
+        if not parked:
+            pass  # a verdict for an image that is not in this run
+        elif finished is not None and list(finished[key]):
+            _discard(parked)
+            Counters("resume").count("skipped", len(parked))
+        else:
+            yield from self._decide(key, parked, parts["verdicts"])
+
+    def _decide(self, key: str, parked: list[Parked], verdicts: list[Verdict]) -> Iterator[Any]:
+        assert self._counters is not None
+        first, others = parked[0], parked[1:]
+        for p in others:  # two inputs with one key would become one key twice in the shards
+            self._counters.rejected("duplicate_key")
+            yield _reject(p, "duplicate_key", f"another input ({first.source.dataset}:{first.source.id}) has the same key {key}")
+        _discard(others)
+        if verdicts:
+            v = min(verdicts)
+            self._counters.rejected(v.reason)
+            yield _reject(first, v.reason, v.detail)
+        else:
+            item = _pick_up(first)
+            self._counters.kept()
+            yield item
+        _discard([first])
+
+
+class Screen(beam.PTransform):
+    """PCollection[WorkItem] (images checked) → {'main': items that go on, 'rejects': duplicate/holdout rejects}.
+
+    `finished`: PCollection[(key, kind)] of keys an earlier attempt finished (resume), or None.
+    """
+
+    def __init__(self, cfg: ValidationConfig, out_dir: str, staging: bool, finished: beam.PCollection | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.staging = staging
+        self.finished = finished
+
+    def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
+        cfg = self.cfg
+        parked = items | "Park" >> beam.ParDo(Park(self.out_dir, self.staging))
+        light = parked | "Light" >> beam.Map(_light)
+        verdicts = []
+        if cfg.dedup.exact:
+            verdicts.append(light | "Exact" >> ExactDuplicates())
+        if cfg.dedup.near:
+            verdicts.append(light | "Near" >> NearDuplicates(cfg.dedup.max_distance))
+        if cfg.holdout.lists:
+            listed = items.pipeline | "HoldoutLists" >> ReadHoldout(cfg.holdout.lists)
+            verdicts.append(light | "Holdout" >> HoldoutMatches(listed, cfg.holdout.max_distance))
+        all_verdicts = (
+            tuple(verdicts) | "AllVerdicts" >> beam.Flatten()
+            if verdicts
+            else items.pipeline | "NoVerdicts" >> beam.Create([])
+        )
+        side = {} if self.finished is None else {"finished": beam.pvalue.AsMultiMap(self.finished)}
+        decided = (
+            {"parked": parked, "verdicts": all_verdicts}
+            | "JoinVerdicts" >> beam.CoGroupByKey()
+            | "Decide" >> beam.ParDo(Decide(), **side).with_outputs(REJECTS, main="main")
+        )
+        return {"main": decided["main"], "rejects": decided[REJECTS]}
+
+
+def screening_needed(cfg: ValidationConfig) -> bool:
+    """True when dedup or hold-out needs every image's hashes before any item may go on."""
+    return cfg.dedup.exact or cfg.dedup.near or bool(cfg.holdout.lists)
