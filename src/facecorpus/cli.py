@@ -193,6 +193,9 @@ from .models import app as models_app  # noqa: E402
 
 app.command("faces")(faces_command)
 app.add_typer(models_app, name="models")
+from .sources.laion_cli import app as laion_app  # noqa: E402
+
+app.add_typer(laion_app, name="laion")
 from .validation.cli import holdout_app  # noqa: E402
 
 app.add_typer(holdout_app, name="holdout")

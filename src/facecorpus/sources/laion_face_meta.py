@@ -62,15 +62,17 @@ def _import_torch() -> Any:
     return torch
 
 
-def _safe_global(name: str) -> Any | None:
-    module, _, attr = name.rpartition(".")
-    allowed = name in _NUMPY_SAFE or (module == "numpy.dtypes" and attr in _NUMPY_DTYPES)
-    if not allowed:
-        return None
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        return None
+def _numpy_safe_globals() -> dict[str, Any]:
+    """Importable numpy objects an array or scalar pickle refers to, by dotted name."""
+    found = {}
+    names = list(_NUMPY_SAFE) + [f"numpy.dtypes.{d}" for d in _NUMPY_DTYPES]
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        try:
+            found[name] = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            continue
+    return found
 
 
 def load_torch_file(path: str) -> Any:
@@ -84,14 +86,15 @@ def load_torch_file(path: str) -> Any:
             names = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
         except Exception:  # noqa: BLE001
             raise UserError(f"{path}: not a readable torch file ({type(first).__name__})") from None
-        objects = {n: _safe_global(n) for n in names}
-        refused = sorted(n for n, o in objects.items() if o is None)
+        allowed = _numpy_safe_globals()
+        refused = sorted(n for n in names if n not in allowed)
         if refused:
             raise UserError(
                 f"{path}: holds pickled objects other than tensors and numpy arrays ({', '.join(refused[:5])}); "
                 "refusing to unpickle it, since that could run code"
             ) from None
-        with torch.serialization.safe_globals(list(objects.values())):
+        # the listing above does not name dtype classes nested in arrays, so allow all numeric numpy types
+        with torch.serialization.safe_globals(list(allowed.values())):
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
