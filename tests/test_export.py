@@ -120,6 +120,7 @@ def test_verdict_filters_follow_the_reviewers(demo_output: Path, tmp_path: Path)
         (["--format", "sharegpt", "--out", "x.jsonl"], "is one .json file"),
         (["--format", "jsonl", "--out", "x.jsonl", "--verdict", "maybe"], "--verdict 'maybe'"),
         (["--format", "llava", "--out", "x.json", "--turns", "all"], "--turns 'all'"),
+        (["--format", "jsonl", "--out", "x.jsonl", "--verdict", "accepted"], "has no reviews"),
     ],
 )
 def test_bad_export_arguments_are_one_line(

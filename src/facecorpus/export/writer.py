@@ -60,6 +60,8 @@ def review_verdicts(out: str) -> Callable[[str, int], str | None]:
 
     # reviews are written next to local outputs only
     states = list(reviewer_states(out)[0].values()) if "://" not in out else []
+    if not states:
+        raise UserError(f"--verdict filters by review, but {out} has no reviews (DIR/reviews/*.jsonl): run facecorpus review first")
 
     def verdict_of(key: str, index: int) -> str | None:
         return consensus(v for st in states if (v := st.qa_verdict(key, index)) is not None)

@@ -6,6 +6,8 @@ redraws; quitting needs no save.
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -332,8 +334,6 @@ class ReviewApp(App[None]):
         image = annotated_image(it.jpeg, it.sample)
         try:
             with self.suspend():
-                import sys
-
                 sys.stdout.write("\x1b[2J\x1b[H" + graphics_escape(image, protocol) + "\n\nPress Enter to go back. ")
                 sys.stdout.flush()
                 input()

@@ -9,7 +9,6 @@ a QA pair without its own verdict takes the item's.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable
@@ -202,7 +201,3 @@ def reviewer_states(out: str | Path) -> tuple[dict[str, ReviewState], list[str]]
     logs = reviewer_logs(out)
     unreadable = [u for r in logs.values() for u in r.unreadable]
     return {name: replay(r.events) for name, r in logs.items()}, unreadable
-
-
-def dump_event(event: ReviewEvent) -> str:
-    return json.dumps(event.model_dump(exclude_none=True), ensure_ascii=False)
