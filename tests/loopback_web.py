@@ -39,6 +39,9 @@ def photo_bytes() -> dict[str, tuple[bytes, str]]:
         "astronaut.png": ((SKIMAGE_DATA / "astronaut.png").read_bytes(), "image/png"),
         "hanks.png": ((INSIGHTFACE_IMAGES / "Tom_Hanks_54745.png").read_bytes(), "image/png"),
         "mask.jpg": ((INSIGHTFACE_IMAGES / "mask_white.jpg").read_bytes(), "image/jpeg"),
+        # distinct photos for the slow and flaky endpoints, so dedup keeps them apart from the others
+        "mask_black.jpg": ((INSIGHTFACE_IMAGES / "mask_black.jpg").read_bytes(), "image/jpeg"),
+        "mask_blue.jpg": ((INSIGHTFACE_IMAGES / "mask_blue.jpg").read_bytes(), "image/jpeg"),
         "t1_rotated.jpg": (jpeg_rotated.getvalue(), "image/jpeg"),
     }
 
@@ -115,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(410, b"Gone")
         if path.startswith("/slow"):
             srv.stop.wait(srv.slow_s)  # longer than the client's timeout; returns early on shutdown
-            body, ctype = srv.photos["t1.jpg"]
+            body, ctype = srv.photos["mask_black.jpg"]
             return self._send(200, body, ctype)
         if path.startswith("/redirect/"):
             # /redirect/N[?to=NAME]: N hops, then /img/NAME.png (astronaut by default)
@@ -144,7 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if path.startswith("/flaky"):
             if srv.recovered.is_set():
-                body, ctype = srv.photos["t1.jpg"]
+                body, ctype = srv.photos["mask_blue.jpg"]
                 return self._send(200, body, ctype)
             return self._send(503, b"busy", headers={"Retry-After": "0"})
         if path.startswith("/rate-limited"):

@@ -69,9 +69,14 @@ SOURCES: dict[type, Any] = {
 }
 
 
-def source_transform(cfg: Any) -> beam.PTransform:
-    """Hook (sources): the PTransform that reads one recipe source."""
-    return SOURCES[type(cfg)](cfg)
+def source_transform(cfg: Any, finished: beam.PCollection | None = None) -> beam.PTransform:
+    """Hook (sources): the PTransform that reads one recipe source.
+
+    `finished` (when resuming: (key, status) pairs of what the output already holds) goes to sources
+    that can skip costly work for those keys before doing it (LAION: the download).
+    """
+    cls = SOURCES[type(cfg)]
+    return cls(cfg, finished=finished) if getattr(cls, "skips_finished", False) else cls(cfg)
 
 
 def image_transform(recipe: Recipe) -> beam.PTransform:
@@ -137,13 +142,13 @@ def build_pipeline(
     """The whole graph. With `state` resuming an output, finished keys are skipped and their rejects not repeated."""
     rejects: list[beam.PCollection] = []
     mains = []
+    finished = p | "FinishedKeys" >> ReadFinishedKeys(state) if state is not None and state.resuming else None
     for i, src in enumerate(recipe.sources):
-        result = p | f"Source{i}-{src.type}" >> source_transform(src)
+        result = p | f"Source{i}-{src.type}" >> source_transform(src, finished)
         mains.append(result["main"])
         rejects.append(result["rejects"])
     items = mains[0] if len(mains) == 1 else tuple(mains) | "AllSources" >> beam.Flatten()
     staging = staging_for(recipe)
-    finished = p | "FinishedKeys" >> ReadFinishedKeys(state) if state is not None and state.resuming else None
     screen = screening_transform(recipe, out, staging, finished)
     if finished is not None and screen is None:
         # nothing needs every image's hashes: finished inputs are skipped before they are even decoded

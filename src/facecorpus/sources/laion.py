@@ -155,9 +155,8 @@ def parse_box(value: Any, fmt: str) -> list[list[float]]:
 class _ReadRowGroup(beam.DoFn):
     """(file index, file, row group) → WebRows of the rows in the id list; bad rows → rejects."""
 
-    def __init__(self, cfg: WebListSource, only_ids: frozenset[str] | None) -> None:
+    def __init__(self, cfg: WebListSource) -> None:
         self.cfg = cfg
-        self.only_ids = only_ids
         self._shared = Shared()
         self._ids: IdList | None = None
 
@@ -185,8 +184,7 @@ class _ReadRowGroup(beam.DoFn):
         for i, pos in enumerate(positions.to_pylist()):
             values = {c: cols[c][i] for c in cols}
             sid = _sample_id(values.get(plan.id) if plan.id else None, f"{name}:{pos}")
-            if self.only_ids is None or sid in self.only_ids:
-                yield self._row(cfg, plan, values, sid, name, (file_index, pos))
+            yield self._row(cfg, plan, values, sid, name, (file_index, pos))
 
     def _row(self, cfg: WebListSource, plan: ColumnPlan, values: dict[str, Any], sid: str | None, name: str,
              order: tuple[int, int]) -> WebRow:
@@ -307,17 +305,29 @@ def _detection_files(path: str) -> list[str]:
     return files
 
 
+class _SkipFinishedRows(beam.DoFn):
+    """Resume: rows whose key the output already holds (written, or rejected for good) are not downloaded again."""
+
+    def process(self, row: WebRow, finished: Any) -> Iterator[WebRow]:
+        if list(finished[make_key(row.dataset, row.source_id)]):
+            Counters("resume").count("skipped")
+        else:
+            yield row
+
+
 class ReadWebList(beam.PTransform):
     """A LAION or FaceCaption-15M source: parquet rows → downloaded WorkItems and rejects.
 
-    `only_ids` restricts the run to those source ids (how `--retry-rejects` fetches only the rows
-    whose rejects were retryable).
+    `finished` (resume): (key, status) pairs already in the output; those rows skip the download, so
+    `--resume --retry-rejects` fetches only the URLs whose rejects were retryable.
     """
 
-    def __init__(self, cfg: WebListSource, only_ids: Iterable[str] | None = None) -> None:
+    skips_finished = True
+
+    def __init__(self, cfg: WebListSource, finished: beam.PCollection | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.only_ids = frozenset(only_ids) if only_ids is not None else None
+        self.finished = finished
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
         cfg = self.cfg
@@ -333,7 +343,7 @@ class ReadWebList(beam.PTransform):
             pbegin
             | "RowGroups" >> beam.Create(units)
             | "SpreadRowGroups" >> beam.Reshuffle()
-            | "ReadRows" >> beam.ParDo(_ReadRowGroup(cfg, self.only_ids))
+            | "ReadRows" >> beam.ParDo(_ReadRowGroup(cfg))
         )
         if cfg.limit is not None:
             read = (
@@ -355,9 +365,12 @@ class ReadWebList(beam.PTransform):
         else:
             grouped = keyed | "GroupById" >> beam.GroupByKey()
         unique = grouped | "FirstOfId" >> beam.ParDo(_FirstOfId()).with_outputs(REJECTS, main="main")
+        rows = unique["main"]
+        if self.finished is not None:
+            rows = rows | "SkipFinished" >> beam.ParDo(_SkipFinishedRows(), finished=beam.pvalue.AsMultiMap(self.finished))
         size = cfg.download.batch_size
         downloaded = (
-            unique["main"]
+            rows
             | "Batch" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
             | "Download" >> beam.ParDo(DownloadRows(cfg.download)).with_outputs(REJECTS, main="main")
         )
@@ -372,7 +385,3 @@ class ReadLaion(ReadWebList):
 class ReadFaceCaption(ReadWebList):
     """Source `facecaption`: FaceCaption-15M parquet; its face box replaces detection."""
 
-
-def retryable_ids(rejects: Iterable[dict], dataset: str) -> set[str]:
-    """Source ids of `dataset` whose rejects are retryable (e.g. from a previous run's rejects/*.jsonl)."""
-    return {r["source_id"] for r in rejects if r.get("retryable") and r.get("dataset") == dataset}
