@@ -193,6 +193,11 @@ from .models import app as models_app  # noqa: E402
 
 app.command("faces")(faces_command)
 app.add_typer(models_app, name="models")
+from .generation.cli import app as llm_app  # noqa: E402
+from .prompting.cli import app as prompts_app  # noqa: E402
+
+app.add_typer(llm_app, name="llm")
+app.add_typer(prompts_app, name="prompts")
 from .sources.laion_cli import app as laion_app  # noqa: E402
 
 app.add_typer(laion_app, name="laion")

@@ -91,9 +91,13 @@ def faces_transform(recipe: Recipe) -> beam.PTransform | None:
     return faces_stage(recipe.faces, recipe.image.jpeg_quality)
 
 
-def generation_transform(recipe: Recipe) -> beam.PTransform:
-    """Hook (generation)."""
+def generation_transform(recipe: Recipe, out: str | None = None) -> beam.PTransform:
+    """Hook (generation): the templates generator, or the OpenAI-compatible one (pre-flight checked here)."""
     g = recipe.generation
+    if g.generator == "openai":
+        from .generation.transform import GenerateWithLLM
+
+        return GenerateWithLLM.from_recipe(recipe, out)
     return beam.ParDo(GenerateFromTemplates(g.categories, g.seed)).with_outputs(REJECTS, main="main")
 
 
@@ -161,7 +165,7 @@ def build_pipeline(
         items = _apply(items, faces, "Faces", rejects)
         if finished is not None:  # one sample per face: those keys are only known now
             items = items | "SkipFinishedFaces" >> beam.ParDo(SkipFinished(), finished=beam.pvalue.AsMultiMap(finished))
-    items = _apply(items, generation_transform(recipe), "Generate", rejects)
+    items = _apply(items, generation_transform(recipe, out), "Generate", rejects)
     samples = _apply(items, validation_transform(recipe, created_at), "Validate", rejects)
     o = recipe.output
     shard_prefix = state.shard_prefix if state is not None else "shard"

@@ -61,3 +61,39 @@ def describe_person(gender: str | None, age: str | None, race: str | None) -> st
         possessive = {"male": "his", "female": "her"}.get(gender or "", "their")
         phrase += " " + AGE_PHRASES[age].replace("their", possessive)
     return phrase
+
+
+#: how old someone in each bin is, as a clause after the noun ("a girl of Indian ethnicity, 3 to 9 years old")
+_AGE_CLAUSES: dict[str, str] = {
+    "0-2": "under 3 years old",
+    "3-9": "3 to 9 years old",
+    "10-19": "10 to 19 years old",
+    "70+": "over 70",
+}
+
+
+def subject_phrase(gender: str | None, age: str | None, race: str | None) -> str | None:
+    """The labelled subject for a label-aware prompt, or None when no label is known.
+
+    FairFaceGPT's shape ("a {gender} with {ethnicity} ethnicity and {age} years old") with natural
+    words: 'a woman of Latino or Hispanic ethnicity, in her thirties', 'a boy of Black ethnicity,
+    3 to 9 years old', 'a teenage girl, 10 to 19 years old', 'a person of White ethnicity'.
+    Unknown codes are left out rather than guessed.
+    """
+    race_words = race_phrase(race)
+    age_known = age in AGE_PHRASES
+    if gender not in ("male", "female") and not race_words and not age_known:
+        return None
+    noun = person_noun(gender if gender in ("male", "female") else None, age if age_known else None)
+    article = "an" if noun[:1] in "aeiou" else "a"
+    phrase = f"{article} {noun}"
+    if race_words:
+        phrase += f" of {race_words} ethnicity"
+    if age_known:
+        assert age is not None
+        clause = _AGE_CLAUSES.get(age)
+        if clause is None:  # an adult decade: 'in her thirties'
+            possessive = {"male": "his", "female": "her"}.get(gender or "", "their")
+            clause = AGE_PHRASES[age].replace("their", possessive)
+        phrase += f", {clause}"
+    return phrase

@@ -1,0 +1,97 @@
+"""Content-addressed response cache: never pay twice for the same request.
+
+The key is the sha256 of everything that determines a response: the endpoint's identity, the model,
+the full messages (each image by its sha256), the parameters (temperature, max_tokens, seed, …), the
+response schema and the prompt set's version. A re-run of a recipe finds every response it already
+bought; changing a prompt changes the key and buys new ones.
+
+Entries are small JSON files `<root>/<key[:2]>/<key>.json` holding the response's content, finish
+reason, usage, cost and model — never the request (it may hold web text and images) and never a
+credential. The root is a local folder (written atomically) or any Beam filesystem (gs://, s3://).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+
+from ..prompting.render import hashed_messages
+
+DEFAULT_DIR = "~/.cache/facecorpus/llm"
+ENV_DIR = "FACECORPUS_LLM_CACHE"
+
+
+def default_cache_dir() -> str:
+    return os.environ.get(ENV_DIR) or str(Path(DEFAULT_DIR).expanduser())
+
+
+def cache_key(endpoint: str, body: dict[str, Any], prompt_version: str) -> str:
+    """sha256 identifying a request: endpoint + body (images hashed) + prompt set version."""
+    material = {
+        "endpoint": endpoint,
+        "body": {**body, "messages": hashed_messages(body["messages"])},
+        "prompt_version": prompt_version,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class ResponseCache:
+    """get/put of response entries by key; `root=None` is a disabled cache (always misses)."""
+
+    def __init__(self, root: str | None) -> None:
+        self.root = root
+        self.remote = bool(root) and "://" in str(root)
+
+    def path(self, key: str) -> str:
+        assert self.root is not None
+        if self.remote:
+            return FileSystems.join(self.root, key[:2], f"{key}.json")
+        return str(Path(self.root).expanduser() / key[:2] / f"{key}.json")
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        if not self.root:
+            return None
+        path = self.path(key)
+        try:
+            if self.remote:
+                if not FileSystems.exists(path):
+                    return None
+                with FileSystems.open(path) as f:
+                    raw = f.read()
+            else:
+                raw = Path(path).read_bytes()
+            entry = json.loads(raw)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):  # a torn or foreign file counts as a miss; it will be rewritten
+            return None
+        return entry if isinstance(entry, dict) and entry.get("key") == key else None
+
+    def put(self, key: str, entry: dict[str, Any]) -> None:
+        if not self.root:
+            return
+        data = json.dumps({**entry, "key": key}, sort_keys=True, ensure_ascii=False).encode()
+        path = self.path(key)
+        if self.remote:  # object stores publish an object only when its upload completes
+            with FileSystems.create(path) as f:
+                f.write(data)
+            return
+        folder = Path(path).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)  # readers see the whole entry or none
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None

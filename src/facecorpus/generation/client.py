@@ -1,0 +1,454 @@
+"""The LLM engine of a worker: many requests in flight, each cached, budgeted, retried and judged.
+
+`LLMClient.generate(prompts)` takes the rendered prompts of a batch of items and returns one
+`GenerationOutcome` per item. Every request of every item goes to a thread pool of
+`openai.concurrency` threads at once, so the endpoint sees that many requests in flight. A request:
+
+1. looks up the response cache (a hit costs nothing);
+2. waits for the RPM/TPM budget;
+3. calls `chat.completions.create` under the tenacity policy (the only retry layer);
+4. stores the response in the cache before anything else looks at it (paid for = kept);
+5. is judged: API refusal, cut off (`finish_reason == "length"`), empty, unparsable JSON, or a refusal
+   in the text — each gets one re-ask (a follow-up turn that says what was wrong), then the item is
+   rejected (`refusal`, `llm_truncated`, `llm_empty`, `llm_invalid_json`, `llm_error`). A text that
+   still refuses after the re-ask is kept for validation, which rejects it `refusal` per category.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import openai
+import tenacity
+
+from ..prompting.render import PromptRequest, RenderedPrompt
+from ..recipe import GenerationConfig
+from ..records import LLMUsage, QAPair
+from ..validation.refusals import CORRECTIVE_MESSAGE, find_refusal
+from .accounting import Spend, TokenUsage, cost_usd, price_for
+from .cache import ResponseCache, cache_key
+from .estimate import request_tokens
+from .limits import RateLimits
+from .retries import MalformedResponse, describe_error, is_transient, retrying, status_of
+
+log = logging.getLogger("facecorpus")
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+_PREVIOUS_TURN_CHARS = 4000
+
+
+def endpoint_id(base_url: str, local_model: str) -> str:
+    """The endpoint part of a cache key. Loopback servers are identified by path, not port (a local
+    server gets a new port each start, its answers stay the same); `local` is its model pack."""
+    if base_url == "local":
+        return f"local:{local_model}"
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    if host in _LOOPBACK:
+        return f"loopback{parts.path.rstrip('/')}"
+    return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path.rstrip('/')}"
+
+
+def model_name(cfg: GenerationConfig) -> str:
+    """The model sent in requests: the pack name for the embedded server, else `openai.model`."""
+    return cfg.openai.local_model if cfg.openai.base_url == "local" else cfg.openai.model
+
+
+def chat_body(cfg: GenerationConfig, messages: list[dict[str, Any]], response_format: dict[str, Any] | None) -> dict[str, Any]:
+    """The chat.completions body: model, messages and the recipe's parameters (also a Batch API line's body)."""
+    o = cfg.openai
+    body: dict[str, Any] = {"model": model_name(cfg), "messages": messages, "max_tokens": o.max_tokens}
+    if o.temperature is not None:
+        body["temperature"] = o.temperature
+    if o.seed is not None:
+        body["seed"] = o.seed
+    if response_format is not None:
+        body["response_format"] = response_format
+    return body
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an item could not be generated: a reject reason, one human sentence, retryable or not."""
+
+    reason: str
+    detail: str
+    retryable: bool = False
+
+
+class GenerationFailed(Exception):  # noqa: N818 - carries a Failure, reads as a state
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.detail)
+        self.failure = failure
+
+
+@dataclass
+class Completion:
+    """One response, fresh or from the cache."""
+
+    key: str
+    content: str | None
+    refusal: str | None
+    finish_reason: str | None
+    usage: TokenUsage
+    cost_usd: float
+    model: str | None
+    from_cache: bool
+    batch_id: str | None = None
+    bought_now: bool = False  # paid for by this run (online now, or by this run's batch)
+
+
+@dataclass
+class Answer:
+    """The outcome of one prompt request after at most one re-ask."""
+
+    request: PromptRequest
+    completions: list[Completion]
+    text: str | None = None
+    data: dict[str, Any] | None = None
+    failure: Failure | None = None
+    refusal_kept: bool = False
+
+
+@dataclass
+class GenerationOutcome:
+    """What the generate stage writes onto an item (or the failure that rejects it)."""
+
+    caption: str | None = None
+    qa: list[QAPair] = field(default_factory=list)
+    llm_model: str | None = None
+    usage: LLMUsage = field(default_factory=LLMUsage)
+    spend: Spend = field(default_factory=Spend)
+    failure: Failure | None = None
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BatchContext:
+    """For Batch API mode: first-round responses must come from the cache (the batch filled it).
+
+    `failures`: cache key → the batch's error for it; `fresh_batch_ids`: batches completed by this run
+    (their responses were counted as requests by the batch step, not as cache hits here).
+    """
+
+    failures: dict[str, str] = field(default_factory=dict)
+    fresh_batch_ids: frozenset[str] = frozenset()
+
+
+def first_paragraph(text: str, max_chars: int = 400) -> str:
+    """A caption from a long answer: its first paragraph, cut at a sentence end within `max_chars`."""
+    para = next((p.strip() for p in text.strip().split("\n\n") if p.strip()), text.strip())
+    para = " ".join(para.split())
+    if len(para) <= max_chars:
+        return para
+    cut = max(para.rfind(". ", 0, max_chars), para.rfind("! ", 0, max_chars), para.rfind("? ", 0, max_chars))
+    return para[: cut + 1] if cut > 40 else para[: max_chars - 1].rstrip() + "…"
+
+
+class LLMClient:
+    """One per worker (created by the model handler): the openai client, the pool, budgets and cache."""
+
+    def __init__(
+        self,
+        cfg: GenerationConfig,
+        base_url: str,
+        api_key: str | None,
+        cache_dir: str | None,
+        endpoint: str,
+    ) -> None:
+        self.cfg = cfg
+        self.endpoint = endpoint
+        self._secrets = (api_key,) if api_key else ()
+        # max_retries=0: tenacity below is the only retry layer
+        self.openai = openai.OpenAI(
+            api_key=api_key or "no-key-required",
+            base_url=base_url,
+            max_retries=0,
+            timeout=cfg.openai.timeout_s,
+        )
+        self.pool = ThreadPoolExecutor(max_workers=cfg.openai.concurrency, thread_name_prefix="facecorpus-llm")
+        self.limits = RateLimits(cfg.limits.rpm, cfg.limits.tpm)
+        self.cache = ResponseCache(cache_dir if cfg.cache.enabled else None)
+        self.model = model_name(cfg)
+        self._inflight: dict[str, threading.Event] = {}
+        self._inflight_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.openai.close()
+
+    def body_for(self, messages: list[dict[str, Any]], response_format: dict[str, Any] | None) -> dict[str, Any]:
+        return chat_body(self.cfg, messages, response_format)
+
+    # ---------------------------------------------------------------------------------------- requests
+
+    def complete(
+        self, body: dict[str, Any], prompt_version: str, spend: Spend, batch: BatchContext | None = None
+    ) -> Completion:
+        """One response for `body`: from the cache, or bought (budget, retries) and cached.
+
+        With a BatchContext the response must already be cached (the Batch API bought it); a miss
+        is the batch's failure for this request.
+        """
+        key = cache_key(self.endpoint, body, prompt_version)
+        entry = self.cache.get(key)
+        if entry is not None:
+            completion = self._completion(key, entry, from_cache=True)
+            if batch is not None and completion.batch_id in batch.fresh_batch_ids:
+                completion.bought_now = True  # the batch step counted it as a request
+            else:
+                spend.add("cache_hits")
+            return completion
+        if batch is not None:
+            why = batch.failures.get(key, "the batch returned no result for this request")
+            raise GenerationFailed(Failure("llm_error", f"Batch API: {why}", retryable=True))
+        # single flight: identical requests in flight at once (same image and labels) are bought once
+        with self._inflight_lock:
+            leader = key not in self._inflight
+            done = self._inflight.setdefault(key, threading.Event())
+        if not leader:
+            done.wait()
+            entry = self.cache.get(key)
+            if entry is not None:
+                spend.add("cache_hits")
+                return self._completion(key, entry, from_cache=True)
+            return self._buy(key, body, spend)  # the leader failed; try on our own
+        try:
+            return self._buy(key, body, spend)
+        finally:
+            with self._inflight_lock:
+                self._inflight.pop(key, None)
+            done.set()
+
+    def _buy(self, key: str, body: dict[str, Any], spend: Spend) -> Completion:
+        estimate = request_tokens(body)
+
+        def on_retry(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            spend.add("retries")
+            spend.add(f"retry.{status_of(exc) or type(exc).__name__}" if exc else "retry.unknown")
+
+        try:
+            for attempt in retrying(self.cfg.retries, on_retry):
+                with attempt:
+                    self.limits.acquire(estimate)
+                    spend.add("attempts")
+                    response = self.openai.chat.completions.create(**body)
+                    if not isinstance(getattr(response, "choices", None), list):
+                        raise MalformedResponse("the endpoint answered with something that is not a chat completion")
+        except Exception as e:  # noqa: BLE001 - every endpoint failure becomes a reject, never a crash
+            transient = is_transient(e)
+            detail = describe_error(e, self._secrets)
+            if transient:
+                detail += f" (gave up after {self.cfg.retries.max_attempts} attempts or {self.cfg.retries.max_total_s:.0f}s)"
+            raise GenerationFailed(Failure("llm_error", detail, retryable=transient)) from None
+        usage = TokenUsage.from_api(getattr(response, "usage", None))
+        self.limits.settle(estimate, usage.prompt + usage.completion if getattr(response, "usage", None) else None)
+        choice = response.choices[0] if getattr(response, "choices", None) else None
+        message = choice.message if choice is not None else None
+        entry = {
+            "content": getattr(message, "content", None),
+            "refusal": getattr(message, "refusal", None),
+            "finish_reason": getattr(choice, "finish_reason", None),
+            "model": getattr(response, "model", None) or body["model"],
+            "usage": {"prompt": usage.prompt, "completion": usage.completion, "cached": usage.cached},
+            "cost_usd": self._cost(body["model"], usage, batch=False),
+            "batch_id": None,
+            "created_at": datetime.now(tz=UTC).replace(microsecond=0).isoformat(),
+        }
+        self.cache.put(key, entry)  # kept before it is judged: a paid response is never thrown away
+        spend.fresh_response(usage, entry["cost_usd"])
+        completion = self._completion(key, entry, from_cache=False)
+        completion.bought_now = True
+        return completion
+
+    def _cost(self, model: str, usage: TokenUsage, batch: bool) -> float:
+        return cost_usd(price_for(self.cfg.prices, model), usage, batch, self.cfg.batch_discount)
+
+    @staticmethod
+    def _completion(key: str, entry: dict[str, Any], from_cache: bool) -> Completion:
+        u = entry.get("usage") or {}
+        return Completion(
+            key=key,
+            content=entry.get("content"),
+            refusal=entry.get("refusal"),
+            finish_reason=entry.get("finish_reason"),
+            usage=TokenUsage(int(u.get("prompt", 0)), int(u.get("completion", 0)), int(u.get("cached", 0))),
+            cost_usd=float(entry.get("cost_usd", 0.0)),
+            model=entry.get("model"),
+            from_cache=from_cache,
+            batch_id=entry.get("batch_id"),
+        )
+
+    # ---------------------------------------------------------------------------------------- judging
+
+    def judge(self, c: Completion, request: PromptRequest) -> tuple[str | dict[str, Any] | None, Failure | None]:
+        """(answer, None) or (None, Failure) for one response. Text refusals are `refusal` failures
+        too (the caller decides whether to keep the text after the re-ask)."""
+        if c.refusal:
+            return None, Failure("refusal", f"the model refused: {' '.join(c.refusal.split())[:200]}")
+        if c.finish_reason == "length":
+            return None, Failure(
+                "llm_truncated", f"the answer was cut off at max_tokens={self.cfg.openai.max_tokens}", retryable=False
+            )
+        if c.finish_reason == "content_filter":
+            return None, Failure("llm_content_filter", "the endpoint's content filter stopped the answer")
+        text = (c.content or "").strip()
+        if not text:
+            return None, Failure("llm_empty", "the endpoint returned no text")
+        if request.response_format is not None:
+            try:
+                data = json.loads(text)
+                jsonschema.validate(data, request.response_format["json_schema"]["schema"])
+            except ValueError as e:
+                return None, Failure("llm_invalid_json", f"the answer is not valid JSON: {str(e)[:150]}")
+            except jsonschema.ValidationError as e:
+                where = "/".join(str(p) for p in e.absolute_path) or "(top)"
+                return None, Failure("llm_invalid_json", f"the JSON does not follow the schema at {where}: {e.message[:150]}")
+            refused = self._refusal_in(data)
+            if refused:
+                return data, Failure("refusal", f"the answer refuses: \"{refused}\"")
+            return data, None
+        refusal = find_refusal(text)
+        if refusal is not None:
+            return text, Failure("refusal", f"the answer refuses ({refusal.kind}): \"{refusal.phrase}\"")
+        return text, None
+
+    @staticmethod
+    def _refusal_in(data: dict[str, Any]) -> str | None:
+        texts = [data.get("caption", "")] + [qa.get("answer", "") for qa in (data.get("qa") or {}).values()]
+        for t in texts:
+            found = find_refusal(t)
+            if found:
+                return found.phrase
+        return None
+
+    def reask_message(self, failure: Failure, structured: bool) -> str:
+        if failure.reason == "refusal":
+            return self.cfg.openai.refusal_message or CORRECTIVE_MESSAGE
+        if failure.reason == "llm_truncated":
+            words = max(20, int(self.cfg.openai.max_tokens * 0.5))
+            what = "the JSON object, with shorter texts" if structured else "the answer"
+            return f"Your reply was cut off. Give {what} again, complete, in at most {words} words."
+        if structured:
+            return "Your reply was not a JSON object that follows the schema. Reply again with only that JSON object."
+        return "Your reply was empty. Please answer the request."
+
+    def answer(
+        self, request: PromptRequest, prompt_version: str, spend: Spend, batch: BatchContext | None
+    ) -> Answer:
+        """Ask, judge, re-ask once if needed. Endpoint failures end up in `Answer.failure`."""
+        result = Answer(request=request, completions=[])
+        structured = request.response_format is not None
+        body = self.body_for(request.messages, request.response_format)
+        try:
+            first = self.complete(body, prompt_version, spend, batch)
+            result.completions.append(first)
+            value, failure = self.judge(first, request)
+            if failure is not None and self.cfg.openai.reask and failure.reason != "llm_content_filter":
+                previous = (first.content or first.refusal or "")[:_PREVIOUS_TURN_CHARS]
+                follow_up = request.messages + [
+                    {"role": "assistant", "content": previous},
+                    {"role": "user", "content": self.reask_message(failure, structured)},
+                ]
+                # re-asks are always online: a few stragglers are not worth another day-long batch
+                second = self.complete(self.body_for(follow_up, request.response_format), prompt_version, spend)
+                result.completions.append(second)
+                if second.bought_now:
+                    spend.add("reasks")
+                    spend.add(f"reask.{failure.reason}")
+                value, failure = self.judge(second, request)
+        except GenerationFailed as e:
+            result.failure = e.failure
+            return result
+        if failure is not None and failure.reason == "refusal" and value is not None:
+            # the text is kept: validation rejects it `refusal` and counts it per category
+            result.refusal_kept = True
+            failure = None
+        if failure is not None:
+            result.failure = failure
+        elif isinstance(value, dict):
+            result.data = value
+        else:
+            result.text = value
+        return result
+
+    # ------------------------------------------------------------------------------------------- items
+
+    def generate(
+        self, prompts: list[RenderedPrompt], batches: list[BatchContext | None] | None = None
+    ) -> list[GenerationOutcome]:
+        """All requests of all `prompts` in flight together (bounded by the pool); one outcome each."""
+        batches = batches or [None] * len(prompts)
+        spends = [Spend() for _ in prompts]
+        futures: list[list[Future[Answer]]] = []
+        for prompt, spend, batch in zip(prompts, spends, batches, strict=True):
+            futures.append(
+                [self.pool.submit(self.answer, r, prompt.prompt_version, spend, batch) for r in prompt.requests]
+            )
+        outcomes = []
+        for prompt, spend, item_futures in zip(prompts, spends, futures, strict=True):
+            answers: list[Answer] = []
+            for request, fut in zip(prompt.requests, item_futures, strict=True):
+                try:
+                    answers.append(fut.result())
+                except Exception as e:  # noqa: BLE001 - a bug in one request must not lose the batch
+                    log.warning("LLM request failed unexpectedly: %s", describe_error(e, self._secrets))
+                    answers.append(Answer(request=request, completions=[], failure=Failure(
+                        "internal_error", describe_error(e, self._secrets), retryable=True)))
+            outcomes.append(self._assemble(prompt, answers, spend))
+        return outcomes
+
+    def _assemble(self, prompt: RenderedPrompt, answers: list[Answer], spend: Spend) -> GenerationOutcome:
+        out = GenerationOutcome(spend=spend)
+        completions = [c for a in answers for c in a.completions]
+        out.usage = LLMUsage(
+            requests=sum(1 for c in completions if c.bought_now),
+            cache_hits=sum(1 for c in completions if not c.bought_now),
+            prompt_tokens=sum(c.usage.prompt for c in completions),
+            completion_tokens=sum(c.usage.completion for c in completions),
+            cached_tokens=sum(c.usage.cached for c in completions),
+            cost_usd=round(sum(c.cost_usd for c in completions), 9),
+        )
+        out.llm_model = next((c.model for c in completions if c.model), self.model)
+        if not prompt.image_attached:
+            out.flags.append("llm_text_only")
+        failed = [a for a in answers if a.failure is not None]
+        for a in failed:
+            spend.add(f"failure.{a.failure.reason}")  # type: ignore[union-attr]
+        if prompt.mode == "structured":
+            a = answers[0]
+            if a.failure is not None:
+                out.failure = a.failure
+                return out
+            assert a.data is not None
+            out.caption = a.data["caption"].strip()
+            out.qa = [
+                QAPair(category=c, question=a.data["qa"][c]["question"].strip(), answer=a.data["qa"][c]["answer"].strip())
+                for c in prompt.categories
+            ]
+            return out
+        good = [a for a in answers if a.failure is None]
+        if failed and (self.cfg.openai.on_category_failure == "reject" or not good):
+            first = failed[0]
+            assert first.failure is not None
+            cat = first.request.category
+            out.failure = Failure(first.failure.reason, f"category {cat}: {first.failure.detail}", first.failure.retryable)
+            return out
+        out.flags.extend(f"skipped:{a.request.category}" for a in failed)
+        out.qa = [
+            QAPair(category=a.request.category or "detail", question=a.request.question or "", answer=(a.text or "").strip())
+            for a in good
+        ]
+        by_cat = {q.category: q.answer for q in out.qa}
+        source = by_cat.get(prompt.caption_from or "") or out.qa[0].answer
+        out.caption = first_paragraph(source)
+        return out

@@ -1,0 +1,212 @@
+"""The embedded OpenAI-compatible LLM server: llama.cpp (`xllamacpp`) serving a GGUF from the model store.
+
+`LocalLLMServer` starts llama.cpp's HTTP server on 127.0.0.1 inside this process. llama.cpp does not
+always notice a taken port (older builds only log "couldn't bind" and keep running, so a client can
+end up talking to a stale server), hence: the port is checked free first, the server must answer
+`/health` and list its model under our alias on `/v1/models`, and the port must then be held.
+
+- `local_llm_server()` — a context manager for the demo and tests: start, export the URL in
+  `$FACECORPUS_LOCAL_LLM_URL` (so `generation.openai.base_url: local` resolves to it), stop on exit.
+- `shared_local_server()` — used by workers when the recipe says `base_url: local` and no server was
+  exported: one server per process, stopped at interpreter exit.
+- `facecorpus llm serve` runs one in the foreground until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+log = logging.getLogger("facecorpus")
+
+ENV_URL = "FACECORPUS_LOCAL_LLM_URL"
+#: model pack → its GGUF file inside the pack
+GGUF_FILES = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+def gguf_path(pack: str, store: str | None = None) -> Path:
+    """The GGUF of a model pack; a missing pack raises MissingModelPack (`facecorpus models pull NAME`)."""
+    from ..models import pack_file
+
+    if pack not in GGUF_FILES:
+        raise UserError(f"model pack '{pack}' is not an LLM pack (LLM packs: {', '.join(GGUF_FILES)})")
+    return pack_file(pack, GGUF_FILES[pack], store)
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _get_json(url: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URL we built
+        return json.loads(resp.read())
+
+
+class LocalLLMServer:
+    """llama.cpp's server for one model pack on 127.0.0.1:`port` (0 = pick a free port)."""
+
+    def __init__(
+        self,
+        pack: str = "smollm2",
+        port: int = 0,
+        threads: int | None = None,
+        parallel: int = 2,
+        ctx_size: int = 4096,
+        store: str | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.pack = pack
+        self.model_path = gguf_path(pack, store)
+        self.port = port or free_port()
+        self.threads = threads or max(1, min(os.cpu_count() or 1, 8))
+        self.parallel = parallel
+        self.ctx_size = ctx_size
+        self.verbose = verbose
+        self._server: Any = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout_s: float = 120.0) -> LocalLLMServer:
+        """Start and wait until healthy; raises UserError with the reason when it cannot."""
+        import xllamacpp
+
+        if not port_is_free(self.port):
+            raise UserError(f"port {self.port} on 127.0.0.1 is already in use; choose another with --port")
+        params = xllamacpp.CommonParams()
+        params.model.path = str(self.model_path)
+        params.model_alias = {self.pack}
+        params.hostnames = ["127.0.0.1"]
+        params.port = self.port
+        params.n_parallel = self.parallel
+        params.n_ctx = self.ctx_size * self.parallel  # llama.cpp splits the context among the slots
+        params.cpuparams.n_threads = self.threads
+        params.cpuparams_batch.n_threads = self.threads
+        params.verbosity = 3 if self.verbose else -1  # llama.cpp logs every slot at default verbosity
+        t0 = time.monotonic()
+        try:
+            self._server = xllamacpp.Server(params)
+        except RuntimeError as e:
+            raise UserError(f"the local LLM server did not start on port {self.port}: {e}") from None
+        self._wait_healthy(t0 + timeout_s)
+        log.info("local LLM %s serving at %s (%.1fs to start)", self.pack, self.base_url, time.monotonic() - t0)
+        return self
+
+    def _wait_healthy(self, deadline: float) -> None:
+        root = f"http://127.0.0.1:{self.port}"
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                if _get_json(root + "/health").get("status") == "ok":
+                    models = _get_json(root + "/v1/models")
+                    ids = {m.get("id") for m in models.get("data", [])}
+                    if self.pack not in ids:  # something else answers on this port
+                        self.stop()
+                        raise UserError(f"port {self.port} answers with models {sorted(ids)}, not '{self.pack}'")
+                    if port_is_free(self.port):
+                        self.stop()
+                        raise UserError(f"the local LLM server reports healthy but does not hold port {self.port}")
+                    return
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                last = str(e)
+            time.sleep(0.2)
+        self.stop()
+        raise UserError(f"the local LLM server on port {self.port} did not become healthy ({last or 'no answer'})")
+
+    def stop(self) -> None:
+        """Shut down: llama.cpp's server stops its loop and frees the model when the object is released."""
+        if self._server is None:
+            return
+        self._server = None
+        gc.collect()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def __enter__(self) -> LocalLLMServer:
+        return self.start() if not self.running else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextmanager
+def local_llm_server(pack: str = "smollm2", port: int = 0, **kwargs: Any) -> Iterator[LocalLLMServer]:
+    """Start the embedded server for the duration of a block and point `base_url: local` at it.
+
+    Example (the demo): `with local_llm_server() as srv: run_recipe(recipe, out)` — a recipe with
+    `generation.openai.base_url: local` then talks to `srv.base_url`.
+    """
+    server = LocalLLMServer(pack=pack, port=port, **kwargs).start()
+    previous = os.environ.get(ENV_URL)
+    os.environ[ENV_URL] = server.base_url
+    try:
+        yield server
+    finally:
+        if previous is None:
+            os.environ.pop(ENV_URL, None)
+        else:
+            os.environ[ENV_URL] = previous
+        server.stop()
+
+
+_shared: dict[str, LocalLLMServer] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_local_server(pack: str = "smollm2") -> str:
+    """Base URL of the local server for this process: `$FACECORPUS_LOCAL_LLM_URL` if a caller started
+    one, else one started here on first use and stopped at interpreter exit."""
+    exported = os.environ.get(ENV_URL)
+    if exported:
+        return exported
+    with _shared_lock:
+        server = _shared.get(pack)
+        if server is None or not server.running:
+            server = _shared[pack] = LocalLLMServer(pack=pack).start()
+            atexit.register(server.stop)
+        return server.base_url
+
+
+def serve_forever(pack: str, port: int, threads: int | None, parallel: int, verbose: bool) -> None:
+    """`facecorpus llm serve`: run until interrupted, then shut down cleanly."""
+    import typer
+
+    server = LocalLLMServer(pack=pack, port=port, threads=threads, parallel=parallel, verbose=verbose).start()
+    typer.echo(f"serving {pack} at {server.base_url} (OpenAI-compatible; Ctrl-C stops it)")
+    typer.echo(f"use it: --set generation.generator=openai --set generation.openai.base_url={server.base_url}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        typer.echo("stopped")

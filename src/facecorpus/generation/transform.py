@@ -1,0 +1,147 @@
+"""The `openai` generate stage as one composite transform: render → (Batch API) → RunInference → apply.
+
+    items ─▶ RenderPrompts ─▶ [batch mode: BatchAPI fills the cache, side input] ─▶ RunInference(OpenAIChatHandler)
+          ─▶ ApplyGeneration ─▶ main
+      render and generate failures ─▶ rejects
+
+`GenerateWithLLM(...)` returns {'main': items with caption/QA, 'rejects': Reject records}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import apache_beam as beam
+import jinja2
+from apache_beam.ml.inference.base import PredictionResult, RunInference
+
+from ..errors import UserError
+from ..prompting.promptset import PromptSet
+from ..prompting.render import ImageOptions, render_prompt
+from ..recipe import GenerationConfig, Recipe
+from ..stage import REJECTS, RejectItem, Stage, WorkItem
+from .client import BatchContext, GenerationOutcome
+from .handler import BATCH, PROMPT, OpenAIChatHandler
+from .preflight import load_checked_prompt_set, preflight, resolve_cache_dir
+
+OUTCOME = "llm_outcome"
+
+
+def image_options(cfg: GenerationConfig) -> ImageOptions:
+    i = cfg.openai.image
+    return ImageOptions(
+        send=i.send != "never", max_side=i.max_side, max_bytes=i.max_bytes, jpeg_quality=i.jpeg_quality, detail=i.detail
+    )
+
+
+def render_item(item: WorkItem, prompt_set: PromptSet, cfg: GenerationConfig):  # noqa: ANN201 - RenderedPrompt
+    """The rendered prompt of one item (what `facecorpus prompts render` prints, too)."""
+    return render_prompt(
+        prompt_set,
+        cfg.categories,
+        item.attributes or item.labels,
+        item.jpeg,
+        item.source.text,
+        image_options(cfg),
+    )
+
+
+class RenderPrompts(Stage):
+    """Stage 'render': the item's requests, exactly as they will be sent, and the prompt hash."""
+
+    name = "render"
+
+    def __init__(self, cfg: GenerationConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self._set: PromptSet | None = None
+
+    def setup(self) -> None:
+        self._set = load_checked_prompt_set(self.cfg)
+
+    def run(self, item: WorkItem) -> Iterable[WorkItem]:
+        assert self._set is not None
+        try:
+            prompt = render_item(item, self._set, self.cfg)
+        except (jinja2.TemplateError, UserError) as e:
+            raise RejectItem("prompt_error", f"the prompt could not be rendered: {e}"[:300]) from None
+        item.context[PROMPT] = prompt
+        item.prompt_set = prompt.prompt_set
+        item.prompt_version = prompt.prompt_version
+        item.prompt_sha256 = prompt.sha256
+        yield item
+
+
+def _outcome_onto_item(result: PredictionResult) -> WorkItem:
+    item: WorkItem = result.example
+    item.context[OUTCOME] = result.inference
+    return item
+
+
+class ApplyGeneration(Stage):
+    """Stage 'generate': the LLM outcome onto the item, or a reject with the failure's reason."""
+
+    name = "generate"
+
+    def run(self, item: WorkItem) -> Iterable[WorkItem]:
+        outcome: GenerationOutcome = item.context.pop(OUTCOME)
+        item.context.pop(PROMPT, None)  # holds the base64 image; not needed downstream
+        item.context.pop(BATCH, None)
+        outcome.spend.flush()  # Beam counters only count on the DoFn's own thread
+        if outcome.failure is not None:
+            f = outcome.failure
+            raise RejectItem(f.reason, f.detail, f.retryable)
+        item.caption = outcome.caption
+        item.qa = outcome.qa
+        item.generator = "openai"
+        item.llm_model = outcome.llm_model
+        item.usage = outcome.usage
+        item.flags.extend(outcome.flags)
+        yield item
+
+
+def _attach_batch_context(item: WorkItem, reports: list[dict[str, Any]]) -> WorkItem:
+    failures: dict[str, str] = {}
+    fresh: set[str] = set()
+    for r in reports:
+        failures.update(r.get("failures", {}))
+        fresh.update(r.get("fresh_batch_ids", []))
+    item.context[BATCH] = BatchContext(failures=failures, fresh_batch_ids=frozenset(fresh))
+    return item
+
+
+class GenerateWithLLM(beam.PTransform):
+    """The generate stage with an OpenAI-compatible endpoint (online or Batch API)."""
+
+    def __init__(self, cfg: GenerationConfig, cache_dir: str | None, out: str | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.cache_dir = cache_dir
+        self.out = out
+        self.prompt_mode = load_checked_prompt_set(cfg).mode
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, out: str | None = None) -> GenerateWithLLM:
+        """Pre-flight checks (one-line UserErrors), then the transform."""
+        runner = recipe.runner.runner
+        cfg = preflight(recipe.generation, runner)
+        return cls(cfg, resolve_cache_dir(cfg, runner), out)
+
+    def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
+        rendered = items | "RenderPrompts" >> beam.ParDo(RenderPrompts(self.cfg)).with_outputs(REJECTS, main="main")
+        ready = rendered["main"]
+        if self.cfg.mode == "batch":
+            from .batch import SubmitBatches
+
+            reports = ready | "BatchAPI" >> SubmitBatches(self.cfg, self.cache_dir, self.out)
+            ready = ready | "AwaitBatches" >> beam.Map(_attach_batch_context, beam.pvalue.AsList(reports))
+        handler = OpenAIChatHandler(self.cfg, self.cache_dir, self.prompt_mode)
+        applied = (
+            ready
+            | "CallLLM" >> RunInference(handler)
+            | "OutcomeOntoItem" >> beam.Map(_outcome_onto_item)
+            | "ApplyGeneration" >> beam.ParDo(ApplyGeneration()).with_outputs(REJECTS, main="main")
+        )
+        rejects = (rendered[REJECTS], applied[REJECTS]) | "GenerationRejects" >> beam.Flatten()
+        return {"main": applied["main"], REJECTS: rejects}

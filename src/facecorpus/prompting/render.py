@@ -1,0 +1,262 @@
+"""Rendering a prompt set for one work item: the exact chat messages an endpoint will receive.
+
+What the pipeline knows becomes template variables: dataset labels as a natural subject phrase
+(`subject`), model estimates as short phrases (`estimates`), web alt-text as delimited untrusted data
+(`untrusted_text`), and whether the image is attached. `render_prompt` returns one `PromptRequest`
+per request (eight for FairFaceGPT's per-category set, one for the structured set) and the prompt's
+sha256, which goes into every record.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from ..records import AttributeValue
+from .phrases import subject_phrase
+from .promptset import PromptSet
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_DELIMITER = re.compile(r"</?\s*untrusted_text\s*>?", re.IGNORECASE)
+_DATA_URL = re.compile(r"^data:image/[a-z]+;base64,")
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """How the image is attached; `send=False` renders text-only requests."""
+
+    send: bool = True
+    max_side: int = 512
+    max_bytes: int = 1_000_000
+    jpeg_quality: int = 90
+    detail: str | None = None
+
+
+@dataclass
+class PromptRequest:
+    """One chat request before model parameters are added.
+
+    `category` is None for a structured request (it covers every category). `question` is the
+    question stored in the record (per-category sets); the model may have been told more.
+    """
+
+    category: str | None
+    messages: list[dict[str, Any]]
+    question: str | None = None
+    response_format: dict[str, Any] | None = None
+
+
+@dataclass
+class RenderedPrompt:
+    prompt_set: str
+    prompt_version: str
+    mode: str
+    requests: list[PromptRequest]
+    sha256: str
+    image_attached: bool
+    categories: list[str] = field(default_factory=list)
+    caption_from: str | None = None  # per-category sets: the category whose answer becomes the caption
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+
+def label_codes(attributes: dict[str, AttributeValue]) -> dict[str, str]:
+    """Attribute name → normalised code, for values that come from dataset labels only."""
+    return {name: str(v.value) for name, v in attributes.items() if v.source == "label"}
+
+
+def estimate_phrases(attributes: dict[str, AttributeValue]) -> list[str]:
+    """Model-made attribute values as 'gender: female (confidence 0.93)', sorted by name."""
+    out = []
+    for name, v in sorted(attributes.items()):
+        if v.source.startswith("model:"):
+            conf = f" (confidence {v.confidence:.2f})" if v.confidence is not None else ""
+            out.append(f"{name.replace('_', ' ')}: {v.value}{conf}")
+    return out
+
+
+def untrusted(text: str | None, max_chars: int) -> str | None:
+    """Web text made safe to embed as data: no control characters, no delimiter look-alikes, capped."""
+    if not text:
+        return None
+    clean = _DELIMITER.sub(" ", _CONTROL.sub(" ", text))
+    clean = " ".join(clean.split())
+    if len(clean) > max_chars:
+        clean = clean[: max_chars - 1].rstrip() + "…"
+    return clean or None
+
+
+def image_data_url(jpeg: bytes, opts: ImageOptions) -> str:
+    """The image as a `data:image/jpeg;base64,` URL, downscaled/re-encoded only when over the caps."""
+    from PIL import Image
+
+    data = jpeg
+    img = Image.open(io.BytesIO(jpeg))
+    if max(img.size) > opts.max_side or len(jpeg) > opts.max_bytes or img.format != "JPEG":
+        img = img.convert("RGB")
+        if max(img.size) > opts.max_side:
+            scale = opts.max_side / max(img.size)
+            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.LANCZOS)
+        quality = opts.jpeg_quality
+        while True:
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=quality)
+            data = buf.getvalue()
+            if len(data) <= opts.max_bytes or quality <= 30:
+                break
+            quality -= 15
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+
+def hashed_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages with each image data URL replaced by 'sha256:<hex>' of the URL: same identity, small."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                url = part.get("image_url", {}).get("url") if part.get("type") == "image_url" else None
+                if url and _DATA_URL.match(url):
+                    digest = hashlib.sha256(url.encode("ascii")).hexdigest()
+                    part = {**part, "image_url": {**part["image_url"], "url": f"sha256:{digest}"}}
+                parts.append(part)
+            m = {**m, "content": parts}
+        out.append(m)
+    return out
+
+
+def prompt_sha256(requests: list[PromptRequest]) -> str:
+    """sha256 of everything a prompt sends (messages with image hashes, schemas), in order."""
+    doc = [
+        {"category": r.category, "messages": hashed_messages(r.messages), "response_format": r.response_format}
+        for r in requests
+    ]
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------- structured output
+
+
+def structured_output_model(categories: list[str], bounds: dict[str, int]) -> type[BaseModel]:
+    """Pydantic model of the structured answer: a caption and one {question, answer} per category.
+
+    One property per category (all required) rather than a list: every category exactly once, and
+    bounded strings so that a small local model cannot ramble into cut-off JSON.
+    """
+    forbid = ConfigDict(extra="forbid")
+    qa_pair = create_model(
+        "QA",
+        __config__=forbid,
+        question=(str, Field(min_length=1, max_length=bounds.get("question_max_chars", 150))),
+        answer=(str, Field(min_length=1, max_length=bounds.get("answer_max_chars", 400))),
+    )
+    per_category: dict[str, Any] = {c: (qa_pair, ...) for c in categories}
+    by_category = create_model("QAByCategory", __config__=forbid, **per_category)
+    return create_model(
+        "FaceQA",
+        __config__=forbid,
+        caption=(str, Field(min_length=1, max_length=bounds.get("caption_max_chars", 300))),
+        qa=(by_category, ...),
+    )
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline_refs(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items() if k not in ("$defs", "title")}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+def response_format_for(model: type[BaseModel]) -> dict[str, Any]:
+    """`response_format` for chat.completions: a strict json_schema generated from the pydantic model.
+
+    References are inlined (llama.cpp's grammar converter and OpenAI both accept the flat form).
+    """
+    schema = model.model_json_schema()
+    flat = _inline_refs(schema, schema.get("$defs", {}))
+    return {"type": "json_schema", "json_schema": {"name": model.__name__, "strict": True, "schema": flat}}
+
+
+# ----------------------------------------------------------------------------------------------- render
+
+
+def _user_content(text: str, image_url: str | None, opts: ImageOptions) -> str | list[dict[str, Any]]:
+    if image_url is None:
+        return text
+    image: dict[str, Any] = {"url": image_url}
+    if opts.detail:
+        image["detail"] = opts.detail
+    return [{"type": "text", "text": text}, {"type": "image_url", "image_url": image}]
+
+
+def render_prompt(
+    prompt_set: PromptSet,
+    categories: list[str],
+    attributes: dict[str, AttributeValue],
+    jpeg: bytes | None,
+    alt_text: str | None,
+    image: ImageOptions,
+) -> RenderedPrompt:
+    """All requests for one item. Raises jinja2 errors on a broken template (the caller rejects)."""
+    codes = label_codes(attributes)
+    subject = subject_phrase(codes.get("gender"), codes.get("age"), codes.get("race"))
+    image_url = image_data_url(jpeg, image) if (image.send and jpeg) else None
+    common = {
+        "subject": subject,
+        "estimates": estimate_phrases(attributes),
+        "untrusted_text": untrusted(alt_text, prompt_set.bounds.get("untrusted_text_max_chars", 500)),
+        "image_attached": image_url is not None,
+    }
+    requests: list[PromptRequest] = []
+    system = prompt_set.templates["system"].render(**common).strip()
+    if prompt_set.mode == "per_category":
+        for cat in categories:
+            ctx = {**common, "category": cat, "topic": prompt_set.topic(cat)}
+            instruction = prompt_set.templates["instruction"].render(**ctx).strip()
+            question = prompt_set.templates["question"].render(**ctx).strip()
+            requests.append(
+                PromptRequest(
+                    category=cat,
+                    question=question,
+                    messages=[
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": _user_content(instruction, image_url, image)},
+                    ],
+                )
+            )
+    else:
+        cats = [{"name": c, "topic": prompt_set.topic(c)} for c in categories]
+        user = prompt_set.templates["user"].render(**common, categories=cats).strip()
+        model = structured_output_model(categories, prompt_set.bounds)
+        requests.append(
+            PromptRequest(
+                category=None,
+                messages=[
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": _user_content(user, image_url, image)},
+                ],
+                response_format=response_format_for(model),
+            )
+        )
+    return RenderedPrompt(
+        prompt_set=prompt_set.name,
+        prompt_version=prompt_set.version,
+        mode=prompt_set.mode,
+        requests=requests,
+        sha256=prompt_sha256(requests),
+        image_attached=image_url is not None,
+        categories=list(categories),
+        caption_from=prompt_set.caption_from,
+    )
