@@ -24,10 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -147,13 +149,16 @@ def reconcile(out: str) -> list[str]:
     if orphans:
         FileSystems.delete(orphans)
         removed += orphans
-    beam_temp = [m for m in _match(FileSystems.join(out, REJECTS_DIR, "beam-temp-*")) if m]
-    beam_temp += _match(FileSystems.join(out, REJECTS_DIR, "beam-temp-*", "*"))
+    # WriteToText's temporary folder: files under beam-temp-*/ (on object stores a prefix, locally a folder)
+    beam_temp = _match(FileSystems.join(out, REJECTS_DIR, "beam-temp-*", "*"))
     if beam_temp:
-        for path in sorted(set(beam_temp), key=len, reverse=True):
-            if FileSystems.exists(path):
-                FileSystems.delete([path])
-        removed += sorted(set(beam_temp))
+        FileSystems.delete(beam_temp)
+        removed += beam_temp
+    if "://" not in out:
+        for folder in Path(out, REJECTS_DIR).glob("beam-temp-*"):
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(str(folder))
     for name in (STATS_FILE, INDEX_FILE, CARD_FILE):
         path = FileSystems.join(out, name)
         if FileSystems.exists(path):
