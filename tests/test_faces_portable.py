@@ -20,7 +20,7 @@ from facecorpus.recipe import FaceCropConfig, FacesConfig, ImageConfig
 from facecorpus.records import Face
 from facecorpus.stage import RejectItem
 
-from .conftest import run_cli
+from .inprocess_cli import run_main
 from .model_packs import cached_store
 
 
@@ -156,15 +156,21 @@ def test_nms_and_pyramid_helpers() -> None:
     assert min(480, 640) * scales[-1] * 0.709 < 12
 
 
-def test_faces_command_prints_every_face(store: Path) -> None:
+def test_faces_command_prints_every_face(
+    store: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     photos = photo_paths()
-    proc = run_cli("faces", str(photos["group6"]), str(photos["coffee"]), "--json", "--store", str(store))
-    assert proc.returncode == 0, proc.stderr
-    group, coffee = (json.loads(line) for line in proc.stdout.splitlines())
+    code, out, err = run_main(["faces", str(photos["group6"]), str(photos["coffee"]), "--json", "--store", str(store)],
+                              monkeypatch, capsys)
+    assert code == 0, err
+    group, coffee = (json.loads(line) for line in out.splitlines())
     confident = [f for f in group["faces"] if f["score"] >= 0.9]
     assert len(confident) == 6
     assert all("pose" in f and "expression" in f and "quality" in f for f in confident)
     assert all(f["attributes"]["expression"]["source"] == "model:portable/fer" for f in confident)
     assert coffee["faces"] == []
-    proc = run_cli("faces", str(photos["hanks"]), "--store", str(store))
-    assert proc.returncode == 0 and "1 face(s)" in proc.stdout and "pose yaw" in proc.stdout
+    code, out, err = run_main(["faces", str(photos["hanks"]), str(photos["group6"].parent / "nope.jpg"),
+                               "--store", str(store)], monkeypatch, capsys)
+    assert code == 2 and "nope.jpg is not a file" in err and out == ""  # checked before any model loads
+    code, out, err = run_main(["faces", str(photos["hanks"]), "--store", str(store)], monkeypatch, capsys)
+    assert code == 0 and "1 face(s)" in out and "pose yaw" in out and "expression happy" in out

@@ -170,3 +170,33 @@ def test_missing_pack_fails_before_the_run(tmp_path: Path, monkeypatch: pytest.M
     assert code == 2
     assert "facecorpus models pull buffalo_l" in stderr and "Traceback" not in stderr
     assert not out.exists()
+
+
+def test_model_failures_become_rejects(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecorpus.faces.mtcnn import MTCNN
+    from facecorpus.faces.portable import PortableAnalyzer
+
+    real_detect = MTCNN.detect
+
+    def detect_or_fail(self: MTCNN, rgb: np.ndarray):  # noqa: ANN202
+        if rgb.shape[:2] == (112, 112):  # the Tom Hanks crop
+            raise RuntimeError("simulated ONNX Runtime failure")
+        return real_detect(self, rgb)
+
+    monkeypatch.setattr(MTCNN, "detect", detect_or_fail)
+    cfg = FacesConfig(backend="portable", models_dir=str(store), providers="cpu", batch_size=2)
+    kept, rejects, _ = run_stage([work_item("hanks"), work_item("astronaut")], cfg, tmp_path / "one")
+    assert [i.key for i in kept] == ["astronaut"]  # one bad image does not take its batch down
+    (r,) = rejects
+    assert (r.source_id, r.reason, r.retryable) == ("hanks.jpg", "model_error", True)
+    assert "simulated ONNX Runtime failure" in r.detail
+
+    def whole_batch_fails(self: PortableAnalyzer, images: list) -> list:
+        raise MemoryError("simulated out of memory for the batch")
+
+    monkeypatch.setattr(PortableAnalyzer, "analyze_batch", whole_batch_fails)
+    kept, rejects, _ = run_stage([work_item("hanks"), work_item("astronaut")], cfg, tmp_path / "batch")
+    assert kept == []
+    assert sorted((r.source_id, r.reason, r.retryable) for r in rejects) == [
+        ("astronaut.jpg", "model_error", True), ("hanks.jpg", "model_error", True)]
+    assert all("simulated out of memory" in r.detail for r in rejects)

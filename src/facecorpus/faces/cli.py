@@ -55,6 +55,9 @@ def faces_command(
     from .analyzer import AnalysisFailure, attribute_models, load_analyzer
     from .attributes import model_attributes
 
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise UserError(f"faces: {', '.join(missing)} is not a file")
     backend = "portable" if pack == "portable" else "insightface"
     try:
         cfg = FacesConfig(backend=backend, pack=pack, models_dir=store, providers=providers,  # type: ignore[arg-type]
@@ -64,8 +67,6 @@ def faces_command(
     analyzer = load_analyzer(cfg)
     models = attribute_models(cfg)
     for path in images:
-        if not path.is_file():
-            raise UserError(f"faces: {path} is not a file")
         try:
             decoded = decode_image(path.read_bytes(), ImageConfig())
         except RejectItem as r:
