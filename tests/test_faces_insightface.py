@@ -25,7 +25,7 @@ from facecorpus.faces.analyzer import FaceAnalyzer, load_analyzer
 from facecorpus.faces.attributes import merge_attributes, model_attributes
 from facecorpus.faces.selection import select_faces
 from facecorpus.image_check import decode_image
-from facecorpus.recipe import FacesConfig, ImageConfig
+from facecorpus.recipe import FaceCropConfig, FacesConfig, ImageConfig
 from facecorpus.records import AttributeValue
 
 from .inprocess_cli import run_main
@@ -252,3 +252,21 @@ def test_cuda_without_onnxruntime_gpu_is_a_clear_error(tiny_pack: Path) -> None:
         pytest.skip("this machine has onnxruntime-gpu")
     with pytest.raises(UserError, match="install onnxruntime-gpu instead of onnxruntime"):
         load_analyzer(cfg_for(tiny_pack).model_copy(update={"providers": "cuda"}))
+
+
+def test_insightface_stage_on_beam_records_label_conflicts(tiny_pack: Path, no_network: None, tmp_path: Path) -> None:
+    from .test_faces_stage import run_stage, work_item
+
+    cfg = cfg_for(tiny_pack, primary="central").model_copy(
+        update={"crop": FaceCropConfig(enabled=True, size=96, align=True)}
+    )
+    hanks = work_item("hanks", {"gender": "male", "age": "50-59"})
+    kept, rejects, _ = run_stage([hanks, work_item("astronaut")], cfg, tmp_path)
+    assert rejects == [] and sorted(i.key for i in kept) == ["astronaut", "hanks"]
+    h = next(i for i in kept if i.key == "hanks")
+    assert h.attributes["gender"].value == "male" and h.attributes["gender"].source == "label"
+    assert [(c.attribute, c.model_value) for c in h.attribute_conflicts] == [("gender", "female")]  # 45 is near 50-59
+    assert h.flags == ["label_conflict"]
+    a = next(i for i in kept if i.key == "astronaut")
+    assert a.attributes["gender"].source == "model:buffalo_l/genderage" and a.attribute_conflicts == []
+    assert a.image.width == a.image.height == 96 and a.crop.aligned

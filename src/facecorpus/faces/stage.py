@@ -85,21 +85,28 @@ class SelectFaces(Stage):
         if self.cfg.unit == "image":
             yield self._finish(item, faces, selection.primary)
             return
-        # one sample per face: the image was counted once as an input, its other faces are new inputs
-        count_inputs(len(faces) - 1)
-        for i in range(len(faces)):
-            one = dataclasses.replace(
-                item,
-                key=f"{item.key}_f{i}",
-                # dataset labels describe the image's subject: only the primary face's sample inherits them
-                labels=dict(item.labels) if i == selection.primary else {},
-                flags=list(item.flags),
-                context=dict(item.context),
-                attributes={},
-                attribute_conflicts=[],
-                qa=[],
+        per_face = [
+            self._finish(
+                dataclasses.replace(
+                    item,
+                    key=f"{item.key}_f{i}",
+                    # dataset labels describe the image's subject: only the primary face's sample inherits them
+                    labels=dict(item.labels) if i == selection.primary else {},
+                    flags=list(item.flags),
+                    context=dict(item.context),
+                    attributes={},
+                    attribute_conflicts=[],
+                    qa=[],
+                ),
+                faces,
+                i,
             )
-            yield self._finish(one, faces, i)
+            for i in range(len(faces))
+        ]
+        # the image was counted once as an input, its other faces are new inputs (counted only once all
+        # exist: a failure above rejects the image as one input)
+        count_inputs(len(per_face) - 1)
+        yield from per_face
 
     def _finish(self, item: WorkItem, faces: list[Face], primary: int) -> WorkItem:
         measured = model_attributes(faces[primary], self.models)
