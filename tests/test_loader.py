@@ -144,7 +144,7 @@ def test_example_training_script_runs(demo_output: Path) -> None:
     import sys
 
     script = Path(__file__).resolve().parent.parent / "examples" / "train_example.py"
-    proc = subprocess.run([sys.executable, str(script), str(demo_output), "--steps", "3", "--batch-size", "4"],
+    proc = subprocess.run([sys.executable, str(script), str(demo_output), "--steps", "3", "--batch-size", "4", "--workers", "0"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "step    1  loss" in proc.stdout

@@ -14,7 +14,6 @@ from facecorpus.review.queue import reject_candidates, sample_candidates
 from facecorpus.review.summary import consensus, format_summary, review_summary
 from facecorpus.review.verdicts import VerdictLog, check_reviewer, read_log
 
-from .conftest import run_cli
 from .inprocess_cli import run_main
 
 
@@ -168,9 +167,3 @@ def test_summary_command(out: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> 
     code, _, err = run_main(["review", str(out / "missing"), "--summary"], monkeypatch, capsys)
     assert code == 2 and err.count("\n") == 1 and "is not a folder" in err
 
-
-def test_summary_command_in_a_real_process(out: Path) -> None:
-    _two_reviewers(out)
-    proc = run_cli("review", str(out), "--summary")
-    assert proc.returncode == 0, proc.stderr
-    assert "alice × bob" in proc.stdout and "per label group: race" in proc.stdout
