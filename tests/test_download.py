@@ -321,3 +321,20 @@ def test_gates_wait_for_a_slow_down_and_respect_deadlines():
         with gates2.slot("x", deadline=time.monotonic() + 0.1):
             pass
     t.join()
+
+
+def test_resizing_from_many_threads_leaves_stdout_and_stderr_alone(photos):
+    """img2dataset's Resizer swaps fds 1/2 to /dev/null around each call; from many threads that used
+    to leave the process writing into /dev/null. Our wrapper must keep the fds where they were."""
+    import os
+
+    from facecorpus.download.images import check_image
+
+    before = [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)]
+    open_fds = len(os.listdir("/proc/self/fd"))
+    settings = ResizeSettings(mode="keep_ratio_largest", size=128)
+    with ThreadPoolExecutor(16) as pool:
+        sizes = list(pool.map(lambda _: check_image(photos["t1.jpg"][0], settings).width, range(64)))
+    assert sizes == [128] * 64
+    assert [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)] == before
+    assert len(os.listdir("/proc/self/fd")) <= open_fds + 2

@@ -7,6 +7,7 @@ only when it changed the pixels (`skip_reencode`), so a small JPEG passes throug
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
@@ -49,7 +50,14 @@ def _resizer(settings: ResizeSettings) -> Any:
         if r is None:
             # albumentations (imported by img2dataset) otherwise asks PyPI for a newer version on import
             os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+            import img2dataset.resizer as resizer_module
             from img2dataset.resizer import Resizer
+
+            # The Resizer silences libjpeg by dup2-ing the process's fds 1 and 2 to /dev/null and back.
+            # img2dataset calls it from one thread; we call it from many, where interleaved save/restore
+            # leaves stdout/stderr pointing at /dev/null for good (and closes fds other threads hold).
+            # Decoding warnings are harmless to let through, so the fd juggling is switched off here.
+            resizer_module.SuppressStdoutStderr = contextlib.nullcontext
 
             r = _resizers[key] = Resizer(
                 image_size=settings.size,
