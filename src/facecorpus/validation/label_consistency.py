@@ -80,38 +80,29 @@ _DECADES = {
 #: a bare bound ("over 70") counts as an age only where the sentence or clause ends right after it
 _BARE_BOUND_END = re.compile(r"^\s*(?:[.,;:)!?]|$)")
 
-_AGE_RANGE = re.compile(
-    r"\b(?:between\s+)?(?P<a>\d{1,3})\s*(?:-|–|—|to|and)\s*(?P<b>\d{1,3})\s*(?:years?|yrs?)(?:[\s-]*old|\s+of\s+age)?\b", re.I
+_AGE_WORDS: tuple[tuple[str, tuple[int, int | None]], ...] = (
+    (r"(?:new-?born|infant|baby|babies)", (0, 2)),
+    (r"toddlers?", (1, 3)),
+    (r"(?:pre-?teen|tween)s?", (9, 12)),
+    (r"(?:child|children|kid|kids|little (?:boy|girl))", (2, 12)),
+    (r"(?:teen|teenager|teenagers|teenage|adolescent|adolescents)", (13, 19)),
+    (r"young adults?", (18, 30)),
+    (r"middle[\s-]aged", (40, 64)),
+    (r"(?:elderly|senior citizens?|seniors|old-aged|aged (?:man|woman|person)|(?:an?|the) old (?:man|woman|person|lady|gentleman))",
+     (60, None)),
 )
-_AGE_ONE = re.compile(
-    r"\b(?P<n>\d{1,3})[\s-]*(?:years?|yrs?)[\s-]*(?:old|of\s+age)\b"
-    r"|\baged?\s+(?:of\s+|about\s+|around\s+|approximately\s+|roughly\s+|maybe\s+|perhaps\s+)?(?P<n2>\d{1,3})\b",
+#: every kind of age statement in one scan; at a position the first alternative wins (ranges before single numbers)
+_AGE = re.compile(
+    r"(?P<range>\b(?:between\s+)?(?P<ra>\d{1,3})\s*(?:-|–|—|to|and)\s*(?P<rb>\d{1,3})\s*(?:years?|yrs?)(?:[\s-]*old|\s+of\s+age)?\b)"
+    r"|(?P<one>\b(?P<n1>\d{1,3})[\s-]*(?:years?|yrs?)[\s-]*(?:old|of\s+age)\b"
+    r"|\baged?\s+(?:of\s+|about\s+|around\s+|approximately\s+|roughly\s+|maybe\s+|perhaps\s+)?(?P<n2>\d{1,3})\b)"
+    r"|(?P<bound>\b(?P<op>over|above|older than|more than|beyond|past|under|below|younger than|less than)\s+"
+    r"(?:the\s+age\s+of\s+|age\s+)?(?P<bn>\d{1,3})(?P<years>\s*(?:years?|yrs?)(?:[\s-]*old)?)?(?=(?P<after>[^\n]{0,3})))"
+    r"|(?P<decade>\b(?:(?P<dpart>early|mid|late)[\s-]*)?(?:(?P<dword>twenties|thirties|forties|fifties|sixties|seventies|"
+    r"eighties|nineties)|(?<![\d'’])(?P<ddigit>[1-9])0['’]?s)\b)"
+    r"|(?P<teens>\b(?:(?P<tpart>early|mid|late)[\s-]*)?teens\b)"
+    + "".join(f"|(?P<w{i}>\\b{p}\\b)" for i, (p, _) in enumerate(_AGE_WORDS)),
     re.I,
-)
-_AGE_BOUND = re.compile(
-    r"\b(?P<op>over|above|older than|more than|beyond|past|under|below|younger than|less than)\s+(?:the\s+age\s+of\s+|age\s+)?"
-    r"(?P<n>\d{1,3})(?P<years>\s*(?:years?|yrs?)(?:[\s-]*old)?)?(?=(?P<after>[^\n]{0,3}))",
-    re.I,
-)
-_AGE_DECADE = re.compile(
-    r"\b(?:(?P<part>early|mid|late)[\s-]*)?(?:(?P<word>twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties)"
-    r"|(?<![\d'’])(?P<digit>[1-9])0['’]?s)\b",
-    re.I,
-)
-_AGE_TEENS = re.compile(r"\b(?:(?P<part>early|mid|late)[\s-]*)?teens\b", re.I)
-_AGE_WORDS: tuple[tuple[re.Pattern[str], tuple[int, int | None]], ...] = tuple(
-    (re.compile(p, re.I), r)
-    for p, r in (
-        (r"\b(?:new-?born|infant|baby|babies)\b", (0, 2)),
-        (r"\btoddlers?\b", (1, 3)),
-        (r"\b(?:pre-?teen|tween)s?\b", (9, 12)),
-        (r"\b(?:child|children|kid|kids|little (?:boy|girl))\b", (2, 12)),
-        (r"\b(?:teen|teenager|teenagers|teenage|adolescent|adolescents)\b", (13, 19)),
-        (r"\byoung adults?\b", (18, 30)),
-        (r"\bmiddle[\s-]aged\b", (40, 64)),
-        (r"\b(?:elderly|senior citizens?|seniors|old-aged|aged (?:man|woman|person)|"
-         r"(?:an?|the) old (?:man|woman|person|lady|gentleman))\b", (60, None)),
-    )
 )
 
 
@@ -121,43 +112,36 @@ def _decade_range(part: str | None, decade: int) -> tuple[int, int]:
     return {"early": (decade, decade + 3), "mid": (decade + 3, decade + 6), "late": (decade + 6, decade + 9)}[part.lower()]
 
 
+def _age_range(m: re.Match[str]) -> tuple[int, int | None] | None:
+    kind = m.lastgroup if m.lastgroup and m.lastgroup.startswith("w") else next(
+        k for k in ("range", "one", "bound", "decade", "teens") if m.group(k))
+    if kind == "range":
+        a, b = int(m.group("ra")), int(m.group("rb"))
+        return (a, b) if a <= b <= 120 else None
+    if kind == "one":
+        n = int(m.group("n1") or m.group("n2"))
+        return (n, n) if n <= 120 else None
+    if kind == "bound":
+        n = int(m.group("bn"))
+        if n > 120 or (not m.group("years") and not _BARE_BOUND_END.match(m.group("after") or "")):
+            return None
+        return (0, max(0, n - 1)) if m.group("op").lower() in ("under", "below", "younger than", "less than") else (n, None)
+    if kind == "decade":
+        decade = _DECADES[m.group("dword").lower()] if m.group("dword") else int(m.group("ddigit")) * 10
+        return _decade_range(m.group("dpart"), decade)
+    if kind == "teens":
+        return {"early": (13, 15), "mid": (14, 17), "late": (17, 19)}.get((m.group("tpart") or "").lower(), (13, 19))
+    return _AGE_WORDS[int(kind[1:])][1]
+
+
 def age_statements(text: str) -> list[tuple[int, int | None, str, int]]:
     """(low, high or None, phrase, position) for every age statement in the text that is not negated."""
     found: list[tuple[int, int | None, str, int]] = []
-    taken: list[tuple[int, int]] = []
-
-    def add(lo: int, hi: int | None, m: re.Match[str]) -> None:
-        if any(s <= m.start() < e for s, e in taken) or _negated(text, m.start()):
-            return
-        taken.append((m.start(), m.end()))
-        found.append((lo, hi, m.group(0).strip(), m.start()))
-
-    for m in _AGE_RANGE.finditer(text):
-        a, b = int(m.group("a")), int(m.group("b"))
-        if a <= b <= 120:
-            add(a, b, m)
-    for m in _AGE_ONE.finditer(text):
-        n = int(m.group("n") or m.group("n2"))
-        if n <= 120:
-            add(n, n, m)
-    for m in _AGE_BOUND.finditer(text):
-        n = int(m.group("n"))
-        if n > 120 or (not m.group("years") and not _BARE_BOUND_END.match(m.group("after") or "")):
-            continue
-        if m.group("op").lower() in ("under", "below", "younger than", "less than"):
-            add(0, max(0, n - 1), m)
-        else:
-            add(n, None, m)
-    for m in _AGE_DECADE.finditer(text):
-        decade = _DECADES[m.group("word").lower()] if m.group("word") else int(m.group("digit")) * 10
-        add(*_decade_range(m.group("part"), decade), m)
-    for m in _AGE_TEENS.finditer(text):
-        part = (m.group("part") or "").lower()
-        add(*{"early": (13, 15), "mid": (14, 17), "late": (17, 19)}.get(part, (13, 19)), m)
-    for rx, (lo, hi) in _AGE_WORDS:
-        for m in rx.finditer(text):
-            add(lo, hi, m)
-    return sorted(found, key=lambda f: f[3])
+    for m in _AGE.finditer(text):
+        r = _age_range(m)
+        if r is not None and not _negated(text, m.start()):
+            found.append((r[0], r[1], m.group(0).strip(), m.start()))
+    return found
 
 
 def age_conflicts_with(lo: int, hi: int | None, label: str, tolerance: int) -> bool:
@@ -197,13 +181,18 @@ _ETHNIC_TERMS: tuple[tuple[str, frozenset[str]], ...] = (
     (r"(?<!east )(?<!south )(?<!southeast )(?<!south-east )asians?", frozenset({"east_asian", "southeast_asian", "indian"})),
 )
 _COLOUR = {"black": frozenset({"black"}), "white": frozenset({"white"})}
-_ETHNIC_RX = tuple((re.compile(rf"\b(?:{p})\b", re.I), codes) for p, codes in _ETHNIC_TERMS)
-_COLOUR_RX = re.compile(
+_COLOUR_PATTERN = (
     rf"\b(?P<c1>black|white)\s+{_AGE_ADJ}{_PERSON}\b"
     rf"|\b(?P<c2>black|white)\s+{_ETHNIC_NOUN}\b"
-    rf"|\b{_ETHNIC_NOUN}\s+(?:is|was|appears(?:\s+to\s+be)?|seems(?:\s+to\s+be)?|looks|:|of|as)\s+(?:\w+\s+)?(?P<c3>black|white)\b",
-    re.I,
+    rf"|\b{_ETHNIC_NOUN}\s+(?:is|was|appears(?:\s+to\s+be)?|seems(?:\s+to\s+be)?|looks|:|of|as)\s+(?:\w+\s+)?(?P<c3>black|white)\b"
 )
+#: group names e<i> are the terms above; colour words ("a Black woman") are a second scan, run only when present
+_ETHNIC = re.compile("|".join(f"(?P<e{i}>\\b(?:{p})\\b)" for i, (p, _) in enumerate(_ETHNIC_TERMS)), re.I)
+_COLOUR_RX = re.compile(_COLOUR_PATTERN, re.I)
+#: substrings one of which every term above contains (a cheap test before the scan)
+_TERM_KEYS = ("asia", "chin", "japan", "korea", "mongol", "taiwan", "filipin", "vietnam", "thai", "indones", "malay",
+              "cambod", "burm", "india", "pakistan", "bangladesh", "sri lank", "nepal", "africa", "caucas", "middle",
+              "arab", "persia", "iran", "latin", "hispanic")
 _MIXED = re.compile(r"\b(?:mixed(?:[\s-]race)?|multiracial|multi-racial|biracial|bi-racial|multi-ethnic|multiethnic)\b", re.I)
 
 
@@ -215,21 +204,38 @@ def ethnicity_statements(text: str) -> list[tuple[frozenset[str], str, int]]:
     if _MIXED.search(text):
         return []
     out: list[tuple[frozenset[str], str, int]] = []
-    taken: list[tuple[int, int]] = []
-    for rx, codes in _ETHNIC_RX:
-        for m in rx.finditer(text):
-            if any(s <= m.start() < e for s, e in taken) or _negated(text, m.start()):
-                continue
-            taken.append((m.start(), m.end()))
-            out.append((codes, m.group(0), m.start()))
-    for m in _COLOUR_RX.finditer(text):
-        colour = next(g for g in (m.group("c1"), m.group("c2"), m.group("c3")) if g)
-        if not _negated(text, m.start()):
-            out.append((_COLOUR[colour.lower()], m.group(0).strip(), m.start()))
+    lower = text.lower()
+    if any(k in lower for k in _TERM_KEYS):
+        for m in _ETHNIC.finditer(text):
+            if not _negated(text, m.start()):
+                out.append((_ETHNIC_TERMS[int((m.lastgroup or "e0")[1:])][1], m.group(0).strip(), m.start()))
+    if "black" in lower or "white" in lower:
+        for m in _COLOUR_RX.finditer(text):
+            if not _negated(text, m.start()):
+                colour = m.group("c1") or m.group("c2") or m.group("c3")
+                out.append((_COLOUR[colour.lower()], m.group(0).strip(), m.start()))
     return sorted(out, key=lambda o: o[2])
 
 
 # ------------------------------------------------------------------------------------------------- check
+
+
+_TOKEN = re.compile(r"[a-z0-9]+")
+_GENDER_WORDS = frozenset(_MALE.split("|") + _FEMALE.split("|"))
+#: words without which no age statement can match (numbers are checked apart)
+_AGE_TRIGGERS = frozenset(
+    "newborn born infant baby babies toddler toddlers preteen preteens pre teen tween tweens child children kid kids "
+    "teen teens teenager teenagers teenage adolescent adolescents young adult adults middle aged elderly senior "
+    "seniors old twenties thirties forties fifties sixties seventies eighties nineties".split()
+)
+#: words without which no ethnicity statement can match
+_ETHNIC_TRIGGERS = frozenset(
+    "asian asians chinese japanese korean mongolian taiwanese filipino filipinos filipina filipinas vietnamese thai "
+    "indonesian indonesians malaysian malaysians cambodian cambodians burmese indian indians pakistani pakistanis "
+    "bangladeshi bangladeshis sri nepali nepalis nepalese african africans caucasian caucasians middle arab arabs "
+    "arabic arabian persian persians iranian iranians latino latinos latina latinas latinx latin hispanic hispanics "
+    "black white".split()
+)
 
 
 def label_of(attributes: dict[str, AttributeValue], name: str) -> str | None:
@@ -245,15 +251,19 @@ def find_conflicts(texts: list[tuple[str, str]], attributes: dict[str, Attribute
         return []
     found: list[Conflict] = []
     for where, text in texts:
-        if gender in ("male", "female"):
+        # a word-set look first: most answers say nothing about age or ethnicity, and a scan costs more
+        lower = text.lower()
+        words = set(_TOKEN.findall(lower))
+        if gender in ("male", "female") and words & _GENDER_WORDS:
             for code, word, _ in gender_statements(text):
                 if code != gender:
                     found.append(Conflict("gender", word, gender, where))
-        if age:
+        if age and (words & _AGE_TRIGGERS or "little boy" in lower or "little girl" in lower
+                    or any(w[:1].isdigit() for w in words)):
             for lo, hi, phrase, _ in age_statements(text):
                 if age_conflicts_with(lo, hi, age, age_tolerance):
                     found.append(Conflict("age", phrase, age, where))
-        if race:
+        if race and words & _ETHNIC_TRIGGERS:
             for codes, phrase, _ in ethnicity_statements(text):
                 if race not in codes:
                     found.append(Conflict("race", phrase, race, where))

@@ -79,25 +79,27 @@ def _question_key(q: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", q.casefold()).split())
 
 
+#: control characters (but tab, newline, CR), C1 controls, lone surrogates, private use, U+FFFD
+_BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ue000-\uf8ff\ufffd\U000f0000-\U0010ffff]")
+
+
 def charset_problem(text: str) -> str | None:
     """Why `text` is not clean Unicode text, or None."""
-    for ch in text:
-        if ch in "\n\t\r":
-            continue
-        cat = unicodedata.category(ch)
-        if cat == "Cc":
-            return f"control character U+{ord(ch):04X}"
-        if cat == "Cs":
-            return f"lone surrogate U+{ord(ch):04X}"
-        if cat == "Co":
-            return f"private-use character U+{ord(ch):04X}"
-        if ch == "\ufffd":
-            return "the replacement character U+FFFD (text was decoded wrongly somewhere)"
-    return None
+    m = _BAD_CHAR.search(text)
+    if m is None:
+        return None
+    ch = m.group(0)
+    if ch == "\ufffd":
+        return "the replacement character U+FFFD (text was decoded wrongly somewhere)"
+    kind = {"Cc": "control character", "Cs": "lone surrogate", "Co": "private-use character"}.get(
+        unicodedata.category(ch), "character")
+    return f"{kind} U+{ord(ch):04X}"
 
 
 def latin_share(text: str) -> float:
     """Share of the letters in `text` that are Latin script (1.0 when there are no letters)."""
+    if text.isascii():
+        return 1.0
     letters = [ch for ch in text if ch.isalpha()]
     if not letters:
         return 1.0

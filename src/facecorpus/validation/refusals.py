@@ -47,7 +47,20 @@ PATTERNS: tuple[tuple[str, str], ...] = (
     ("policy", r"\b(?:against my (?:guidelines|policy|policies|programming)|my (?:guidelines|policies) (?:do not|don't) allow)\b"),
 )
 
-_COMPILED = tuple((name, re.compile(p, re.IGNORECASE)) for name, p in PATTERNS)
+#: literals one of which must occur (lower-cased) before a kind's pattern can match: most answers hold
+#: none of them, so most answers cost a few substring tests instead of regex scans
+KEYWORDS: dict[str, tuple[str, ...]] = {
+    "unable": ("unable", "not able", "not in a position"),
+    "cannot": ("can't", "cannot", "can not", "couldn't", "could not", "won't", "will not", "not going to"),
+    "as_an_ai": (" ai", "artificial intelligence", "language model", "llm", "text-based"),
+    "apology": ("sorry", "apologi"),
+    "no_image": ("no image", "image did", "image does", "don't", "do not", "can't", "cannot"),
+    "decline": ("decline", "rather not"),
+    "inappropriate": ("appropriate", "ethical"),
+    "not_possible": ("possible", "feasible", "appropriate", "cannot", "can't", "can not", "unable"),
+    "policy": ("guideline", "polic", "programming"),
+}
+_COMPILED = {name: re.compile(p, re.IGNORECASE) for name, p in PATTERNS}
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'"})
 
 
@@ -64,8 +77,11 @@ def find_refusal(text: str | None) -> Refusal | None:
     if not text:
         return None
     normalised = " ".join(text.translate(_QUOTES).split())
+    lower = " " + normalised.lower()
     best: tuple[int, str, re.Match[str]] | None = None
-    for name, rx in _COMPILED:
+    for name, rx in _COMPILED.items():
+        if not any(k in lower for k in KEYWORDS[name]):
+            continue
         m = rx.search(normalised)
         if m and (best is None or m.start() < best[0]):
             best = (m.start(), name, m)  # the earliest refusal in the text names it

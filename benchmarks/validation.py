@@ -1,0 +1,163 @@
+"""Validation + dedup vs plain pydantic `Sample.model_validate`, on the same records, in one process → the ratio.
+
+Records: labelled FairFace-style samples of augmented real photos, eight categories each, answers of
+LLM length (~500 characters; the generator's answers are usually 300-1,500). Plain: `model_validate`
+of each record's JSON dict. Ours: the same, then every record rule (`check_record`: refusals,
+bounds, categories, duplicate questions, charset, language, loops, label consistency) and the dedup
+logic per record (exact by sha256, near by pHash bands with pairwise checks inside buckets — the very
+functions the Beam transforms call, run here without Beam's shuffle). A last line times the Beam
+transforms themselves (FnApiRunner, light records) for scale.
+Run: .venv/bin/python benchmarks/validation.py [N]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _photos import augmented_jpegs  # noqa: E402
+
+from facecorpus.image_check import decode_image  # noqa: E402
+from facecorpus.recipe import ImageConfig, ValidationConfig  # noqa: E402
+from facecorpus.records import (  # noqa: E402
+    DEFAULT_CATEGORIES,
+    AttributeValue,
+    Provenance,
+    QAPair,
+    Sample,
+    SourceInfo,
+)
+from facecorpus.validation.dedup import (  # noqa: E402
+    _bucket_entries,
+    _exact_losers,
+    _near_losers,
+    _neighbours_in_bucket,
+)
+from facecorpus.validation.record_checks import RecordRules, check_record, verdict  # noqa: E402
+
+SENTENCES = [
+    "The face is lit from the upper left, leaving a soft shadow along the right cheek and jaw.",
+    "The skin shows fine texture around the nose and forehead, with no visible blemishes or scars.",
+    "The eyes are open and look slightly past the camera; the eyebrows are relaxed.",
+    "The head is turned a little to the image's right and tilted down by a few degrees.",
+    "The mouth is closed and the corners are neutral, giving a calm, attentive expression.",
+    "Image quality is good: the focus is sharp on the eyes and the background is out of focus.",
+    "The face outline is oval, with a defined jawline and a balanced distance between the eyes.",
+    "For forensic use, the resolution is sufficient for comparison but the compression is visible.",
+]
+LABELS = [("male", "50-59", "white", "The man appears to be in his fifties, of White ethnicity."),
+          ("female", "20-29", "east_asian", "The woman appears to be in her twenties, of East Asian descent."),
+          ("male", "30-39", "black", "He looks to be in his thirties and presents as a Black man."),
+          ("female", "60-69", "latino_hispanic", "She appears to be in her sixties, Latino or Hispanic.")]
+
+
+def make_records(n: int) -> list[dict]:
+    prov = Provenance(generator="openai", llm_model="bench", prompt_set="fairfacegpt", prompt_version="1",
+                      prompt_sha256="0" * 64, pipeline_version="bench", recipe="bench", recipe_sha256="0" * 64,
+                      created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    out = []
+    for i, (name, data) in enumerate(augmented_jpegs(n)):
+        info = decode_image(data, ImageConfig()).info
+        gender, age, race, demo = LABELS[i % len(LABELS)]
+        qa = []
+        for j, cat in enumerate(DEFAULT_CATEGORIES):
+            body = " ".join(SENTENCES[(i + j + k) % len(SENTENCES)] for k in range(5))
+            answer = f"{demo} {body}" if cat == "demographics" else body
+            qa.append(QAPair(category=cat, question=f"Describe the {cat.replace('_', ' ')} of the image.", answer=answer))
+        sample = Sample(
+            key=name.split(".")[0], source=SourceInfo(dataset="bench", id=name), image=info,
+            attributes={a: AttributeValue(value=v, source="label", confidence=1.0)
+                        for a, v in (("gender", gender), ("age", age), ("race", race))},
+            caption=qa[-1].answer.split(". ")[0] + ".", qa=qa, provenance=prov,
+        )
+        out.append(sample.model_dump(mode="json"))
+    return out
+
+
+def plain(records: list[dict]) -> None:
+    for d in records:
+        Sample.model_validate(d)
+
+
+def dedup_in_process(light: list[tuple[str, str, str]], d: int) -> int:
+    """The dedup logic of the Beam transforms, grouped with dicts instead of a shuffle; returns losers."""
+    by_sha: dict[str, list[str]] = defaultdict(list)
+    by_phash: dict[str, list[str]] = defaultdict(list)
+    for key, sha, ph in light:
+        by_sha[sha].append(key)
+        by_phash[ph].append(key)
+    losers = {k for group in by_sha.items() for k, _ in _exact_losers(group)}
+    buckets: dict[str, list] = defaultdict(list)
+    for ph, keys in by_phash.items():
+        for b, entry in _bucket_entries((ph, min(keys)), d):
+            buckets[b].append(entry)
+    neighbours: dict[str, list] = defaultdict(list)
+    for bucket in buckets.items():
+        for ph, nb in _neighbours_in_bucket(bucket, d):
+            neighbours[ph].append(nb)
+    for ph, keys in by_phash.items():
+        losers |= {k for k, _ in _near_losers((ph, {"members": keys, "neighbours": neighbours.get(ph, [])}))}
+    return len(losers)
+
+
+def ours(records: list[dict], rules: RecordRules, split: dict[str, float]) -> int:
+    t = time.perf_counter()
+    light = []
+    for d in records:
+        s = Sample.model_validate(d)
+        bad, _ = verdict(check_record(s, rules), rules)
+        assert bad is None, bad
+        light.append((s.key, s.image.sha256, s.image.phash))
+    t_rules = time.perf_counter()
+    losers = dedup_in_process(light, rules.config.dedup.max_distance)
+    split["rules"] = min(split.get("rules", float("inf")), t_rules - t)
+    split["dedup"] = min(split.get("dedup", float("inf")), time.perf_counter() - t_rules)
+    return losers
+
+
+def beam_dedup(light: list[tuple[str, str, str]], d: int) -> float:
+    import apache_beam as beam
+
+    from facecorpus.validation.dedup import ExactDuplicates, NearDuplicates
+
+    t = time.perf_counter()
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        rows = p | beam.Create(light)
+        _ = ((rows | "E" >> ExactDuplicates(), rows | "N" >> NearDuplicates(d)) | beam.Flatten() | beam.combiners.Count.Globally())
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    records = make_records(n)
+    rules = RecordRules(ValidationConfig(), tuple(DEFAULT_CATEGORIES), frozenset({"templates"}))
+    best = {"plain": float("inf"), "ours": float("inf")}
+    losers = 0
+    split: dict[str, float] = {}
+    for _ in range(3):  # interleaved, best of 3: the machine is shared
+        t = time.perf_counter()
+        plain(records)
+        best["plain"] = min(best["plain"], time.perf_counter() - t)
+        t = time.perf_counter()
+        losers = ours(records, rules, split)
+        best["ours"] = min(best["ours"], time.perf_counter() - t)
+    rate = {k: n / v for k, v in best.items()}
+    chars = sum(len(q["answer"]) for r in records for q in r["qa"]) / n
+    light = [(r["key"], r["image"]["sha256"], r["image"]["phash"]) for r in records]
+    beam_s = beam_dedup(light, rules.config.dedup.max_distance)
+    print(f"records: {n} (8 QA pairs, {chars:.0f} answer characters each); near duplicates among them: {losers}")
+    print(f"plain model_validate          : {rate['plain']:9.0f} records/s")
+    print(f"validate + record rules + dedup: {rate['ours']:9.0f} records/s")
+    print(f"  of which model_validate + record rules: {n / split['rules']:9.0f} records/s; dedup: {n / split['dedup']:9.0f} records/s")
+    print(f"overhead ratio (plain rate / ours): {rate['plain'] / rate['ours']:.1f}x")
+    print(f"for scale: the dedup Beam transforms on FnApiRunner: {n / beam_s:.0f} records/s ({beam_s:.1f} s, "
+          f"mostly runner start-up at this size)")
+
+
+if __name__ == "__main__":
+    main()
