@@ -1,7 +1,8 @@
 """Crash safety: SIGKILL a real run at random moments, resume, and compare with an uninterrupted run.
 
-Every repetition kills the run (and each resume) a few times — at random times, and once right when
-the first shard lands — then lets a resume finish. After every kill no partial shard is visible; at the
+Every repetition kills the run (and each resume) up to four times, in random order: twice at random
+times, once while items wait for their dedup verdict, once after a random number of shards has
+landed — then lets a resume finish. After every kill no partial shard is visible; at the
 end the keys, the records (timestamps pinned by SOURCE_DATE_EPOCH, so byte for byte), the reject lines
 and the counts equal the uninterrupted run's, shards finished before a kill were never touched, and
 `facecorpus validate` passes. FACECORPUS_CRASH_REPEATS sets the number of repetitions (default 2).
@@ -65,14 +66,26 @@ def _start(recipe: Path, out: Path, resume: bool) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _kill_at(proc: subprocess.Popen, deadline: float, out: Path, on_first_shard: bool) -> bool:
-    """SIGKILL the run's process group at `deadline` (or when a shard appears); False if it finished first."""
+def _kill_when(proc: subprocess.Popen, out: Path, kind: str, value: float) -> bool:
+    """SIGKILL the run's process group when the condition holds; False if the run finished first.
+
+    kinds: 'time' (seconds after start), 'parking' (items waiting for their dedup verdict in
+    shards/_tmp/screen), 'writing' (`value` more shards than when the run started).
+    """
+    started = time.monotonic()
+    shards_at_start = len(list(out.glob("shards/*.tar")))
     while proc.poll() is None:
-        if time.monotonic() >= deadline or (on_first_shard and list((out / "shards").glob("*.tar"))):
+        if kind == "time":
+            hit = time.monotonic() - started >= value
+        elif kind == "parking":
+            hit = any(out.glob("shards/_tmp/screen/*.pkl"))
+        else:
+            hit = len(list(out.glob("shards/*.tar"))) >= shards_at_start + value
+        if hit:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return True
-        time.sleep(0.02)
+        time.sleep(0.01)
     return False
 
 
@@ -94,28 +107,32 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(crash_
     assert ref_stats["validation"]["duplicates"] > 0  # dedup is part of what must survive the kills
 
     rng = random.Random(int(os.environ.get("FACECORPUS_CRASH_SEED", "20261124")))
+    n_shards = len(list(ref.glob("shards/*.tar")))
     kills_landed = 0
     for rep in range(REPEATS):
         out = tmp_path / f"run{rep}"
         finished: dict[str, tuple[int, str]] = {}
-        plan = [("random", rng.uniform(0.3, 1.0) * duration) for _ in range(RANDOM_KILLS)]
-        plan.insert(rng.randrange(len(plan) + 1), ("first_shard", duration * 2))
-        for kind, after in plan:
+        plan = [("time", rng.uniform(0.15, 0.9) * duration) for _ in range(RANDOM_KILLS)]
+        plan += [("parking", 0.0), ("writing", rng.randint(1, max(1, n_shards - 1)))]
+        rng.shuffle(plan)
+        for kind, value in plan:
             proc = _start(crash_recipe, out, resume=out.exists())
             started = time.monotonic()
-            killed = _kill_at(proc, started + after, out, on_first_shard=(kind == "first_shard"))
+            killed = _kill_when(proc, out, kind, value)
             if not killed:
                 assert proc.returncode == 0, proc.stderr.read().decode()[-3000:]
             kills_landed += killed
             tmp_files = [p for p in (out / "shards" / "_tmp").rglob("*") if p.is_file()] if out.exists() else []
-            print(f"rep {rep} {kind:11s} {'killed' if killed else 'finished'} at {time.monotonic() - started:5.1f}s "
-                  f"of ~{duration:.1f}s: {len(list(out.glob('shards/*.tar')))} shards, "
+            print(f"rep {rep} {kind:8s} {'killed' if killed else 'finished'} at {time.monotonic() - started:5.1f}s "
+                  f"(uninterrupted run: {duration:.1f}s): {len(list(out.glob('shards/*.tar')))} shards, "
                   f"{len(list(out.glob('manifest/*.parquet')))} manifests, {len(tmp_files)} partial files")
             if (out / "shards").exists():
                 _visible_shards_are_whole(out)
                 with_manifest = {n: v for n, v in shard_fingerprints(out).items()
                                  if (out / "manifest" / (n[:-4] + ".parquet")).exists()}
                 finished.update({n: v for n, v in with_manifest.items() if n not in finished})
+            if not killed:
+                break  # the output is complete; further kills would only interrupt no-op resumes
         proc = _start(crash_recipe, out, resume=out.exists())
         assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-3000:]
 
