@@ -21,7 +21,7 @@ from facecorpus.recipe import LaionSource, load_recipe
 from facecorpus.records import Reject
 from facecorpus.sources.laion import ReadLaion
 
-from .conftest import run_cli, write_recipe
+from .conftest import REPO, run_cli, write_recipe
 from .loopback_web import WebServer
 
 
@@ -203,3 +203,27 @@ def test_missing_columns_and_files_are_one_line_errors(tmp_path):
         {"type": "laion", "path": "x.parquet", "download": {"allow_networks": ["localhost"]}}]})
     with pytest.raises(UserError, match="allow_networks"):
         load_recipe(bad)
+
+
+def test_shipped_laion_face_recipe_runs_with_portable_faces(laion_run, tmp_path):
+    """pipelines/laion_face.yaml as shipped (portable faces on CPU), pointed at the loopback parquet; only the
+    test's own needs are overridden: the loopback allowance, the model store, and templates instead of an API."""
+    from .model_packs import cached_store
+
+    out = tmp_path / "out"
+    proc = run_cli(
+        "run", str(REPO / "pipelines" / "laion_face.yaml"), "--out", str(out),
+        "--set", f"sources.0.path={laion_run['parquet']}", "--set", f"sources.0.ids={laion_run['ids']}",
+        "--set", "sources.0.download.allow_networks=[127.0.0.1/32]", "--set", "sources.0.download.timeout_s=0.5",
+        "--set", "sources.0.download.retries=0", "--set", f"faces.models_dir={cached_store('portable')}",
+        "--set", "generation.generator=templates", "--set", "generation.categories=[expression,pose,lighting_quality]",
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["inputs"] == stats["written"] + stats["rejected"] == 17
+    records = read_records(out)
+    astronaut = records["102"]  # scikit-image's astronaut: one face, found by the portable MTCNN
+    assert len(astronaut["faces"]) == 1 and astronaut["faces"][0]["detector"] == "portable:mtcnn"
+    rejects = {(r.source_id, r.reason) for r in read_rejects(out)}
+    assert ("101", "too_many_faces") in rejects  # t1.jpg's six faces exceed the recipe's max_faces: 5
+    assert {"http_404", "blocked_address", "robots_optout", "not_image"} <= {reason for _, reason in rejects}
