@@ -172,7 +172,8 @@ class Fetcher:
             self._tls.verify_mode = ssl.CERT_NONE
         self._headers = {
             "User-Agent": settings.user_agent,
-            "Accept": "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.9,*/*;q=0.5",
+            # no AVIF/HEIC in the list: OpenCV (the Resizer) cannot decode them, so do not invite them
+            "Accept": "image/webp,image/png,image/jpeg,image/gif,image/*;q=0.8,*/*;q=0.5",
             "Accept-Encoding": "identity, gzip, deflate",
             "Connection": "close",
         }
