@@ -34,6 +34,7 @@ import socket
 import ssl
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote, urljoin, urlsplit
@@ -160,7 +161,7 @@ class Fetcher:
     """Downloads URLs under one set of rules. Thread-safe: many threads share one instance."""
 
     def __init__(self, settings: FetchSettings, gates: DomainGates, resolver: Resolver = socket.getaddrinfo,
-                 sleep=time.sleep) -> None:  # noqa: ANN001 - injectable clock for tests
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
         self.gates = gates
         self.resolver = resolver

@@ -76,7 +76,6 @@ class ColumnPlan:
 
     def __init__(self, cfg: WebListSource, names: Iterable[str], path: str) -> None:
         cols = _column_map(names)
-        self.columns = cols
         if isinstance(cfg, LaionSource):
             self.url = _pick(cols, None, ("url",), "URL", path, True)
             self.id = _pick(cols, None, ("sample_id",), "SAMPLE_ID", path, cfg.ids is not None or cfg.detections is not None)
