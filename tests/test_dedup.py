@@ -190,3 +190,65 @@ def test_holdout_build_and_run_fail_clearly_on_bad_input(tmp_path: Path):
                                                 "validation": {"holdout": {"lists": [str(bad)]}}})
     proc = run_cli("run", str(recipe), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "bad.jsonl line 1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_two_inputs_with_one_key_keep_one(tmp_path: Path):
+    """Two folder sources under one dataset name holding the same file name: one key, so one is rejected."""
+    from facecorpus.demo import photo_paths
+
+    for sub, photo in (("a", "rocket"), ("b", "coffee")):
+        (tmp_path / sub).mkdir()
+        shutil.copy(photo_paths()[photo], tmp_path / sub / "same.jpg")
+    recipe = write_recipe(tmp_path / "r.yaml", {"name": "k", "sources": [
+        {"type": "folder", "path": str(tmp_path / "a"), "dataset": "web"},
+        {"type": "folder", "path": str(tmp_path / "b"), "dataset": "web"}]})
+    out = tmp_path / "out"
+    proc = run_cli("run", str(recipe), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rejects = [json.loads(x) for f in (out / "rejects").glob("*.jsonl") for x in f.read_text().splitlines() if x]
+    assert [(r["reason"], r["key"]) for r in rejects] == [("duplicate_key", None)]
+    assert pq.read_table(out / "manifest").num_rows == 1
+    assert run_cli("validate", str(out)).returncode == 0
+
+
+def test_a_resume_dedups_against_images_its_source_skipped(tmp_path: Path):
+    """A source that skips finished inputs before reading them (LAION: the download) leaves them out of the
+    run; the hashes dedup committed for them in the earlier attempt still make their duplicates lose."""
+    import io
+
+    from PIL import Image
+
+    from facecorpus.demo import photo_paths
+    from facecorpus.image_check import CheckImage
+    from facecorpus.recipe import ImageConfig, ValidationConfig
+    from facecorpus.records import SourceInfo
+    from facecorpus.stage import REJECTS, WorkItem
+    from facecorpus.validation.resume import HASHES_DIR
+    from facecorpus.validation.screen import Screen
+
+    def item(key: str, data: bytes) -> WorkItem:
+        (it,) = list(CheckImage(ImageConfig()).run(WorkItem(key=key, source=SourceInfo(dataset="web", id=key), data=data)))
+        return it
+
+    astro = Image.open(photo_paths()["astronaut"])
+    buf = io.BytesIO()
+    astro.convert("P").save(buf, "PNG")  # the same picture, other bytes: a near duplicate
+    first, later = item("a_first", photo_paths()["astronaut"].read_bytes()), item("b_later", buf.getvalue())
+    assert hamming(first.image.phash, later.image.phash) <= 4
+    out = tmp_path / "out"
+    cfg = ValidationConfig()
+
+    def check_rejects(rejects):
+        assert [(r.key, r.reason) for r in rejects] == [("b_later", "duplicate")] and "a_first" in rejects[0].detail
+
+    def nothing_kept(items):
+        assert list(items) == []
+
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        finished = p | "Finished" >> beam.Create([("a_first", "written")])
+        recorded = p | "Recorded" >> beam.Create([("a_first", first.image.sha256, first.image.phash)])
+        result = p | "Items" >> beam.Create([later]) | Screen(cfg, str(out), True, finished, recorded)
+        assert_that(result[REJECTS], check_rejects, label="rejects")
+        assert_that(result["main"], nothing_kept, label="main")
+    lines = [json.loads(x) for f in (out / HASHES_DIR).glob("*.jsonl") for x in f.read_text().splitlines()]
+    assert lines == [["b_later", later.image.sha256, later.image.phash]]  # what this attempt's dedup saw, committed

@@ -47,6 +47,7 @@ from .validation.record_checks import rules_for
 from .validation.resume import (
     DropRecordedRejects,
     OutputState,
+    ReadFinishedHashes,
     ReadFinishedKeys,
     SkipFinished,
     open_output,
@@ -109,12 +110,12 @@ def validation_transform(recipe: Recipe, created_at: datetime) -> beam.PTransfor
 
 
 def screening_transform(
-    recipe: Recipe, out: str, staging: bool, finished: beam.PCollection | None
+    recipe: Recipe, out: str, staging: bool, finished: beam.PCollection | None, recorded: beam.PCollection | None = None
 ) -> beam.PTransform | None:
     """Hook (validation, before faces and generation): dedup and hold-out; None when the recipe asks for neither."""
     if not screening_needed(recipe.validation):
         return None
-    return Screen(recipe.validation, out, staging, finished)
+    return Screen(recipe.validation, out, staging, finished, recorded)
 
 
 def prepare(recipe: Recipe) -> None:
@@ -153,7 +154,9 @@ def build_pipeline(
         rejects.append(result["rejects"])
     items = mains[0] if len(mains) == 1 else tuple(mains) | "AllSources" >> beam.Flatten()
     staging = staging_for(recipe)
-    screen = screening_transform(recipe, out, staging, finished)
+    resume_dedup = finished is not None and screening_needed(recipe.validation)
+    recorded = p | "FinishedHashes" >> ReadFinishedHashes(state) if resume_dedup else None
+    screen = screening_transform(recipe, out, staging, finished, recorded)
     if finished is not None and screen is None:
         # nothing needs every image's hashes: finished inputs are skipped before they are even decoded
         items = items | "SkipFinished" >> beam.ParDo(SkipFinished(), finished=beam.pvalue.AsMultiMap(finished))

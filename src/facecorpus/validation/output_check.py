@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 from pydantic import ValidationError
@@ -361,16 +362,16 @@ def _check_holdout(recipe: Recipe, rep: Report, seen: dict[str, SeenSample]) -> 
             rep.notes.append(f"hold-out list not re-checked: {e}")
             continue
         shas = {sha: ident for sha, _, ident in listed if sha}
-        phashes = [(int(p, 16), ident) for _, p, ident in listed if p]
+        ids = [ident for _, p, ident in listed if p]
+        held = np.array([int(p, 16) for _, p, _ in listed if p], dtype=np.uint64)
         for k, s in sorted(seen.items()):
             if s.sha256 in shas:
                 rep.add("holdout", f"{k} is held-out image {shas[s.sha256]} (same sha256)")
-            elif h.max_distance is not None and s.phash is not None:
-                v = int(s.phash, 16)
-                near = [(bin(v ^ p).count("1"), i) for p, i in phashes]
-                close = min((n for n in near if n[0] <= h.max_distance), default=None)
-                if close is not None:
-                    rep.add("holdout", f"{k} is within pHash distance {close[0]} of held-out image {close[1]}")
+            elif h.max_distance is not None and s.phash is not None and len(held):
+                dist = np.bitwise_count(held ^ np.uint64(int(s.phash, 16)))
+                j = int(dist.argmin())
+                if dist[j] <= h.max_distance:
+                    rep.add("holdout", f"{k} is within pHash distance {int(dist[j])} of held-out image {ids[j]}")
 
 
 def check_output(out: str) -> Report:

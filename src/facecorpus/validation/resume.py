@@ -45,6 +45,8 @@ from ..sinks.shards import MANIFEST_DIR, SHARDS_DIR, TMP_DIR
 from ..sinks.summary import CARD_FILE, INDEX_FILE, REJECTS_DIR, RUN_FILE, STATS_FILE, read_text
 
 log = logging.getLogger("facecorpus")
+#: (key, sha256, pHash) of every image dedup saw, one file per bundle (see screen.Park)
+HASHES_DIR = "dedup_hashes"
 
 
 # -------------------------------------------------------------------------------------------- fingerprint
@@ -159,6 +161,10 @@ def reconcile(out: str) -> list[str]:
             if folder.is_dir():
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(str(folder))
+    half_written = [p for p in _match(FileSystems.join(out, HASHES_DIR, "*")) if ".tmp-" in _name(p)]
+    if half_written:
+        FileSystems.delete(half_written)
+        removed += half_written
     for name in (STATS_FILE, INDEX_FILE, CARD_FILE):
         path = FileSystems.join(out, name)
         if FileSystems.exists(path):
@@ -201,6 +207,7 @@ class OutputState:
     fingerprint: dict[str, Any]
     manifests: list[str] = field(default_factory=list)  # finished shards' manifests at the start
     reject_files: list[str] = field(default_factory=list)
+    hash_files: list[str] = field(default_factory=list)  # dedup_hashes/*.jsonl at the start
     run_info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -265,7 +272,7 @@ def open_output(
         dropped = drop_reject_lines(out, retryable_too=retry_rejects)
         if dropped:
             log.info("resume: %d retryable reject(s) will be re-run", dropped)
-    for sub in (SHARDS_DIR, FileSystems.join(SHARDS_DIR, TMP_DIR), MANIFEST_DIR, REJECTS_DIR):
+    for sub in (SHARDS_DIR, FileSystems.join(SHARDS_DIR, TMP_DIR), MANIFEST_DIR, REJECTS_DIR, HASHES_DIR):
         path = FileSystems.join(out, sub)
         if not FileSystems.exists(path):
             FileSystems.mkdirs(path)
@@ -287,6 +294,7 @@ def open_output(
         fingerprint=fp,
         manifests=_match(FileSystems.join(out, MANIFEST_DIR, "*.parquet")) if exists else [],
         reject_files=_match(FileSystems.join(out, REJECTS_DIR, "*.jsonl")) if exists else [],
+        hash_files=_match(FileSystems.join(out, HASHES_DIR, "*.jsonl")) if exists else [],
         run_info=info,
     )
 
@@ -342,6 +350,28 @@ class ReadFinishedKeys(beam.PTransform):
             | "RejectKeys" >> beam.FlatMap(_rejected_keys)
         )
         return (written, rejected) | "Finished" >> beam.Flatten()
+
+
+def _recorded_hashes(line: str) -> Iterator[tuple[str, str, str]]:
+    if line.strip():
+        key, sha, phash = json.loads(line)
+        yield key, sha, phash
+
+
+class ReadFinishedHashes(beam.PTransform):
+    """PBegin → PCollection[(key, sha256, phash)]: what earlier attempts' dedup saw (`dedup_hashes/`)."""
+
+    def __init__(self, state: OutputState) -> None:
+        super().__init__()
+        self.state = state
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (
+            pbegin
+            | "HashFiles" >> beam.Create(self.state.hash_files)
+            | "HashLines" >> beam.io.ReadAllFromText()
+            | "Hashes" >> beam.FlatMap(_recorded_hashes)
+        )
 
 
 class SkipFinished(beam.DoFn):

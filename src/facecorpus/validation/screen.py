@@ -16,6 +16,7 @@ ways give the same result.
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from ..sinks.shards import SHARDS_DIR, TMP_DIR
 from ..stage import REJECTS, Counters, WorkItem
 from .dedup import ExactDuplicates, HoldoutMatches, NearDuplicates, Verdict
 from .holdout import ReadHoldout
+from .resume import HASHES_DIR, write_atomically
 
 SCREEN_DIR = "screen"
 STAGE = "dedup"
@@ -51,17 +53,35 @@ class Parked:
 
 
 class Park(beam.DoFn):
-    """WorkItem → (key, Parked); with staging, the item goes to a file and only its facts travel on."""
+    """WorkItem → (key, Parked); with staging, the item goes to a file and only its facts travel on.
+
+    Each bundle's (key, sha256, pHash) are committed to `dedup_hashes/` before its items can go on, so a
+    resume whose source skips finished inputs before reading them (LAION: the download) still knows
+    the images they were.
+    """
 
     def __init__(self, out_dir: str, staging: bool) -> None:
         self.out_dir = out_dir
         self.staging = staging
+        self._hashes: list[str] = []
 
-    def process(self, item: WorkItem) -> Iterator[tuple[str, Parked]]:
+    def start_bundle(self) -> None:
+        self._hashes = []
+
+    def finish_bundle(self) -> None:
+        if self._hashes:
+            path = FileSystems.join(self.out_dir, HASHES_DIR, f"hashes-{uuid.uuid4().hex}.jsonl")
+            write_atomically(path, ("\n".join(self._hashes) + "\n").encode())
+            self._hashes = []
+
+    def process(self, item: WorkItem, finished: Any = None) -> Iterator[tuple[str, Parked]]:
         assert item.image is not None, "the image stage runs before dedup"
         item.without_pixels()
         parked = Parked(key=item.key, sha256=item.image.sha256, phash=item.image.phash, source=item.source)
-        if self.staging:
+        self._hashes.append(json.dumps([item.key, item.image.sha256, item.image.phash]))
+        if finished is not None and list(finished[item.key]):
+            pass  # finished by an earlier attempt: only its hashes take part (it may be the one a duplicate keeps)
+        elif self.staging:
             parked.path = FileSystems.join(self.out_dir, SHARDS_DIR, TMP_DIR, SCREEN_DIR, f"{item.key}.{uuid.uuid4().hex[:8]}.pkl")
             with FileSystems.create(parked.path) as f:
                 f.write(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
@@ -94,10 +114,10 @@ def _discard(parked: list[Parked]) -> None:
         FileSystems.delete(paths)
 
 
-def _reject(p: Parked, reason: str, detail: str) -> beam.pvalue.TaggedOutput:
+def _reject(p: Parked, reason: str, detail: str, keyed: bool = True) -> beam.pvalue.TaggedOutput:
     return beam.pvalue.TaggedOutput(REJECTS, Reject(
-        source_id=p.source.id, dataset=p.source.dataset, key=p.key, stage=STAGE, reason=reason, detail=detail,
-        retryable=False, url=p.source.url,
+        source_id=p.source.id, dataset=p.source.dataset, key=p.key if keyed else None, stage=STAGE, reason=reason,
+        detail=detail, retryable=False, url=p.source.url,
     ))
 
 
@@ -111,7 +131,7 @@ class Decide(beam.DoFn):
         if self._counters is None:
             self._counters = Counters(STAGE)
         key, parts = element
-        parked: list[Parked] = sorted(parts["parked"], key=lambda p: (p.source.dataset, p.source.id))
+        parked: list[Parked] = sorted(parts["parked"], key=lambda p: (p.source.dataset, p.source.id, p.sha256))
         if not parked:
             pass  # a verdict for an image that is not in this run
         elif finished is not None and list(finished[key]):
@@ -125,7 +145,9 @@ class Decide(beam.DoFn):
         first, others = parked[0], parked[1:]
         for p in others:  # two inputs with one key would become one key twice in the shards
             self._counters.rejected("duplicate_key")
-            yield _reject(p, "duplicate_key", f"another input ({first.source.dataset}:{first.source.id}) has the same key {key}")
+            # keyless: the key belongs to the input that keeps it
+            yield _reject(p, "duplicate_key", f"another input ({first.source.dataset}:{first.source.id}) has the same "
+                                              f"key {key}", keyed=False)
         _discard(others)
         if verdicts:
             v = min(verdicts)
@@ -142,19 +164,39 @@ class Screen(beam.PTransform):
     """PCollection[WorkItem] (images checked) → {'main': items that go on, 'rejects': duplicate/holdout rejects}.
 
     `finished`: PCollection[(key, kind)] of keys an earlier attempt finished (resume), or None.
+    `recorded`: PCollection[(key, sha256, phash)] an earlier attempt committed to `dedup_hashes/`
+    (resume): a source that skips finished inputs before reading them (LAION: the download) leaves them
+    out of this run, yet a duplicate must still lose to them.
     """
 
-    def __init__(self, cfg: ValidationConfig, out_dir: str, staging: bool, finished: beam.PCollection | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ValidationConfig,
+        out_dir: str,
+        staging: bool,
+        finished: beam.PCollection | None = None,
+        recorded: beam.PCollection | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.out_dir = out_dir
         self.staging = staging
         self.finished = finished
+        self.recorded = recorded
 
     def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
         cfg = self.cfg
-        parked = items | "Park" >> beam.ParDo(Park(self.out_dir, self.staging))
+        side = {} if self.finished is None else {"finished": beam.pvalue.AsMultiMap(self.finished)}
+        parked = items | "Park" >> beam.ParDo(Park(self.out_dir, self.staging), **side)
         light = parked | "Light" >> beam.Map(_light)
+        if self.recorded is not None:
+            light = (
+                (light, self.recorded)
+                | "WithRecorded" >> beam.Flatten()
+                | "ByKey" >> beam.Map(lambda r: (r[0], (r[1], r[2])))
+                | "OncePerKey" >> beam.CombinePerKey(min)  # a finished image read again is the same image
+                | "Unkey" >> beam.Map(lambda kv: (kv[0], kv[1][0], kv[1][1]))
+            )
         verdicts = []
         if cfg.dedup.exact:
             verdicts.append(light | "Exact" >> ExactDuplicates())
@@ -168,7 +210,6 @@ class Screen(beam.PTransform):
             if verdicts
             else items.pipeline | "NoVerdicts" >> beam.Create([])
         )
-        side = {} if self.finished is None else {"finished": beam.pvalue.AsMultiMap(self.finished)}
         decided = (
             {"parked": parked, "verdicts": all_verdicts}
             | "JoinVerdicts" >> beam.CoGroupByKey()
