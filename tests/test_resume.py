@@ -169,6 +169,7 @@ def test_partial_files_of_a_killed_run_are_reconciled(reference: Path, tmp_path:
     (out / "rejects" / "beam-temp-rejects-r1-abc").mkdir()
     (out / "rejects" / "beam-temp-rejects-r1-abc" / "part").write_text("{}")
     (out / "stats.json").unlink()
+    (out / "stats.json.tmp-1a2b3c4d").write_text('{"inputs": ')  # killed while writing it aside
     untouched = {k: v for k, v in shard_fingerprints(out).items() if k != lost.name}
 
     code, _, err = cli("validate", str(out))
@@ -182,7 +183,7 @@ def test_partial_files_of_a_killed_run_are_reconciled(reference: Path, tmp_path:
     assert records(out) == records(reference)
     assert reject_lines(out) == reject_lines(reference)
     assert not [p for p in (out / "shards" / "_tmp").rglob("*") if p.is_file()]
-    assert not list((out / "rejects").glob("beam-temp-*"))
+    assert not list((out / "rejects").glob("beam-temp-*")) and not list(out.glob("*.tmp-*"))
     assert cli("validate", str(out))[0] == 0
 
 

@@ -45,6 +45,7 @@ from ..sinks.summary import (
 from .dedup import band_keys
 from .holdout import read_holdout_list
 from .record_checks import RecordRules, check_record, rules_for, verdict
+from .resume import half_written_files
 
 MAX_PROBLEMS_PER_KIND = 20
 #: manifest columns compared with the row the record gives (the contract's and the flat ones)
@@ -301,6 +302,10 @@ def _check_leftovers(out: str, rep: Report) -> None:
     if left:
         rep.add("partial", f"shards/_tmp holds {len(left)} partial file(s) from an interrupted run: finish it with "
                            f"`facecorpus run … --resume`")
+    aside = half_written_files(out)
+    if aside:
+        rep.add("partial", f"{len(aside)} half-written file(s) from an interrupted run, e.g. {aside[0].rsplit('/', 1)[-1]}: "
+                           f"finish it with `facecorpus run … --resume`")
 
 
 def _recipe_of(out: str, rep: Report) -> Recipe | None:

@@ -137,6 +137,15 @@ def write_run_info(out: str, info: dict[str, Any]) -> None:
     write_atomically(FileSystems.join(out, RUN_FILE), (json.dumps(info, indent=2, sort_keys=False) + "\n").encode())
 
 
+def half_written_files(out: str) -> list[str]:
+    """Files `write_atomically` left beside their target when killed (stats.json.tmp-…, rejects, hashes)."""
+    found = []
+    for folder in ("", REJECTS_DIR, HASHES_DIR):
+        pattern = FileSystems.join(out, folder, "*.tmp-*") if folder else FileSystems.join(out, "*.tmp-*")
+        found += _match(pattern)
+    return found
+
+
 def reconcile(out: str) -> list[str]:
     """Remove what an interrupted run left half-done; returns what was removed (paths, for the log)."""
     removed: list[str] = []
@@ -161,7 +170,7 @@ def reconcile(out: str) -> list[str]:
             if folder.is_dir():
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(str(folder))
-    half_written = [p for p in _match(FileSystems.join(out, HASHES_DIR, "*")) if ".tmp-" in _name(p)]
+    half_written = half_written_files(out)
     if half_written:
         FileSystems.delete(half_written)
         removed += half_written
