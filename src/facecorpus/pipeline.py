@@ -26,7 +26,15 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from . import __version__
 from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage
-from .recipe import FaceCaptionSource, FairFaceSource, FolderSource, LaionSource, Recipe, WebDatasetSource
+from .recipe import (
+    FaceCaptionSource,
+    FairFaceSource,
+    FolderSource,
+    Img2DatasetSource,
+    LaionSource,
+    Recipe,
+    WebDatasetSource,
+)
 from .sinks.shards import SHARDS_DIR, TMP_DIR, WriteShards, reject_line
 from .sinks.summary import (
     REJECTS_DIR,
@@ -38,7 +46,7 @@ from .sinks.summary import (
 )
 from .sources.fairface import ReadFairFace
 from .sources.folder import ReadFolder
-from .sources.laion import ReadFaceCaption, ReadLaion
+from .sources.laion import ReadFaceCaption, ReadImg2Dataset, ReadLaion
 from .sources.webdataset import ReadWebDataset
 from .stage import METRICS_NAMESPACE, REJECTS
 from .validation.assemble import AssembleSample
@@ -67,6 +75,7 @@ SOURCES: dict[type, Any] = {
     WebDatasetSource: ReadWebDataset,
     LaionSource: ReadLaion,
     FaceCaptionSource: ReadFaceCaption,
+    Img2DatasetSource: ReadImg2Dataset,
 }
 
 

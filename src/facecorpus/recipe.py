@@ -136,8 +136,8 @@ class DownloadConfig(_Config):
         return v
 
 
-class _WebListSource(_Config):
-    """Fields shared by the parquet-of-URLs sources."""
+class _ParquetRows(_Config):
+    """Fields shared by the sources that read LAION-style parquet rows."""
 
     path: str = Field(description="Parquet file, folder of .parquet files or glob (local, gs://, s3://).")
     ids: str | None = Field(
@@ -148,11 +148,9 @@ class _WebListSource(_Config):
     ids_parts: list[int] | None = Field(
         default=None, description="With a laion_face_ids.pth: only these parts (LAION-Face 20M: 0,2,5,8,13,15,17,18,21,22,24,25,28)."
     )
-    min_side: PositiveInt | None = Field(default=None, description="Reject rows whose declared WIDTH/HEIGHT is smaller.")
     split: str | None = None
     licence: str | None = Field(default=None, description="Overrides the per-row LICENSE column.")
     limit: PositiveInt | None = Field(default=None, description="Stop after this many rows (after the id filter).")
-    download: DownloadConfig = Field(default_factory=DownloadConfig)
 
     def resolve_paths(self, base: Path) -> None:
         self.path = _resolve(self.path, base)
@@ -160,10 +158,16 @@ class _WebListSource(_Config):
             self.ids = _resolve(self.ids, base)
 
 
-class LaionSource(_WebListSource):
-    """LAION-400M metadata parquet (SAMPLE_ID, URL, TEXT, HEIGHT, WIDTH, LICENSE, NSFW, similarity; any case)."""
+class _WebListSource(_ParquetRows):
+    """Rows with URLs that the pipeline downloads."""
 
-    type: Literal["laion"]
+    min_side: PositiveInt | None = Field(default=None, description="Reject rows whose declared WIDTH/HEIGHT is smaller.")
+    download: DownloadConfig = Field(default_factory=DownloadConfig)
+
+
+class _LaionColumns(_ParquetRows):
+    """LAION's own columns: the NSFW tag, CLIP similarity; FaRL's detections joined by SAMPLE_ID."""
+
     nsfw: list[str] | None = Field(
         default_factory=lambda: ["UNLIKELY"], description="NSFW tags kept; other rows are rejected `nsfw`. null: no filter."
     )
@@ -173,12 +177,26 @@ class LaionSource(_WebListSource):
         description="FaRL face detections (sample2detect_*.pth, or parquet from `facecorpus laion convert-detections`): "
         "file, folder or glob. Their boxes replace face detection.",
     )
-    dataset: str = "laion"
 
     def resolve_paths(self, base: Path) -> None:
         super().resolve_paths(base)
         if self.detections:
             self.detections = _resolve(self.detections, base)
+
+
+class LaionSource(_LaionColumns, _WebListSource):
+    """LAION-400M metadata parquet (SAMPLE_ID, URL, TEXT, HEIGHT, WIDTH, LICENSE, NSFW, similarity; any case)."""
+
+    type: Literal["laion"]
+    dataset: str = "laion"
+
+
+class Img2DatasetSource(_LaionColumns):
+    """img2dataset's output folder (output_format webdataset: NNNNN.parquet + NNNNN.tar per shard), e.g.
+    LAION-Face downloaded with FaRL's download.sh. Nothing is downloaded; img2dataset's failures are rejects."""
+
+    type: Literal["img2dataset"]
+    dataset: str = "laion"
 
 
 class FaceCaptionSource(_WebListSource):
@@ -195,7 +213,8 @@ class FaceCaptionSource(_WebListSource):
 
 
 Source = Annotated[
-    FairFaceSource | FolderSource | WebDatasetSource | LaionSource | FaceCaptionSource, Field(discriminator="type")
+    FairFaceSource | FolderSource | WebDatasetSource | LaionSource | FaceCaptionSource | Img2DatasetSource,
+    Field(discriminator="type"),
 ]
 
 

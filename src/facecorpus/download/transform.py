@@ -23,7 +23,15 @@ from ..records import Reject, SourceInfo
 from ..sources.keys import make_key
 from ..stage import REJECTS, Counters, Progress, WorkItem
 from .fetch import Fetcher, FetchSettings
-from .images import NotAnImage, ResizeSettings, check_image, exif_orientation, make_upright, map_faces
+from .images import (
+    CheckedImage,
+    NotAnImage,
+    ResizeSettings,
+    check_image,
+    exif_orientation,
+    make_upright,
+    map_faces,
+)
 from .politeness import worker_gates
 
 log = logging.getLogger("facecorpus")
@@ -48,6 +56,10 @@ class WebRow:
     #: faces a dataset already found ({box: [x1,y1,x2,y2], score, landmarks5}), in the stored image's pixels
     given_faces: list[dict] | None = None
     given_faces_source: str | None = None
+    #: already downloaded (img2dataset output): the tar holding the image, its member key, or why it failed
+    archive: str | None = None
+    member: str | None = None
+    fetch_error: tuple[str, str] | None = None  # (reason, detail)
 
 
 def default_user_agent(cfg: DownloadConfig) -> str:
@@ -103,55 +115,70 @@ class _Outcome:
     nbytes: int = 0
 
 
+def row_reject(row: WebRow, reason: str, detail: str, retryable: bool, stage: str = STAGE) -> Reject:
+    """A Reject for `row` (its key, id and URL filled in)."""
+    return Reject(
+        source_id=row.source_id, dataset=row.dataset, key=make_key(row.dataset, row.source_id), stage=stage,
+        reason=reason, detail=detail, retryable=retryable, url=row.url or None,
+    )
+
+
+def item_from_bytes(row: WebRow, data: bytes, resize: ResizeSettings | None, final_url: str | None = None,
+                    content_type: str | None = None) -> WorkItem | Reject:
+    """Image bytes of `row` → its WorkItem: turned upright, checked and resized by img2dataset's Resizer
+    (`resize` None: taken as they are, e.g. already written by img2dataset), given faces moved along."""
+    orientation, raw_size = exif_orientation(data)
+    if orientation != 1:
+        data = make_upright(data)
+    if resize is not None:
+        try:
+            checked = check_image(data, resize)
+        except NotAnImage as e:
+            served = f" (served as {content_type})" if content_type else ""
+            return row_reject(row, "not_image", f"{e}{served}", False)
+    else:
+        _, size = exif_orientation(data) if orientation != 1 else (1, raw_size)
+        if size is None:
+            return row_reject(row, "not_image", "the stored bytes are not an image the decoder knows", False)
+        checked = CheckedImage(data=data, width=size[0], height=size[1], original_width=size[0], original_height=size[1])
+    extra: dict[str, Scalar] = dict(row.extra)
+    extra.update({"original_width": checked.original_width, "original_height": checked.original_height})
+    if final_url and final_url != row.url:
+        extra["final_url"] = final_url
+    if orientation != 1:
+        extra["exif_orientation_applied"] = orientation
+    context: dict[str, Any] = {}
+    if row.given_faces is not None:
+        frame = raw_size or (checked.original_width, checked.original_height)
+        context["given_faces"] = map_faces(row.given_faces, orientation, frame, (checked.width, checked.height))
+        context["given_faces_size"] = [checked.width, checked.height]
+        context["given_faces_source"] = row.given_faces_source
+    return WorkItem(
+        key=make_key(row.dataset, row.source_id),
+        source=SourceInfo(
+            dataset=row.dataset, id=row.source_id, split=row.split, url=row.url or None, licence=row.licence,
+            text=row.text, source_caption=row.source_caption, extra=extra,
+        ),
+        data=checked.data,
+        context=context,
+    )
+
+
 def download_row(row: WebRow, fetcher: Fetcher, resize: ResizeSettings) -> _Outcome:
     """Fetch and check one row's image. Never raises: every failure is a Reject with a reason."""
-
-    def reject(reason: str, detail: str, retryable: bool, attempts: int = 0) -> _Outcome:
-        return _Outcome(reject=Reject(
-            source_id=row.source_id, dataset=row.dataset, key=make_key(row.dataset, row.source_id), stage=STAGE,
-            reason=reason, detail=detail, retryable=retryable, url=row.url,
-        ), attempts=attempts)
-
     try:
         res = fetcher.fetch(row.url)
         if not res.ok:
             assert res.reason is not None
-            return reject(res.reason, res.detail or res.reason, res.retryable, res.attempts)
+            return _Outcome(reject=row_reject(row, res.reason, res.detail or res.reason, res.retryable), attempts=res.attempts)
         assert res.data is not None
-        data = res.data
-        orientation, raw_size = exif_orientation(data)
-        if orientation != 1:
-            data = make_upright(data)
-        try:
-            checked = check_image(data, resize)
-        except NotAnImage as e:
-            ctype = f" (served as {res.content_type})" if res.content_type else ""
-            return reject("not_image", f"{e}{ctype}", False, res.attempts)
-        extra: dict[str, Scalar] = dict(row.extra)
-        extra.update({"original_width": checked.original_width, "original_height": checked.original_height})
-        if res.final_url and res.final_url != row.url:
-            extra["final_url"] = res.final_url
-        if orientation != 1:
-            extra["exif_orientation_applied"] = orientation
-        context: dict[str, Any] = {}
-        if row.given_faces is not None:
-            frame = raw_size or (checked.original_width, checked.original_height)
-            context["given_faces"] = map_faces(row.given_faces, orientation, frame, (checked.width, checked.height))
-            context["given_faces_size"] = [checked.width, checked.height]
-            context["given_faces_source"] = row.given_faces_source
-        item = WorkItem(
-            key=make_key(row.dataset, row.source_id),
-            source=SourceInfo(
-                dataset=row.dataset, id=row.source_id, split=row.split, url=row.url, licence=row.licence,
-                text=row.text, source_caption=row.source_caption, extra=extra,
-            ),
-            data=checked.data,
-            context=context,
-        )
-        return _Outcome(item=item, attempts=res.attempts, redirects=res.redirects, nbytes=len(res.data))
+        made = item_from_bytes(row, res.data, resize, res.final_url, res.content_type)
+        if isinstance(made, Reject):
+            return _Outcome(reject=made, attempts=res.attempts)
+        return _Outcome(item=made, attempts=res.attempts, redirects=res.redirects, nbytes=len(res.data))
     except Exception as e:  # a bug or something unforeseen: one reject, the batch goes on
         log.warning("download of %s failed: %s", row.url, traceback.format_exc(limit=3))
-        return reject("internal_error", f"{type(e).__name__}: {e}"[:500], True)
+        return _Outcome(reject=row_reject(row, "internal_error", f"{type(e).__name__}: {e}"[:500], True))
 
 
 class DownloadRows(beam.DoFn):

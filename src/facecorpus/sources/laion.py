@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import posixpath
+import re
+import tarfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -25,21 +27,25 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils.shared import Shared
 
-from ..download.transform import DownloadRows, Scalar, WebRow
+from ..download.transform import STAGE as DOWNLOAD_STAGE
+from ..download.transform import DownloadRows, Scalar, WebRow, item_from_bytes, row_reject
 from ..errors import UserError
-from ..recipe import FaceCaptionSource, LaionSource
+from ..recipe import FaceCaptionSource, Img2DatasetSource, LaionSource
 from ..records import Reject
 from ..sources.keys import make_key
 from ..stage import REJECTS, Counters, count_inputs
 from .files import list_files
 from .laion_face_meta import IdList, SharedIdList, iter_detections, read_id_list
+from .webdataset import iter_tar_samples
 
 LAION_COLUMNS = ("sample_id", "url", "text", "height", "width", "license", "nsfw", "similarity")
 URL_CANDIDATES = ("url", "image_url", "img_url")
 BOX_CANDIDATES = ("face_box", "face_bbox", "facebox", "bbox", "box")
 ID_CANDIDATES = ("sample_id", "id", "key")
 
-WebListSource = LaionSource | FaceCaptionSource
+WebListSource = LaionSource | FaceCaptionSource | Img2DatasetSource
+LaionLike = LaionSource | Img2DatasetSource  # sources with LAION's NSFW/similarity columns and FaRL detections
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
 
 def parquet_files(path: str) -> list[str]:
@@ -76,23 +82,32 @@ class ColumnPlan:
 
     def __init__(self, cfg: WebListSource, names: Iterable[str], path: str) -> None:
         cols = _column_map(names)
+        self.box = self.caption = self.member = self.status = self.error = None
         if isinstance(cfg, LaionSource):
             self.url = _pick(cols, None, ("url",), "URL", path, True)
             self.id = _pick(cols, None, ("sample_id",), "SAMPLE_ID", path, cfg.ids is not None or cfg.detections is not None)
             self.text = cols.get("text")
-            self.box = None
-            self.caption = None
+        elif isinstance(cfg, Img2DatasetSource):
+            # img2dataset writes key/status/error_message/url/caption, plus the columns it was told to save
+            self.member = _pick(cols, None, ("key",), "key (img2dataset)", path, True)
+            self.status = _pick(cols, None, ("status",), "status (img2dataset)", path, True)
+            self.error = cols.get("error_message")
+            self.url = _pick(cols, None, ("url",), "url", path, True)
+            self.id = _pick(cols, None, ("sample_id",), "SAMPLE_ID (img2dataset --save_additional_columns)", path,
+                            cfg.ids is not None or cfg.detections is not None) or self.member
+            self.text = cols.get("caption")
         else:
             self.url = _pick(cols, cfg.url_column, URL_CANDIDATES, "url", path, True)
             self.id = _pick(cols, cfg.id_column, ID_CANDIDATES, "id", path, cfg.ids is not None)
             self.text = _pick(cols, cfg.text_column, ("laion_caption", "text", "caption"), "alt-text", path, False)
             self.box = _pick(cols, cfg.box_column, BOX_CANDIDATES, "face box", path, True)
             self.caption = _pick(cols, cfg.caption_column, ("face_caption",), "face caption", path, False)
-        self.width, self.height = cols.get("width"), cols.get("height")
+        # img2dataset's width/height are its output sizes, not LAION's declared ones
+        self.width, self.height = (None, None) if isinstance(cfg, Img2DatasetSource) else (cols.get("width"), cols.get("height"))
         self.licence, self.nsfw, self.similarity = cols.get("license"), cols.get("nsfw"), cols.get("similarity")
-        if cfg.min_side is not None and (self.width is None or self.height is None):
+        if getattr(cfg, "min_side", None) is not None and (self.width is None or self.height is None):
             raise UserError(f"{path}: min_side needs WIDTH and HEIGHT columns, which this file lacks")
-        if isinstance(cfg, LaionSource):
+        if isinstance(cfg, LaionLike):
             if cfg.nsfw is not None and self.nsfw is None:
                 raise UserError(f"{path}: the nsfw filter needs an NSFW column; set nsfw: null to read without it")
             if cfg.min_similarity is not None and self.similarity is None:
@@ -100,7 +115,7 @@ class ColumnPlan:
 
     def names(self) -> list[str]:
         wanted = [self.url, self.id, self.text, self.box, self.caption, self.width, self.height, self.licence,
-                  self.nsfw, self.similarity]
+                  self.nsfw, self.similarity, self.member, self.status, self.error]
         return list(dict.fromkeys(c for c in wanted if c is not None))
 
 
@@ -148,6 +163,32 @@ def parse_box(value: Any, fmt: str) -> list[list[float]]:
     return out
 
 
+# img2dataset keeps urllib's error text; these patterns give it our reasons (first match wins)
+_IMG2DATASET_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.IGNORECASE), r) for p, r in (
+    (r"X-Robots-Tag", "robots_optout"),
+    (r"timed out|timeout", "timeout"),
+    (r"Name or service not known|name resolution|nodename nor servname|No address associated|getaddrinfo", "dns"),
+    (r"certificate|SSL|TLS", "tls"),
+    (r"Connection refused|Connection reset|Remote end closed|EOF occurred|Connection aborted|unreachable", "connection"),
+    (r"unknown url type|no host given|URL can't contain control characters|Invalid URL", "bad_url"),
+    (r"decod|cannot identify|not an image", "not_image"),
+    (r"image too small", "too_small"),
+    (r"area too large|too large", "too_large"),
+    (r"aspect ratio", "bad_aspect_ratio"),
+    (r"hash mismatch", "hash_mismatch"),
+))
+
+
+def img2dataset_failure(status: Any, message: Any) -> tuple[str, str]:
+    """(reason, detail) for a row img2dataset did not download (its `status`, `error_message`)."""
+    text = str(message or status or "no error message")
+    http = re.search(r"HTTP Error (\d{3})", text)
+    reason = f"http_{http.group(1)}" if http else next(
+        (r for pattern, r in _IMG2DATASET_ERRORS if pattern.search(text)), "download_failed"
+    )
+    return reason, f"img2dataset {status}: {text}"[:500]
+
+
 # ------------------------------------------------------------------------------------------- reading
 
 
@@ -183,13 +224,14 @@ class _ReadRowGroup(beam.DoFn):
         for i, pos in enumerate(positions.to_pylist()):
             values = {c: cols[c][i] for c in cols}
             sid = _sample_id(values.get(plan.id) if plan.id else None, f"{name}:{pos}")
-            yield self._row(cfg, plan, values, sid, name, (file_index, pos))
+            yield self._row(cfg, plan, values, sid, path, (file_index, pos))
 
-    def _row(self, cfg: WebListSource, plan: ColumnPlan, values: dict[str, Any], sid: str | None, name: str,
+    def _row(self, cfg: WebListSource, plan: ColumnPlan, values: dict[str, Any], sid: str | None, path: str,
              order: tuple[int, int]) -> WebRow:
         def get(column: str | None) -> Any:
             return values.get(column) if column is not None else None
 
+        name = posixpath.basename(path)
         url = get(plan.url)
         extra: dict[str, Scalar] = {"parquet": name, "row": order[1]}
         for key, column in (("declared_width", plan.width), ("declared_height", plan.height),
@@ -212,6 +254,12 @@ class _ReadRowGroup(beam.DoFn):
                 row.given_faces_source = "facecaption15m"
             except (ValueError, TypeError, KeyError, json.JSONDecodeError) as e:
                 row.extra["box_error"] = str(e)[:200]
+        if isinstance(cfg, Img2DatasetSource):
+            row.archive = path[: -len(".parquet")] + ".tar"
+            row.member = str(get(plan.member))
+            status = get(plan.status)
+            if status != "success":
+                row.fetch_error = img2dataset_failure(status, get(plan.error))
         if sid is None:
             row.extra["id_error"] = "unreadable id"
         return row
@@ -229,39 +277,39 @@ class _FilterRows(beam.DoFn):
 
     def process(self, row: WebRow) -> Iterator[Any]:
         count_inputs()
-        counters = Counters("source")
         why = self.refusal(row)
         if why is None:
-            counters.kept()
+            Counters("source").kept()
             yield row
         else:
-            reason, detail = why
-            counters.rejected(reason)
-            yield beam.pvalue.TaggedOutput(REJECTS, Reject(
-                source_id=row.source_id, dataset=row.dataset, key=make_key(row.dataset, row.source_id),
-                stage="source", reason=reason, detail=detail, retryable=False, url=row.url or None,
-            ))
+            stage, reason, detail = why
+            Counters(stage).rejected(reason)
+            yield beam.pvalue.TaggedOutput(REJECTS, row_reject(row, reason, detail, False, stage))
 
-    def refusal(self, row: WebRow) -> tuple[str, str] | None:
+    def refusal(self, row: WebRow) -> tuple[str, str, str] | None:
+        """(stage, reason, detail) when the row must not go on."""
         cfg, x = self.cfg, row.extra
         if "id_error" in x:
-            return "bad_row", f"{x['parquet']} row {x['row']}: the id cell is not a usable id"
-        if not row.url:
-            return "missing_url", f"{x['parquet']} row {x['row']} has no URL"
-        if isinstance(cfg, LaionSource) and cfg.nsfw is not None:
+            return "source", "bad_row", f"{x['parquet']} row {x['row']}: the id cell is not a usable id"
+        if not row.url and not isinstance(cfg, Img2DatasetSource):
+            return "source", "missing_url", f"{x['parquet']} row {x['row']} has no URL"
+        if isinstance(cfg, LaionLike) and cfg.nsfw is not None:
             tag = x.get("nsfw")
             if tag not in cfg.nsfw:
-                return "nsfw", f"NSFW tag {tag!r} is not among the kept tags {cfg.nsfw}"
-        if isinstance(cfg, LaionSource) and cfg.min_similarity is not None:
+                return "source", "nsfw", f"NSFW tag {tag!r} is not among the kept tags {cfg.nsfw}"
+        if isinstance(cfg, LaionLike) and cfg.min_similarity is not None:
             sim = x.get("similarity")
             if not isinstance(sim, int | float) or sim < cfg.min_similarity:
-                return "low_similarity", f"similarity {sim!r} is below min_similarity {cfg.min_similarity}"
-        if cfg.min_side is not None:
+                return "source", "low_similarity", f"similarity {sim!r} is below min_similarity {cfg.min_similarity}"
+        min_side = getattr(cfg, "min_side", None)
+        if min_side is not None:
             w, h = x.get("declared_width"), x.get("declared_height")
-            if isinstance(w, int | float) and isinstance(h, int | float) and min(w, h) < cfg.min_side:
-                return "declared_too_small", f"declared size {w}x{h} is below min_side {cfg.min_side}"
+            if isinstance(w, int | float) and isinstance(h, int | float) and min(w, h) < min_side:
+                return "source", "declared_too_small", f"declared size {w}x{h} is below min_side {min_side}"
         if "box_error" in x:
-            return "bad_box", f"the face box cannot be read: {x['box_error']}"
+            return "source", "bad_box", f"the face box cannot be read: {x['box_error']}"
+        if row.fetch_error is not None:
+            return DOWNLOAD_STAGE, *row.fetch_error
         return None
 
 
@@ -312,6 +360,40 @@ class _SkipFinishedRows(beam.DoFn):
             Counters("resume").count("skipped")
         else:
             yield row
+
+
+class _ReadArchive(beam.DoFn):
+    """(tar of an img2dataset shard, its rows) → WorkItems from the tar's members; no network."""
+
+    def process(self, element: tuple[str, Iterable[WebRow]]) -> Iterator[Any]:
+        archive, rows = element
+        want = {row.member: row for row in rows}
+        counters = Counters(DOWNLOAD_STAGE)
+        problem = None
+        try:
+            with FileSystems.open(archive) as f:
+                for member, parts in iter_tar_samples(f):
+                    row = want.pop(member.rsplit("/", 1)[-1], None)
+                    if row is None:
+                        continue
+                    ext = next((e for e in IMAGE_EXTENSIONS if e in parts), None)
+                    made = item_from_bytes(row, parts[ext], None) if ext else row_reject(
+                        row, "missing_file", f"{posixpath.basename(archive)} holds {member} without an image", False)
+                    yield from self._emit(made, counters)
+        except (OSError, EOFError, tarfile.TarError) as e:
+            problem = f"{posixpath.basename(archive)} cannot be read to the end: {type(e).__name__}: {e}"
+        for row in want.values():  # listed as downloaded, but not (readable) in the tar
+            detail = problem or f"{posixpath.basename(archive)} has no member {row.member}, which its parquet lists"
+            yield from self._emit(row_reject(row, "missing_file", detail, False), counters)
+
+    @staticmethod
+    def _emit(made: Any, counters: Counters) -> Iterator[Any]:
+        if isinstance(made, Reject):
+            counters.rejected(made.reason)
+            yield beam.pvalue.TaggedOutput(REJECTS, made)
+        else:
+            counters.kept()
+            yield made
 
 
 class ReadWebList(beam.PTransform):
@@ -367,12 +449,20 @@ class ReadWebList(beam.PTransform):
         rows = unique["main"]
         if self.finished is not None:
             rows = rows | "SkipFinished" >> beam.ParDo(_SkipFinishedRows(), finished=beam.pvalue.AsMultiMap(self.finished))
-        size = cfg.download.batch_size
-        downloaded = (
-            rows
-            | "Batch" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
-            | "Download" >> beam.ParDo(DownloadRows(cfg.download)).with_outputs(REJECTS, main="main")
-        )
+        if isinstance(cfg, Img2DatasetSource):  # already downloaded: read the images from img2dataset's tars
+            downloaded = (
+                rows
+                | "ByArchive" >> beam.Map(lambda r: (r.archive, r))
+                | "GroupByArchive" >> beam.GroupByKey()
+                | "ReadArchives" >> beam.ParDo(_ReadArchive()).with_outputs(REJECTS, main="main")
+            )
+        else:
+            size = cfg.download.batch_size
+            downloaded = (
+                rows
+                | "Batch" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
+                | "Download" >> beam.ParDo(DownloadRows(cfg.download)).with_outputs(REJECTS, main="main")
+            )
         rejects = (filtered[REJECTS], unique[REJECTS], downloaded[REJECTS]) | "Rejects" >> beam.Flatten()
         return {"main": downloaded["main"], "rejects": rejects}
 
@@ -383,4 +473,8 @@ class ReadLaion(ReadWebList):
 
 class ReadFaceCaption(ReadWebList):
     """Source `facecaption`: FaceCaption-15M parquet; its face box replaces detection."""
+
+
+class ReadImg2Dataset(ReadWebList):
+    """Source `img2dataset`: an img2dataset output folder (parquet + tar per shard); nothing is downloaded."""
 
