@@ -55,6 +55,7 @@ class Recorded:
     headers: dict[str, str]
     body: Any
     fault: str | None = None
+    wall: float = 0.0  # time.time() of arrival, comparable across processes
 
 
 def _text_of(body: Any) -> str:
@@ -146,6 +147,7 @@ class FaultServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stall
 
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
@@ -210,13 +212,20 @@ class FaultServer:
                 body = json.loads(raw)
             except ValueError:
                 body = raw
-        record = Recorded(time.monotonic(), method, path, {k.lower(): v for k, v in h.headers.items()}, body)
+        record = Recorded(time.monotonic(), method, path, {k.lower(): v for k, v in h.headers.items()}, body,
+                          wall=time.time())
         with self._lock:
             self.requests.append(record)
         if self.require_key is not None and h.headers.get("Authorization") != f"Bearer {self.require_key}":
             given = (h.headers.get("Authorization") or "").removeprefix("Bearer ")
             masked = given[:3] + "*" * 8 + given[-4:] if len(given) > 8 else "***"
             self._send(h, 401, {"error": {"message": f"Incorrect API key provided: {masked}.", "type": "invalid_request_error"}})
+            return
+        if method == "GET" and path == "/_stats":  # for benchmarks running the server in another process
+            with self._lock:
+                chats = [r.wall for r in self.requests if r.path.endswith("/chat/completions")]
+            self._send(h, 200, {"chat_requests": len(chats), "first": min(chats, default=None),
+                                "last": max(chats, default=None), "max_in_flight": self.max_in_flight})
             return
         if method == "GET" and path.rstrip("/") == "/v1/models":
             entry: dict[str, Any] = {"id": self.model, "object": "model"}
@@ -413,8 +422,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="Run the fault server until killed (for benchmarks).")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--model", default="fake-model")
     args = ap.parse_args()
-    srv = FaultServer(latency_s=args.latency).start(args.port)
+    srv = FaultServer(latency_s=args.latency, model=args.model).start(args.port)
     print(srv.base_url, flush=True)
     try:
         while True:

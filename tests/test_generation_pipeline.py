@@ -207,5 +207,5 @@ def test_per_worker_client_reads_the_key_on_the_worker(monkeypatch: pytest.Monke
     monkeypatch.delenv("FC_KEY_ON_WORKER")
     with pytest.raises(UserError, match="FC_KEY_ON_WORKER"):
         handler.create_client()
-    assert handler.batch_elements_kwargs() == {"min_batch_size": 8, "max_batch_size": 8}  # 64 requests / 8 per item
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 16, "max_batch_size": 16}  # 8 x 16 requests / 8
 

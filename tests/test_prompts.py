@@ -198,3 +198,36 @@ def test_unknown_category_needs_a_topic():
 def test_unknown_prompt_set_is_one_clear_error():
     with pytest.raises(UserError, match="unknown prompt set 'nope'.*fairfacegpt"):
         load_prompt_set("nope")
+
+
+def test_render_command_shows_exactly_what_would_be_sent_and_estimates(tmp_path: Path):
+    from facecorpus.demo import build_demo_inputs
+    from facecorpus.sources.keys import make_key
+
+    from .conftest import run_cli, write_recipe
+
+    inputs = build_demo_inputs(tmp_path / "in")
+    recipe = write_recipe(tmp_path / "r.yaml", {
+        "name": "render-test",
+        "sources": [{"type": "fairface", "images": str(inputs / "fairface" / "fairface-img-margin025-trainval.zip"),
+                     "labels": [str(inputs / "fairface" / "fairface_label_val.csv")], "split": "val"}],
+        "faces": {"backend": "none"},
+        # an endpoint that does not exist: rendering and estimating call nothing
+        "generation": {"generator": "openai", "prompt_set": "fairfacegpt",
+                       "openai": {"base_url": "http://127.0.0.1:9/v1", "model": "gpt-4o-2024-11-20"},
+                       "cache": {"dir": str(tmp_path / "cache")}},
+    })
+    key = make_key("fairface", "val/1.jpg")
+    proc = run_cli("prompts", "render", str(recipe), "--sample", key, "--dry-run",
+                   env={"FACECORPUS_LLM_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert f"sample {key}: prompt set fairfacegpt v1" in out and "image attached" in out
+    assert out.count("── request") == 8
+    assert "We know that this is a face image of a man of White ethnicity, in his fifties. Describe only the facial" in out
+    assert "stored question: Describe the facial structure of the image based on the visual information." in out
+    assert "[image_url <JPEG 224x224" in out and '"model": "gpt-4o-2024-11-20"' in out
+    assert "requests to gpt-4o-2024-11-20; 0 already cached" in out and "estimated cost: $" in out
+    missing = run_cli("prompts", "render", str(recipe), "--sample", "no_such_key")
+    assert missing.returncode == 2 and "no sample with key 'no_such_key'" in missing.stderr
+    assert "Traceback" not in missing.stderr

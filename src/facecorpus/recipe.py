@@ -309,7 +309,7 @@ class OpenAIConfig(_Config):
     timeout_s: float = Field(default=120.0, gt=0, description="Per request.")
     concurrency: PositiveInt = Field(default=16, description="Requests in flight per worker.")
     batch_requests: PositiveInt | None = Field(
-        default=None, description="Requests per RunInference batch; null: 4 x concurrency."
+        default=None, description="Requests per RunInference batch; null: 8 x concurrency."
     )
     image: LLMImageConfig = Field(default_factory=LLMImageConfig)
     reask: bool = Field(default=True, description="Re-ask once after a refusal, a cut-off or an unparsable answer.")
@@ -384,6 +384,9 @@ class GenerationConfig(_Config):
     prompt_set: str = Field(default="fairfacegpt", description="A set in prompts/manifest.yaml (fairfacegpt, structured).")
     prompts_dir: str | None = Field(default=None, description="Your own prompt folder (with manifest.yaml).")
     topics: dict[str, str] = Field(default_factory=dict, description="Topic phrases for extra categories.")
+    bounds: dict[str, PositiveInt] = Field(
+        default_factory=dict, description="Override the prompt set's length bounds, e.g. answer_max_chars (small models)."
+    )
     mode: Literal["online", "batch"] = Field(default="online", description="batch: the OpenAI Batch API.")
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     retries: RetryConfig = Field(default_factory=RetryConfig)

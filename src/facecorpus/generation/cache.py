@@ -47,6 +47,7 @@ class ResponseCache:
     def __init__(self, root: str | None) -> None:
         self.root = root
         self.remote = bool(root) and "://" in str(root)
+        self._made: set[Path] = set()
 
     def path(self, key: str) -> str:
         assert self.root is not None
@@ -83,7 +84,9 @@ class ResponseCache:
                 f.write(data)
             return
         folder = Path(path).parent
-        folder.mkdir(parents=True, exist_ok=True)
+        if folder not in self._made:  # one mkdir per folder, not per entry (slow on overlay filesystems)
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made.add(folder)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(fd, "wb") as f:

@@ -44,9 +44,9 @@ class OpenAIChatHandler(RemoteModelHandler[WorkItem, PredictionResult, LLMClient
         self.cfg = cfg
         self.cache_dir = cache_dir
         per_item = requests_per_item(cfg, prompt_mode)
-        # enough requests per batch to keep the pool full a few times over: the batch boundary is the
-        # only moment the pool can run dry
-        wanted = cfg.openai.batch_requests or 4 * cfg.openai.concurrency
+        # enough requests per batch to fill the pool many times over: RunInference waits for a whole
+        # batch, so the pool drains at each batch boundary (measured: 4x → 8x concurrency, +10-15%)
+        wanted = cfg.openai.batch_requests or 8 * cfg.openai.concurrency
         self.items_per_batch = max(1, math.ceil(wanted / per_item))
 
     def create_client(self) -> LLMClient:

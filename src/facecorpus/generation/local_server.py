@@ -48,7 +48,9 @@ def gguf_path(pack: str, store: str | None = None) -> Path:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing listens on host:port (connections lingering in TIME_WAIT do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind, llama.cpp's included
         try:
             s.bind((host, port))
         except OSError:
@@ -196,17 +198,23 @@ def shared_local_server(pack: str = "smollm2") -> str:
 
 
 def serve_forever(pack: str, port: int, threads: int | None, parallel: int, verbose: bool) -> None:
-    """`facecorpus llm serve`: run until interrupted, then shut down cleanly."""
+    """`facecorpus llm serve`: run until SIGINT/SIGTERM, then shut down cleanly."""
+    import signal
+
     import typer
 
-    server = LocalLLMServer(pack=pack, port=port, threads=threads, parallel=parallel, verbose=verbose).start()
-    typer.echo(f"serving {pack} at {server.base_url} (OpenAI-compatible; Ctrl-C stops it)")
-    typer.echo(f"use it: --set generation.generator=openai --set generation.openai.base_url={server.base_url}")
+    stop = threading.Event()
+    # handlers first: a Ctrl-C that lands between start-up and the wait must still stop us cleanly
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server = LocalLLMServer(pack=pack, port=port, threads=threads, parallel=parallel, verbose=verbose)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        server.start()
+        typer.echo(f"serving {pack} at {server.base_url} (OpenAI-compatible; Ctrl-C stops it)")
+        typer.echo(f"use it: --set generation.generator=openai --set generation.openai.base_url={server.base_url}")
+        while not stop.wait(1.0):
+            pass
     finally:
         server.stop()
-        typer.echo("stopped")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    typer.echo("stopped")

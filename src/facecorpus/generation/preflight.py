@@ -31,7 +31,7 @@ LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "Swit
 
 
 def load_checked_prompt_set(cfg: GenerationConfig) -> PromptSet:
-    ps = load_prompt_set(cfg.prompt_set, cfg.prompts_dir, cfg.topics)
+    ps = load_prompt_set(cfg.prompt_set, cfg.prompts_dir, cfg.topics, cfg.bounds)
     for c in cfg.categories:
         ps.topic(c)  # raises UserError naming the missing topic
     return ps

@@ -96,8 +96,17 @@ def _environment(root: Path) -> jinja2.Environment:
     )
 
 
-def load_prompt_set(name: str, custom_root: str | None = None, extra_topics: dict[str, str] | None = None) -> PromptSet:
-    """Load and verify prompt set `name`; raises UserError naming the file when anything is off."""
+def load_prompt_set(
+    name: str,
+    custom_root: str | None = None,
+    extra_topics: dict[str, str] | None = None,
+    bounds: dict[str, int] | None = None,
+) -> PromptSet:
+    """Load and verify prompt set `name`; raises UserError naming the file when anything is off.
+
+    `extra_topics` and `bounds` (the recipe's) are laid over the manifest's; both are part of the
+    set's hash and of every rendered prompt's hash.
+    """
     root = prompts_root(custom_root)
     sets = read_manifest(root)["sets"]
     if name not in sets:
@@ -137,7 +146,7 @@ def load_prompt_set(name: str, custom_root: str | None = None, extra_topics: dic
         templates=templates,
         template_sha256=hashes,
         caption_from=entry.get("caption_from"),
-        bounds={k: int(v) for k, v in (entry.get("bounds") or {}).items()},
+        bounds={**{k: int(v) for k, v in (entry.get("bounds") or {}).items()}, **(bounds or {})},
         origin=str(entry.get("origin", "")),
     )
 

@@ -10,6 +10,7 @@ sha256, which goes into every record.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -189,6 +190,12 @@ def response_format_for(model: type[BaseModel]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": model.__name__, "strict": True, "schema": flat}}
 
 
+@functools.lru_cache(maxsize=64)
+def _response_format_json(categories: tuple[str, ...], bounds: tuple[tuple[str, int], ...]) -> str:
+    # building pydantic models and their schema takes ~2 ms: once per (categories, bounds), not per item
+    return json.dumps(response_format_for(structured_output_model(list(categories), dict(bounds))))
+
+
 # ----------------------------------------------------------------------------------------------- render
 
 
@@ -239,7 +246,6 @@ def render_prompt(
     else:
         cats = [{"name": c, "topic": prompt_set.topic(c)} for c in categories]
         user = prompt_set.templates["user"].render(**common, categories=cats).strip()
-        model = structured_output_model(categories, prompt_set.bounds)
         requests.append(
             PromptRequest(
                 category=None,
@@ -247,7 +253,7 @@ def render_prompt(
                     {"role": "system", "content": system},
                     {"role": "user", "content": _user_content(user, image_url, image)},
                 ],
-                response_format=response_format_for(model),
+                response_format=json.loads(_response_format_json(tuple(categories), tuple(sorted(prompt_set.bounds.items())))),
             )
         )
     return RenderedPrompt(

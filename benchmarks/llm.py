@@ -1,0 +1,111 @@
+"""The generate stage's throughput against an endpoint with fixed latency, vs the ideal C / L.
+
+A loopback OpenAI-compatible server (tests/llm_fault_server.py, in a child process so it does not share
+our interpreter) answers every chat request after L seconds. With C requests in flight the best any
+client can do is C / L requests per second. Side by side in one run:
+  1. ours: the generate stage (render → RunInference(OpenAIChatHandler) → apply) in a Beam pipeline on
+     FnApiRunner, N requests; its rate is measured from the server's first to last arrival + L (the
+     stage's active window; Beam start-up is printed separately);
+  2. plain: a bare ThreadPoolExecutor(C) calling the same openai client N times (no Beam, no cache, no
+     budgets) — what the endpoint allows from this machine;
+  3. the cache-hit path: the same Beam run again, every answer already in the response cache.
+Prints ours / ideal (the efficiency; aim ≥ 0.9 at C = 64, L = 200 ms) and ours / plain.
+Run: .venv/bin/python benchmarks/llm.py [N] [C] [L]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import apache_beam as beam  # noqa: E402
+import openai  # noqa: E402
+from apache_beam.metrics import Metrics  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
+from tests.generation_helpers import work_items  # noqa: E402
+
+from facecorpus.generation.accounting import llm_totals  # noqa: E402
+from facecorpus.generation.transform import GenerateWithLLM  # noqa: E402
+from facecorpus.recipe import GenerationConfig  # noqa: E402
+
+
+def server_stats(base_url: str) -> dict:
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/_stats", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.llm_fault_server", "--latency", str(latency)],
+                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def generate_stage(cfg: GenerationConfig, items: list, cache: str) -> tuple[float, dict]:
+    """Run the generate stage alone (rejects and kept items only counted); (seconds, llm totals)."""
+    t0 = time.perf_counter()
+    p = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    result = p | beam.Create(items) | GenerateWithLLM(cfg, cache)
+    _ = result["main"] | "CountKept" >> beam.combiners.Count.Globally() | beam.Map(lambda k: Metrics.counter(
+        "bench", "kept").inc(k))
+    run = p.run()
+    run.wait_until_finish()
+    return time.perf_counter() - t0, llm_totals(run)
+
+
+def plain(base_url: str, n: int, c: int) -> float:
+    client = openai.OpenAI(api_key="none", base_url=base_url, max_retries=0, timeout=60)
+    body = {"model": "m", "messages": [{"role": "user", "content": "Describe the face."}], "max_tokens": 50}
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(c) as pool:
+        list(pool.map(lambda i: client.chat.completions.create(**{**body, "seed": i}), range(n)))
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
+    c = int(sys.argv[2]) if len(sys.argv) > 2 else 64
+    latency = float(sys.argv[3]) if len(sys.argv) > 3 else 0.2
+    ideal = c / latency
+    proc, base_url = start_server(latency)
+    try:
+        cfg = GenerationConfig.model_validate({
+            "generator": "openai", "prompt_set": "structured", "categories": ["expression"],
+            "openai": {"base_url": base_url, "api_key_env": None, "concurrency": c, "image": {"send": "always"}},
+        })
+        items = work_items(n)
+        for i, item in enumerate(items):  # unique requests: the cache must not merge any two
+            item.source.text = f"benchmark photo {i}"
+        with tempfile.TemporaryDirectory(prefix="bench-llm-") as cache:
+            wall, totals = generate_stage(cfg, items, cache)
+            s = server_stats(base_url)
+            assert totals["requests"] == s["chat_requests"] == n and not totals["failures"], (totals, s)
+            active = s["last"] - s["first"] + latency
+            ours = n / active
+            cached_wall, totals2 = generate_stage(cfg, items, cache)
+            assert totals2["cache_hits"] == n and server_stats(base_url)["chat_requests"] == n
+
+        plain_rate = plain(base_url, n, c)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    print(f"N={n} requests, C={c} in flight, L={latency * 1000:.0f} ms → ideal C/L = {ideal:.0f} requests/s")
+    print(f"ours (generate stage in Beam): {ours:.1f} requests/s over its {active:.2f} s active window "
+          f"(whole pipeline incl. Beam start-up: {wall:.2f} s); server saw at most {s['max_in_flight']} in flight")
+    print(f"plain ThreadPoolExecutor({c}) + openai client: {plain_rate:.1f} requests/s")
+    print(f"cache-hit path (same run again, all cached, whole pipeline): {n / cached_wall:.1f} requests/s "
+          f"({cached_wall:.2f} s)")
+    print(f"efficiency ours / ideal = {ours / ideal:.2f}   ours / plain = {ours / plain_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
