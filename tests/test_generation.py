@@ -381,3 +381,17 @@ def test_cache_files_hold_no_request_and_no_key(tmp_path: Path):
     assert set(entry) == {"key", "content", "refusal", "finish_reason", "model", "usage", "cost_usd", "batch_id", "created_at"}
     assert key not in json.dumps(entry) and "messages" not in entry
     assert ResponseCache(str(tmp_path)).get(entry["key"]) == entry
+
+
+def test_fixed_question_answers_and_extra_body_fields():
+    with FaultServer() as srv:
+        cfg = config(srv, prompt_set="compact", categories=["expression", "pose"],
+                     openai={"extra_body": {"repeat_penalty": 1.3}})
+        out = one(cfg, client(cfg), marker="fixed")
+        assert out.failure is None
+        assert [q.question for q in out.qa] == [
+            "What can be said about the expression and emotion of the face in this image?",
+            "What can be said about the head pose of the face in this image?",
+        ]
+        body = srv.chat_requests()[0].body
+        assert body["repeat_penalty"] == 1.3 and body["response_format"]["json_schema"]["name"] == "FaceAnswers"

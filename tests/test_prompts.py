@@ -231,3 +231,24 @@ def test_render_command_shows_exactly_what_would_be_sent_and_estimates(tmp_path:
     missing = run_cli("prompts", "render", str(recipe), "--sample", "no_such_key")
     assert missing.returncode == 2 and "no sample with key 'no_such_key'" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_compact_set_fixes_label_free_questions_and_asks_only_for_answers():
+    ps = load_prompt_set("compact")
+    assert ps.questions == "fixed"
+    rendered = render_prompt(ps, ["demographics", "pose"], LABELS, None, None, ImageOptions(send=False))
+    assert rendered.questions == {
+        "demographics": "What can be said about the apparent age, gender and ethnicity of the face in this image?",
+        "pose": "What can be said about the head pose of the face in this image?",
+    }
+    schema = rendered.requests[0].response_format["json_schema"]["schema"]
+    assert set(schema["properties"]) == {"caption", "answers"}
+    assert schema["properties"]["answers"]["required"] == ["demographics", "pose"]
+    assert schema["properties"]["answers"]["properties"]["pose"]["maxLength"] == 200
+    user = rendered.requests[0].messages[1]["content"]
+    assert "Known facts: this is a face image of a woman of Latino or Hispanic ethnicity, in her thirties." in user
+    assert "- pose: What can be said about the head pose of the face in this image?" in user
+    tighter = load_prompt_set("compact", bounds={"answer_max_chars": 90})
+    r2 = render_prompt(tighter, ["pose"], {}, None, None, ImageOptions(send=False))
+    assert r2.requests[0].response_format["json_schema"]["schema"]["properties"]["answers"]["properties"]["pose"]["maxLength"] == 90
+    assert tighter.sha256 != ps.sha256

@@ -306,6 +306,9 @@ class OpenAIConfig(_Config):
     temperature: float | None = Field(default=None, ge=0, le=2, description="null: the endpoint's default.")
     max_tokens: PositiveInt = 600
     seed: int | None = None
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="More body fields, e.g. {frequency_penalty: 0.5} or llama.cpp's repeat_penalty."
+    )
     timeout_s: float = Field(default=120.0, gt=0, description="Per request.")
     concurrency: PositiveInt = Field(default=16, description="Requests in flight per worker.")
     batch_requests: PositiveInt | None = Field(

@@ -74,7 +74,7 @@ def model_name(cfg: GenerationConfig) -> str:
 def chat_body(cfg: GenerationConfig, messages: list[dict[str, Any]], response_format: dict[str, Any] | None) -> dict[str, Any]:
     """The chat.completions body: model, messages and the recipe's parameters (also a Batch API line's body)."""
     o = cfg.openai
-    body: dict[str, Any] = {"model": model_name(cfg), "messages": messages, "max_tokens": o.max_tokens}
+    body: dict[str, Any] = {**o.extra_body, "model": model_name(cfg), "messages": messages, "max_tokens": o.max_tokens}
     if o.temperature is not None:
         body["temperature"] = o.temperature
     if o.seed is not None:
@@ -336,6 +336,7 @@ class LLMClient:
     @staticmethod
     def _refusal_in(data: dict[str, Any]) -> str | None:
         texts = [data.get("caption", "")] + [qa.get("answer", "") for qa in (data.get("qa") or {}).values()]
+        texts += list((data.get("answers") or {}).values())
         for t in texts:
             found = find_refusal(t)
             if found:
@@ -442,10 +443,12 @@ class LLMClient:
                 return out
             assert a.data is not None
             out.caption = a.data["caption"].strip()
-            out.qa = [
-                QAPair(category=c, question=a.data["qa"][c]["question"].strip(), answer=a.data["qa"][c]["answer"].strip())
-                for c in prompt.categories
-            ]
+            if "answers" in a.data:  # the prompt set fixed the questions
+                out.qa = [QAPair(category=c, question=prompt.questions[c], answer=a.data["answers"][c].strip())
+                          for c in prompt.categories]
+            else:
+                out.qa = [QAPair(category=c, question=a.data["qa"][c]["question"].strip(),
+                                 answer=a.data["qa"][c]["answer"].strip()) for c in prompt.categories]
             return out
         good = [a for a in answers if a.failure is None]
         if failed and (self.cfg.openai.on_category_failure == "reject" or not good):

@@ -38,6 +38,8 @@ class PromptSet:
     caption_from: str | None = None
     bounds: dict[str, int] = field(default_factory=dict)
     origin: str = ""
+    #: structured sets: `model` writes each question, or `fixed` questions come from question.j2
+    questions: str = "model"
 
     @property
     def sha256(self) -> str:
@@ -50,6 +52,7 @@ class PromptSet:
             "templates": self.template_sha256,
             "caption_from": self.caption_from,
             "bounds": self.bounds,
+            "questions": self.questions,
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -131,9 +134,14 @@ def load_prompt_set(
             raise UserError(f"prompt set '{name}': {spec['file']} line {e.lineno}: {e.message}") from None
         hashes[role] = actual
     mode = entry.get("mode")
+    questions = entry.get("questions", "model")
     needed = {"per_category": {"system", "instruction", "question"}, "structured": {"system", "user"}}.get(mode or "")
     if needed is None:
         raise UserError(f"prompt set '{name}': mode must be per_category or structured (got {mode!r})")
+    if questions not in ("model", "fixed"):
+        raise UserError(f"prompt set '{name}': questions must be model or fixed (got {questions!r})")
+    if questions == "fixed":
+        needed = needed | {"question"}
     if missing := needed - templates.keys():
         raise UserError(f"prompt set '{name}' lacks templates: {', '.join(sorted(missing))}")
     topics = dict(entry.get("topics") or {})
@@ -148,6 +156,7 @@ def load_prompt_set(
         caption_from=entry.get("caption_from"),
         bounds={**{k: int(v) for k, v in (entry.get("bounds") or {}).items()}, **(bounds or {})},
         origin=str(entry.get("origin", "")),
+        questions=questions,
     )
 
 

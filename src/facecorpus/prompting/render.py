@@ -64,6 +64,7 @@ class RenderedPrompt:
     image_attached: bool
     categories: list[str] = field(default_factory=list)
     caption_from: str | None = None  # per-category sets: the category whose answer becomes the caption
+    questions: dict[str, str] = field(default_factory=dict)  # structured sets with fixed questions
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -147,13 +148,23 @@ def prompt_sha256(requests: list[PromptRequest]) -> str:
 # ------------------------------------------------------------------------------------- structured output
 
 
-def structured_output_model(categories: list[str], bounds: dict[str, int]) -> type[BaseModel]:
-    """Pydantic model of the structured answer: a caption and one {question, answer} per category.
+def structured_output_model(categories: list[str], bounds: dict[str, int], fixed_questions: bool = False) -> type[BaseModel]:
+    """Pydantic model of the structured answer: a caption and one {question, answer} per category
+    (`qa`), or, when the questions are fixed by the prompt set, one answer per category (`answers`).
 
     One property per category (all required) rather than a list: every category exactly once, and
     bounded strings so that a small local model cannot ramble into cut-off JSON.
     """
     forbid = ConfigDict(extra="forbid")
+    if fixed_questions:
+        answer = (str, Field(min_length=1, max_length=bounds.get("answer_max_chars", 400)))
+        answers = create_model("AnswerByCategory", __config__=forbid, **{c: answer for c in categories})
+        return create_model(
+            "FaceAnswers",
+            __config__=forbid,
+            caption=(str, Field(min_length=1, max_length=bounds.get("caption_max_chars", 300))),
+            answers=(answers, ...),
+        )
     qa_pair = create_model(
         "QA",
         __config__=forbid,
@@ -191,9 +202,9 @@ def response_format_for(model: type[BaseModel]) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def _response_format_json(categories: tuple[str, ...], bounds: tuple[tuple[str, int], ...]) -> str:
+def _response_format_json(categories: tuple[str, ...], bounds: tuple[tuple[str, int], ...], fixed: bool) -> str:
     # building pydantic models and their schema takes ~2 ms: once per (categories, bounds), not per item
-    return json.dumps(response_format_for(structured_output_model(list(categories), dict(bounds))))
+    return json.dumps(response_format_for(structured_output_model(list(categories), dict(bounds), fixed)))
 
 
 # ----------------------------------------------------------------------------------------------- render
@@ -227,6 +238,7 @@ def render_prompt(
         "image_attached": image_url is not None,
     }
     requests: list[PromptRequest] = []
+    questions: dict[str, str] = {}
     system = prompt_set.templates["system"].render(**common).strip()
     if prompt_set.mode == "per_category":
         for cat in categories:
@@ -244,7 +256,14 @@ def render_prompt(
                 )
             )
     else:
-        cats = [{"name": c, "topic": prompt_set.topic(c)} for c in categories]
+        fixed = prompt_set.questions == "fixed"
+        cats = []
+        for c in categories:
+            entry = {"name": c, "topic": prompt_set.topic(c)}
+            if fixed:
+                entry["question"] = prompt_set.templates["question"].render(**common, category=c, topic=entry["topic"]).strip()
+                questions[c] = entry["question"]
+            cats.append(entry)
         user = prompt_set.templates["user"].render(**common, categories=cats).strip()
         requests.append(
             PromptRequest(
@@ -253,7 +272,9 @@ def render_prompt(
                     {"role": "system", "content": system},
                     {"role": "user", "content": _user_content(user, image_url, image)},
                 ],
-                response_format=json.loads(_response_format_json(tuple(categories), tuple(sorted(prompt_set.bounds.items())))),
+                response_format=json.loads(
+                    _response_format_json(tuple(categories), tuple(sorted(prompt_set.bounds.items())), fixed)
+                ),
             )
         )
     return RenderedPrompt(
@@ -265,4 +286,5 @@ def render_prompt(
         image_attached=image_url is not None,
         categories=list(categories),
         caption_from=prompt_set.caption_from,
+        questions=questions,
     )
