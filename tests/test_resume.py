@@ -307,3 +307,29 @@ def test_validate_catches_planted_corruption(reference: Path, tmp_path: Path, cl
     expected = corrupt(out)
     code, _, err = cli("validate", str(out))
     assert code == 1 and expected in err, err
+
+
+def test_the_prompt_fingerprint_covers_the_prompt_set_in_use_only(tmp_path: Path):
+    """Editing the prompt set a recipe uses changes its fingerprint; editing another set does not."""
+    from facecorpus.prompting.promptset import lock_manifest
+    from facecorpus.recipe import Recipe
+    from facecorpus.resources import data_dir
+    from facecorpus.validation.resume import fingerprint
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(data_dir("prompts"), prompts)
+
+    def recipe(generator: str) -> Recipe:
+        return Recipe.model_validate({"name": "fp", "sources": [{"type": "folder", "path": str(tmp_path)}],
+                                      "generation": {"generator": generator, "prompt_set": "fairfacegpt",
+                                                     "prompts_dir": str(prompts)}})
+
+    before = {g: fingerprint(recipe(g))["prompts_sha256"] for g in ("openai", "templates")}
+    (prompts / "structured" / "system.j2").write_text("Another set, edited.\n")
+    lock_manifest(prompts)
+    assert {g: fingerprint(recipe(g))["prompts_sha256"] for g in ("openai", "templates")} == before
+    with (prompts / "fairfacegpt" / "system.j2").open("a") as f:
+        f.write("\nOne more sentence.\n")
+    lock_manifest(prompts)
+    assert fingerprint(recipe("openai"))["prompts_sha256"] != before["openai"]
+    assert fingerprint(recipe("templates"))["prompts_sha256"] == before["templates"]

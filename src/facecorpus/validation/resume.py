@@ -57,21 +57,17 @@ def _sha(obj: Any) -> str:
 
 
 def prompts_sha256(recipe: Recipe) -> str:
-    """Hash of everything that shapes the generated text: the prompt files and the templates generator."""
-    from ..generation.templates import templates_sha256
-    from ..resources import data_dir
+    """Hash of what shapes the generated text for this recipe: the templates generator's phrasing, or
+    the one prompt set the LLM generator uses (its verified hash: templates, topics, bounds, version).
+    Other prompt sets in the folder do not count, so editing one never blocks a resume of another."""
+    g = recipe.generation
+    if g.generator == "templates":
+        from ..generation.templates import templates_sha256
 
-    parts = {"templates_generator": templates_sha256()}
-    custom = getattr(recipe.generation, "prompts_dir", None)
-    try:
-        root = FileSystems.join(custom) if custom else str(data_dir("prompts"))
-    except FileNotFoundError:
-        root = None
-    if root is not None:
-        for m in sorted(FileSystems.match([root.rstrip("/") + "/**"])[0].metadata_list, key=lambda m: m.path):
-            with FileSystems.open(m.path) as f:
-                parts[m.path[len(root):].lstrip("/")] = hashlib.sha256(f.read()).hexdigest()
-    return _sha(parts)
+        return _sha({"templates_generator": templates_sha256()})
+    from ..generation.preflight import load_checked_prompt_set
+
+    return _sha({"prompt_set": load_checked_prompt_set(g).sha256})
 
 
 def fingerprint(recipe: Recipe) -> dict[str, Any]:
