@@ -158,9 +158,11 @@ class FaultServer:
             def do_POST(self) -> None:  # noqa: N802
                 server._dispatch(self, "POST")
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.request_queue_size = 512
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 1024  # read by listen() in the constructor: 64 clients connect at once
+
+        self._httpd = Server(("127.0.0.1", port), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
         return self
