@@ -18,7 +18,7 @@ from apache_beam.ml.inference.base import PredictionResult, RunInference
 
 from ..errors import UserError
 from ..prompting.promptset import PromptSet
-from ..prompting.render import ImageOptions, render_prompt
+from ..prompting.render import ImageOptions, RenderedPrompt, render_prompt
 from ..recipe import GenerationConfig, Recipe
 from ..stage import REJECTS, RejectItem, Stage, WorkItem
 from .client import BatchContext, GenerationOutcome
@@ -35,7 +35,7 @@ def image_options(cfg: GenerationConfig) -> ImageOptions:
     )
 
 
-def render_item(item: WorkItem, prompt_set: PromptSet, cfg: GenerationConfig):  # noqa: ANN201 - RenderedPrompt
+def render_item(item: WorkItem, prompt_set: PromptSet, cfg: GenerationConfig) -> RenderedPrompt:
     """The rendered prompt of one item (what `facecorpus prompts render` prints, too)."""
     return render_prompt(
         prompt_set,
