@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import apache_beam as beam
@@ -16,7 +20,24 @@ from facecorpus.image_check import hamming
 from facecorpus.validation.dedup import ExactDuplicates, HoldoutMatches, NearDuplicates, band_keys
 from facecorpus.validation.holdout import parse_holdout_line
 
-from .conftest import run_cli, write_recipe
+from .conftest import write_recipe
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`facecorpus ARGS` in this process (no interpreter start-up), reported like a finished subprocess."""
+    from facecorpus.cli import main
+
+    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = ["facecorpus", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def _flip(h: int, bits: list[int]) -> int:
