@@ -84,6 +84,11 @@ def test_fairfacegpt_run_with_faults_loses_nothing_and_reruns_free(demo_in: Path
             assert s.caption and "llm_text_only" not in s.flags
             assert p.usage.requests + p.usage.cache_hits >= 8 and len(p.prompt_sha256) == 64
         assert len({s.provenance.prompt_sha256 for s in written}) == len(written)  # each image its own prompt
+        # stats.json's llm section counts this run's whole spend, refused (rejected) samples included
+        bought_for_written = sum(s.provenance.usage.requests for s in written)
+        assert stats["llm"]["requests"] > bought_for_written > 0
+        assert stats["llm"]["attempts"] > stats["llm"]["requests"]  # the planted faults cost extra HTTP calls
+        assert stats["llm"]["prompt_tokens"] > 0
 
         # a re-run of the same recipe buys nothing: answers, refusals included, are already paid for
         srv.rules = []
@@ -91,6 +96,7 @@ def test_fairfacegpt_run_with_faults_loses_nothing_and_reruns_free(demo_in: Path
         out2 = tmp_path / "out2"
         stats2 = run_recipe(recipe(demo_in, gen), str(out2)).stats
         assert srv.count() == before
+        assert stats2["llm"]["requests"] == 0 and stats2["llm"]["cache_hits"] > 0
         assert (stats2["written"], stats2["rejected"]) == (stats["written"], stats["rejected"])
         again = {s.key: s for s in samples(out2)}
         for s in written:

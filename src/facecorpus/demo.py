@@ -156,9 +156,9 @@ def build_photo_folder(dest: Path, photos: dict[str, Path]) -> Path:
     rgba = astro.convert("RGBA")
     rgba.putalpha(Image.new("L", astro.size, 200))
     (folder / "astronaut_alpha.png").write_bytes(_png(rgba))
-    rotated = astro.rotate(90, expand=True)  # stored sideways, EXIF says rotate back
+    rotated = astro.rotate(90, expand=True)  # stored turned counter-clockwise; EXIF 6 says turn it back clockwise
     exif = Image.Exif()
-    exif[0x0112] = 8
+    exif[0x0112] = 6
     buf = io.BytesIO()
     rotated.save(buf, "JPEG", quality=90, exif=exif.tobytes())
     (folder / "astronaut_exif_rotated.jpg").write_bytes(buf.getvalue())

@@ -24,6 +24,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import __version__
+from .generation.accounting import llm_totals
 from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage
 from .recipe import (
@@ -271,7 +272,9 @@ def run_recipe(
             "prompt_sets": sorted(set(manifest.column("prompt_set").to_pylist())) if manifest.num_rows else [],
         }
     )
-    stats = compute_stats(out, inputs, run_info, llm=None)
+    # LLM spend comes from this attempt's Beam counters (it includes answers for samples later rejected)
+    llm = llm_totals(result) if recipe.generation.generator == "openai" else None
+    stats = compute_stats(out, inputs, run_info, llm=llm)
     write_stats(out, stats)
     write_card(out, stats, recipe_yaml or yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     return RunResult(out=out, stats=stats)
