@@ -35,6 +35,7 @@ from .recipe import (
     LaionSource,
     Recipe,
     WebDatasetSource,
+    is_local_runner,
 )
 from .sinks.shards import SHARDS_DIR, TMP_DIR, WriteShards, reject_line
 from .sinks.summary import (
@@ -65,7 +66,6 @@ from .validation.resume import (
 from .validation.screen import Screen, screening_needed
 
 log = logging.getLogger("facecorpus")
-LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "PrismRunner", "SwitchingDirectRunner")
 
 # ------------------------------------------------------------------------------------------------ hooks
 
@@ -148,7 +148,7 @@ def _apply(pcoll: beam.PCollection, transform: beam.PTransform, label: str, reje
 def staging_for(recipe: Recipe) -> bool:
     """True when items wait in staging files rather than in the runner's shuffle (local runners)."""
     o = recipe.output
-    return o.grouping == "staging" or (o.grouping == "auto" and recipe.runner.runner in LOCAL_RUNNERS)
+    return o.grouping == "staging" or (o.grouping == "auto" and is_local_runner(recipe.runner.runner))
 
 
 def build_pipeline(
@@ -278,10 +278,3 @@ def run_recipe(
     write_stats(out, stats)
     write_card(out, stats, recipe_yaml or yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     return RunResult(out=out, stats=stats)
-
-
-def _match_any(pattern: str) -> bool:
-    try:
-        return bool(FileSystems.match([pattern])[0].metadata_list)
-    except Exception:  # noqa: BLE001
-        return False

@@ -472,6 +472,14 @@ class ValidationConfig(_Config):
     holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
 
 
+LOCAL_RUNNERS = frozenset({"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner"})
+
+
+def is_local_runner(runner: str) -> bool:
+    """True for Beam runners whose workers are this machine (they share its disk and loopback)."""
+    return runner in LOCAL_RUNNERS
+
+
 class RunnerConfig(_Config):
     runner: str = Field(default="FnApiRunner", description="Beam runner: FnApiRunner locally, DataflowRunner in GCP.")
     options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options, e.g. --project=…")

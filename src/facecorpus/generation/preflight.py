@@ -19,16 +19,13 @@ from typing import Any
 
 from ..errors import UserError
 from ..prompting.promptset import PromptSet, load_prompt_set
-from ..recipe import GenerationConfig
+from ..recipe import GenerationConfig, is_local_runner
 from .cache import default_cache_dir
 from .client import model_name
 from .local_server import ENV_URL, gguf_path
 from .retries import redact
 
 log = logging.getLogger("facecorpus")
-
-LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner"}
-
 
 def load_checked_prompt_set(cfg: GenerationConfig) -> PromptSet:
     ps = load_prompt_set(cfg.prompt_set, cfg.prompts_dir, cfg.topics, cfg.bounds)
@@ -41,7 +38,7 @@ def resolve_cache_dir(cfg: GenerationConfig, runner: str) -> str | None:
     if not cfg.cache.enabled:
         return None
     root = cfg.cache.dir or default_cache_dir()
-    if runner not in LOCAL_RUNNERS and "://" not in root:
+    if not is_local_runner(runner) and "://" not in root:
         raise UserError(
             f"generation.cache.dir is the local folder {root}, which {runner} workers cannot share; "
             "use gs://… or s3://…"
@@ -84,7 +81,7 @@ def preflight(cfg: GenerationConfig, runner: str) -> GenerationConfig:
     if o.base_url == "local":
         if cfg.mode == "batch":
             raise UserError("generation.mode: batch needs the OpenAI Batch API; the local server has none")
-        if runner not in LOCAL_RUNNERS:
+        if not is_local_runner(runner):
             raise UserError(f"generation.openai.base_url: local runs the LLM inside this machine; {runner} cannot use it")
         if not os.environ.get(ENV_URL):
             gguf_path(o.local_model)  # MissingModelPack → `facecorpus models pull smollm2`

@@ -13,7 +13,7 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 
 from . import plots
-from .summary import CARD_FILE, _match, read_manifest, write_text
+from .summary import CARD_FILE, match_paths, read_manifest, write_text
 
 AGE_ORDER = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+", "unknown")
 
@@ -43,7 +43,7 @@ class _Figures:
         return [f"![{alt}]({plots.PLOTS_DIR}/{name}.png)", ""]
 
     def remove_stale(self) -> None:
-        stale = [p for p in _match(FileSystems.join(self.out, plots.PLOTS_DIR, "*.png")) if p.rsplit("/", 1)[-1] not in self.written]
+        stale = [p for p in match_paths(FileSystems.join(self.out, plots.PLOTS_DIR, "*.png")) if p.rsplit("/", 1)[-1] not in self.written]
         if stale:
             FileSystems.delete(stale)
 

@@ -27,11 +27,16 @@ RUN_FILE = "run.json"
 CARD_FILE = "README.md"
 
 
-def _match(pattern: str) -> list[str]:
+def match_paths(pattern: str) -> list[str]:
+    """Sorted paths a FileSystems glob matches (local, gs://, s3://); a missing folder matches nothing."""
     try:
         return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
     except Exception:  # noqa: BLE001 - a missing folder matches nothing
         return []
+
+
+def file_size(path: str) -> int:
+    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
 
 
 def read_text(path: str) -> str:
@@ -47,15 +52,15 @@ def write_text(path: str, text: str) -> None:
 
 
 def manifest_files(out: str) -> list[str]:
-    return _match(FileSystems.join(out, MANIFEST_DIR, "*.parquet"))
+    return match_paths(FileSystems.join(out, MANIFEST_DIR, "*.parquet"))
 
 
 def shard_files(out: str) -> list[str]:
-    return _match(FileSystems.join(out, SHARDS_DIR, "*.tar"))
+    return match_paths(FileSystems.join(out, SHARDS_DIR, "*.tar"))
 
 
 def reject_files(out: str) -> list[str]:
-    return _match(FileSystems.join(out, REJECTS_DIR, "*.jsonl"))
+    return match_paths(FileSystems.join(out, REJECTS_DIR, "*.jsonl"))
 
 
 def read_manifest(out: str) -> pa.Table:
@@ -86,7 +91,7 @@ def write_index(out: str, manifest: pa.Table, name: str) -> dict[str, Any]:
     shardlist = []
     for path in shard_files(out):
         shard = path.rsplit("/", 1)[-1]
-        size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+        size = file_size(path)
         shardlist.append({"url": f"{SHARDS_DIR}/{shard}", "nsamples": counts.get(shard, 0), "filesize": size})
     index = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": name, "shardlist": shardlist}
     write_text(FileSystems.join(out, INDEX_FILE), json.dumps(index, indent=1))

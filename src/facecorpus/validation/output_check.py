@@ -37,6 +37,7 @@ from ..sinks.summary import (
     INDEX_FILE,
     RUN_FILE,
     STATS_FILE,
+    file_size,
     iter_rejects,
     read_manifest,
     read_text,
@@ -163,7 +164,7 @@ def _check_shards(out: str, rep: Report, rules: RecordRules | None) -> tuple[dic
     rep.shards = len(shards)
     for path in shards:
         shard = path.rsplit("/", 1)[-1]
-        sizes[shard] = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+        sizes[shard] = file_size(path)
         groups = _read_groups(path, rep)
         for key, parts in (groups or {}).items():
             rep.samples += 1

@@ -42,7 +42,7 @@ from ..errors import UserError
 from ..recipe import Recipe
 from ..records import SCHEMA_VERSION, Reject
 from ..sinks.shards import MANIFEST_DIR, SHARDS_DIR, TMP_DIR
-from ..sinks.summary import CARD_FILE, INDEX_FILE, REJECTS_DIR, RUN_FILE, STATS_FILE, read_text
+from ..sinks.summary import CARD_FILE, INDEX_FILE, REJECTS_DIR, RUN_FILE, STATS_FILE, match_paths, read_text
 
 log = logging.getLogger("facecorpus")
 #: (key, sha256, pHash) of every image dedup saw, one file per bundle (see screen.Park)
@@ -97,13 +97,6 @@ def fingerprint_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------------------------------------ files
 
 
-def _match(pattern: str) -> list[str]:
-    try:
-        return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-    except Exception:  # noqa: BLE001 - a missing folder matches nothing
-        return []
-
-
 def _name(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
@@ -138,7 +131,7 @@ def half_written_files(out: str) -> list[str]:
     found = []
     for folder in ("", REJECTS_DIR, HASHES_DIR):
         pattern = FileSystems.join(out, folder, "*.tmp-*") if folder else FileSystems.join(out, "*.tmp-*")
-        found += _match(pattern)
+        found += match_paths(pattern)
     return found
 
 
@@ -146,18 +139,18 @@ def reconcile(out: str) -> list[str]:
     """Remove what an interrupted run left half-done; returns what was removed (paths, for the log)."""
     removed: list[str] = []
     tmp = FileSystems.join(out, SHARDS_DIR, TMP_DIR)
-    leftovers = _match(tmp + "/**")
+    leftovers = match_paths(tmp + "/**")
     if leftovers:
         FileSystems.delete(leftovers)
         removed += leftovers
-    tars = {_name(p)[: -len(".tar")]: p for p in _match(FileSystems.join(out, SHARDS_DIR, "*.tar"))}
-    manifests = {_name(p)[: -len(".parquet")]: p for p in _match(FileSystems.join(out, MANIFEST_DIR, "*.parquet"))}
+    tars = {_name(p)[: -len(".tar")]: p for p in match_paths(FileSystems.join(out, SHARDS_DIR, "*.tar"))}
+    manifests = {_name(p)[: -len(".parquet")]: p for p in match_paths(FileSystems.join(out, MANIFEST_DIR, "*.parquet"))}
     orphans = [p for n, p in tars.items() if n not in manifests] + [p for n, p in manifests.items() if n not in tars]
     if orphans:
         FileSystems.delete(orphans)
         removed += orphans
     # WriteToText's temporary folder: files under beam-temp-*/ (on object stores a prefix, locally a folder)
-    beam_temp = _match(FileSystems.join(out, REJECTS_DIR, "beam-temp-*", "*"))
+    beam_temp = match_paths(FileSystems.join(out, REJECTS_DIR, "beam-temp-*", "*"))
     if beam_temp:
         FileSystems.delete(beam_temp)
         removed += beam_temp
@@ -183,7 +176,7 @@ def drop_reject_lines(out: str, retryable_too: bool) -> int:
     Always: retryable rejects without a key. With `retryable_too`: every retryable reject.
     """
     removed = 0
-    for path in _match(FileSystems.join(out, REJECTS_DIR, "*.jsonl")):
+    for path in match_paths(FileSystems.join(out, REJECTS_DIR, "*.jsonl")):
         lines = read_text(path).splitlines()
         keep = []
         for line in lines:
@@ -232,9 +225,9 @@ class OutputState:
 def _holds_a_run(out: str) -> bool:
     return bool(
         FileSystems.exists(FileSystems.join(out, RUN_FILE))
-        or _match(FileSystems.join(out, SHARDS_DIR, "*.tar"))
-        or _match(FileSystems.join(out, MANIFEST_DIR, "*.parquet"))
-        or _match(FileSystems.join(out, REJECTS_DIR, "*.jsonl"))
+        or match_paths(FileSystems.join(out, SHARDS_DIR, "*.tar"))
+        or match_paths(FileSystems.join(out, MANIFEST_DIR, "*.parquet"))
+        or match_paths(FileSystems.join(out, REJECTS_DIR, "*.jsonl"))
     )
 
 
@@ -297,9 +290,9 @@ def open_output(
         out=out,
         attempt=attempt,
         fingerprint=fp,
-        manifests=_match(FileSystems.join(out, MANIFEST_DIR, "*.parquet")) if exists else [],
-        reject_files=_match(FileSystems.join(out, REJECTS_DIR, "*.jsonl")) if exists else [],
-        hash_files=_match(FileSystems.join(out, HASHES_DIR, "*.jsonl")) if exists else [],
+        manifests=match_paths(FileSystems.join(out, MANIFEST_DIR, "*.parquet")) if exists else [],
+        reject_files=match_paths(FileSystems.join(out, REJECTS_DIR, "*.jsonl")) if exists else [],
+        hash_files=match_paths(FileSystems.join(out, HASHES_DIR, "*.jsonl")) if exists else [],
         run_info=info,
     )
 
