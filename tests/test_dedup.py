@@ -274,3 +274,26 @@ def test_a_resume_dedups_against_images_its_source_skipped(tmp_path: Path):
         assert_that(result["main"], nothing_kept, label="main")
     lines = [json.loads(x) for f in (out / HASHES_DIR).glob("*.jsonl") for x in f.read_text().splitlines()]
     assert lines == [["b_later", later.image.sha256, later.image.phash]]  # what this attempt's dedup saw, committed
+
+
+def test_validate_tells_faces_of_one_photo_from_duplicates():
+    """`faces.unit: face` writes one sample per face of a photo: same input sha256 and pHash, different
+    crop.face_index. Those are not duplicates; two samples of the same face of the same photo are."""
+    from facecorpus.recipe import Recipe
+    from facecorpus.validation.output_check import Report, SeenSample, _check_duplicates
+
+    recipe = Recipe.model_validate({"name": "t", "sources": [{"type": "folder", "path": "x"}]})
+    sha, phash = "ab" * 32, "0123456789abcdef"
+
+    def seen(*faces: int | None) -> dict[str, SeenSample]:
+        return {f"k{i}": SeenSample("s.tar", "r", "j", None, sha256=sha, phash=phash, face_index=f) for i, f in enumerate(faces)}
+
+    rep = Report()
+    _check_duplicates(recipe, rep, seen(0, 1, 2))
+    assert rep.problems == []
+    rep = Report()
+    _check_duplicates(recipe, rep, seen(0, 1, 1))
+    assert rep.problems == ["k2 and k1 are the same image (sha256 abababababab…)"]
+    rep = Report()
+    _check_duplicates(recipe, rep, seen(None, None))  # whole-image samples
+    assert len(rep.problems) == 1 and "same image" in rep.problems[0]

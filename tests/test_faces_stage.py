@@ -133,10 +133,9 @@ def test_run_with_portable_faces_validates(
     for name in ("group6", "hanks", "coffee"):
         src = photo_paths()[name]
         shutil.copyfile(src, photos / f"{name}{src.suffix}")
-    recipe = _recipe(tmp_path, photos, {"backend": "portable", "unit": "face", "crop": {"enabled": True, "size": 128}},
-                     # `validate` counts samples sharing an input sha256 as duplicates, and every face of one photo
-                     # shares it; until its check tells crops apart, this run leaves exact dedup off
-                     validation={"dedup": {"exact": False}})
+    # exact and near dedup stay on: every face of the group photo shares its sha256 and pHash, and neither
+    # the pipeline nor `validate` may call those samples duplicates of each other
+    recipe = _recipe(tmp_path, photos, {"backend": "portable", "unit": "face", "crop": {"enabled": True, "size": 128}})
     monkeypatch.setenv("FACECORPUS_MODELS", str(store))
     out = tmp_path / "out"
     code, stdout, stderr = run_main(["run", str(recipe), "--out", str(out)], monkeypatch, capsys)

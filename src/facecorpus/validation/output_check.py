@@ -84,6 +84,7 @@ class SeenSample:
     row: dict[str, Any] | None  # the manifest row its record gives; None when the record is invalid
     sha256: str | None = None
     phash: str | None = None
+    face_index: int | None = None  # crop.face_index: one photo yields one sample per face with `faces.unit: face`
 
 
 def sample_validator() -> jsonschema.protocols.Validator:
@@ -178,6 +179,7 @@ def _check_shards(out: str, rep: Report, rules: RecordRules | None) -> tuple[dic
                 row=manifest_row(sample, shard) if sample is not None else None,
                 sha256=sample.image.sha256 if sample is not None else None,
                 phash=sample.image.phash if sample is not None else None,
+                face_index=sample.crop.face_index if sample is not None and sample.crop is not None else None,
             )
     return seen, sizes
 
@@ -333,16 +335,22 @@ def _recipe_of(out: str, rep: Report) -> Recipe | None:
 
 
 def _check_duplicates(recipe: Recipe, rep: Report, seen: dict[str, SeenSample]) -> None:
-    """The written images hold no pair the recipe's dedup would have rejected (banded like the pipeline)."""
+    """The written images hold no pair the recipe's dedup would have rejected (banded like the pipeline).
+
+    Dedup works on input images, before faces are found: the samples of different faces of one photo
+    (same sha256, different `crop.face_index`) are not duplicates of each other; two samples of the same
+    face of the same photo are.
+    """
     d = recipe.validation.dedup
     if d.exact:
-        by_sha: dict[str, str] = {}
+        by_sha: dict[tuple[str, int | None], str] = {}
         for k in sorted(seen):
             s = seen[k].sha256
-            if s is not None and s in by_sha:
-                rep.add("dedup", f"{k} and {by_sha[s]} are the same image (sha256 {s[:12]}…)")
+            ident = (s, seen[k].face_index)
+            if s is not None and ident in by_sha:
+                rep.add("dedup", f"{k} and {by_sha[ident]} are the same image (sha256 {s[:12]}…)")  # type: ignore[index]
             elif s is not None:
-                by_sha[s] = k
+                by_sha[ident] = k  # type: ignore[index]
     if d.near:
         buckets: dict[str, list[str]] = {}
         for k in sorted(seen):
@@ -353,6 +361,8 @@ def _check_duplicates(recipe: Recipe, rep: Report, seen: dict[str, SeenSample]) 
         for keys in buckets.values():
             for i, a in enumerate(keys):
                 for b in keys[i + 1 :]:
+                    if seen[a].sha256 is not None and seen[a].sha256 == seen[b].sha256:
+                        continue  # one photo: its faces (or an exact duplicate, reported above)
                     dist = hamming(seen[a].phash, seen[b].phash)  # type: ignore[arg-type]
                     if dist <= d.max_distance and (a, b) not in reported:
                         reported.add((a, b))
