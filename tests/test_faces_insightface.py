@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
 
 from facecorpus import models
 from facecorpus.demo import photo_paths
@@ -29,6 +30,7 @@ from facecorpus.recipe import FaceCropConfig, FacesConfig, ImageConfig
 from facecorpus.records import AttributeValue
 
 from .inprocess_cli import run_main
+from .loopback_web import INSIGHTFACE_IMAGES
 
 TURNED_YAW = 25.0  # degrees toward the image's right, baked into the landmark model's output
 
@@ -270,3 +272,27 @@ def test_insightface_stage_on_beam_records_label_conflicts(tiny_pack: Path, no_n
     a = next(i for i in kept if i.key == "astronaut")
     assert a.attributes["gender"].source == "model:buffalo_l/genderage" and a.attribute_conflicts == []
     assert a.image.width == a.image.height == 96 and a.crop.aligned
+
+
+def test_given_boxes_skip_the_detector(analyzer: FaceAnalyzer, no_network: None) -> None:
+    """FaceCaption-15M / FaRL boxes (docs/laion.md): every model but SCRFD runs on the given boxes."""
+    from facecorpus.faces.given import GivenFace
+
+    from .test_faces_given import FACECAPTION_BOX, FARL_BOX, FARL_POINTS
+
+    rgb = np.asarray(Image.open(INSIGHTFACE_IMAGES / "t1.jpg").convert("RGB"))  # the boxes are in t1's pixels
+    unmarked = GivenFace(box=tuple(FACECAPTION_BOX), score=None, landmarks5=None, source="facecaption15m")
+    marked = GivenFace(box=tuple(FARL_BOX), score=0.97, landmarks5=tuple(tuple(p) for p in FARL_POINTS), source="farl")
+    first, second = sorted(analyzer.analyze_given(rgb, [unmarked, marked]), key=lambda f: f.box.x1)
+    assert [first.box.x1, first.box.y1, first.box.x2, first.box.y2] == pytest.approx(FACECAPTION_BOX)
+    assert first.detector == "given:facecaption15m" and first.score == 1.0
+    assert second.detector == "given:farl" and second.score == pytest.approx(0.97)
+    for f in (first, second):  # genderage and the 3D landmarks ran on the given box (the tiny models' fixed outputs)
+        assert f.gender == "female" and f.age == 45.0
+        assert f.pose is not None and f.pose.yaw == pytest.approx(TURNED_YAW, abs=0.5)
+        assert f.embedding is not None and len(f.embedding) == 512
+    # 5 points: FaRL's as given; FaceCaption-15M has none, so they come from the 68 landmarks
+    assert second.landmarks5 == [tuple(p) for p in FARL_POINTS] and second.landmarks_model is None
+    assert first.landmarks_model == "insightface:buffalo_l/landmark_3d_68"
+    (lx, _), (rx, _), (nx, _), _, _ = first.landmarks5
+    assert FACECAPTION_BOX[0] < lx < nx < rx < FACECAPTION_BOX[2]

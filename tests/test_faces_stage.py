@@ -190,7 +190,7 @@ def test_model_failures_become_rejects(store: Path, tmp_path: Path, monkeypatch:
     assert (r.source_id, r.reason, r.retryable) == ("hanks.jpg", "model_error", True)
     assert "simulated ONNX Runtime failure" in r.detail
 
-    def whole_batch_fails(self: PortableAnalyzer, images: list) -> list:
+    def whole_batch_fails(self: PortableAnalyzer, images: list, given: list | None = None) -> list:
         raise MemoryError("simulated out of memory for the batch")
 
     monkeypatch.setattr(PortableAnalyzer, "analyze_batch", whole_batch_fails)

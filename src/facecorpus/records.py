@@ -119,7 +119,13 @@ class Face(_Record):
     age: float | None = None
     gender: str | None = None
     embedding: list[float] | None = Field(default=None, description="Only when the recipe asks: biometric data.")
-    detector: str = Field(description="Model that found the face, e.g. 'portable:mtcnn'.")
+    detector: str = Field(
+        description="Who found the box: a model, e.g. 'portable:mtcnn', or 'given:<source>' when the source "
+        "dataset supplied it (FaRL's detections: 'given:farl'; FaceCaption-15M: 'given:facecaption15m')."
+    )
+    landmarks_model: str | None = Field(
+        default=None, description="Model that placed landmarks5 when it is not the detector (e.g. on a given box)."
+    )
 
 
 class Crop(_Record):

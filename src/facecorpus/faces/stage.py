@@ -3,7 +3,12 @@ with BatchElements), then selection, crops and the attribute merge per item.
 
     WorkItem ─▶ RunInference(FaceModelHandler) ─▶ SelectFaces ─▶ main (one item per image, or per face)
                       └─ failed batches ─▶ model_error rejects    └─▶ no_face / low_score / face_too_small /
-                                                                     too_many_faces / model_error rejects
+                                                                     too_many_faces / model_error /
+                                                                     bad_box / given_box_outside rejects
+
+Items whose source gave face boxes (`faces.given`) skip detection: the analyzer measures the given boxes.
+With `backend: none` only those items are touched (`GivenFacesOnly`): their boxes become faces, no model runs.
+Counters: `faces.found` = `faces.given` + `faces.detected`; `faces.given_clipped`, `faces.given_outside`.
 """
 
 from __future__ import annotations
@@ -21,14 +26,23 @@ from ..image_check import encode_jpeg, perceptual_hash
 from ..recipe import FacesConfig
 from ..records import Face
 from ..stage import REJECTS, Counters, RejectItem, Stage, WorkItem, count_inputs, make_reject
-from .analyzer import AnalysisFailure, FaceAnalyzer, attribute_models, load_analyzer, resolve_pack
+from .analyzer import (
+    AnalysisFailure,
+    FaceAnalyzer,
+    attribute_models,
+    check_pixels,
+    load_analyzer,
+    resolve_pack,
+)
 from .attributes import CONFLICT_FLAG, merge_attributes, model_attributes
 from .crops import crop_face, faces_in_crop
+from .given import GIVEN_CONTEXT, BadGivenFaces, GivenFace, GivenFaces, given_face_record, given_faces_of
 from .onnx_runtime import providers
 from .selection import select_faces
 
 STAGE = "faces"
 _OUTCOME = "faces.outcome"
+GIVEN_PREFIX = "given:"
 
 
 class FaceModelHandler(ModelHandler[WorkItem, "list[Face] | AnalysisFailure", FaceAnalyzer]):
@@ -45,7 +59,14 @@ class FaceModelHandler(ModelHandler[WorkItem, "list[Face] | AnalysisFailure", Fa
     def run_inference(
         self, batch: Sequence[WorkItem], model: FaceAnalyzer, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
-        outcomes = model.analyze_batch([item.pixels for item in batch])
+        prepared = [prepare_given(item) for item in batch]
+        todo = [i for i, p in enumerate(prepared) if not isinstance(p, AnalysisFailure)]
+        analysed = model.analyze_batch(
+            [batch[i].pixels for i in todo], [_faces_of(prepared[i]) for i in todo]  # type: ignore[arg-type]
+        )
+        outcomes: list[Any] = list(prepared)
+        for i, outcome in zip(todo, analysed, strict=True):
+            outcomes[i] = outcome
         return [PredictionResult(item, outcome, model_id=model.name) for item, outcome in zip(batch, outcomes, strict=True)]
 
     def get_num_bytes(self, batch: Sequence[WorkItem]) -> int:
@@ -77,9 +98,12 @@ class SelectFaces(Stage):
         outcome = item.context.pop(_OUTCOME)
         if isinstance(outcome, AnalysisFailure):
             raise RejectItem(outcome.reason, outcome.detail, retryable=outcome.reason == "model_error")
+        yield from self._select(item, outcome)
+
+    def _select(self, item: WorkItem, found: list[Face]) -> Iterable[WorkItem]:
         assert item.image is not None and item.pixels is not None
-        self.counters.count("found", len(outcome))
-        selection = select_faces(outcome, self.cfg, item.image.width, item.image.height)
+        self._count_found(item, found)
+        selection = select_faces(found, self.cfg, item.image.width, item.image.height)
         self.counters.count("dropped", selection.dropped)
         faces = selection.faces
         if self.cfg.unit == "image":
@@ -108,6 +132,16 @@ class SelectFaces(Stage):
         count_inputs(len(per_face) - 1)
         yield from per_face
 
+    def _count_found(self, item: WorkItem, found: list[Face]) -> None:
+        given = sum(1 for f in found if f.detector.startswith(GIVEN_PREFIX))
+        self.counters.count("found", len(found))
+        self.counters.count("given", given)
+        self.counters.count("detected", len(found) - given)
+        prepared = item.context.pop(GIVEN_CONTEXT, None)
+        if isinstance(prepared, GivenFaces):
+            self.counters.count("given_clipped", prepared.clipped)
+            self.counters.count("given_outside", prepared.outside)
+
     def _finish(self, item: WorkItem, faces: list[Face], primary: int) -> WorkItem:
         measured = model_attributes(faces[primary], self.models)
         if self.cfg.crop.enabled:
@@ -128,6 +162,45 @@ class SelectFaces(Stage):
         if item.attribute_conflicts and CONFLICT_FLAG not in item.flags:
             item.flags.append(CONFLICT_FLAG)
         return item
+
+
+class GivenFacesOnly(SelectFaces):
+    """`backend: none`: no models, but boxes the source gave still become faces (box, score, landmarks,
+    pixel quality), selected and cropped as usual. Items without given faces pass untouched."""
+
+    def process(self, item: WorkItem) -> Iterator[Any]:  # type: ignore[override]
+        yield from Stage.process(self, item)
+
+    def run(self, item: WorkItem) -> Iterable[WorkItem]:
+        prepared = prepare_given(item)
+        if prepared is None:  # no given faces (or an empty list): nothing to select, no detector to run
+            yield item
+            return
+        if isinstance(prepared, AnalysisFailure):
+            raise RejectItem(prepared.reason, prepared.detail)
+        yield from self._select(item, [given_face_record(item.pixels, g) for g in prepared.faces])
+
+
+def prepare_given(item: WorkItem) -> GivenFaces | AnalysisFailure | None:
+    """The item's given faces in its pixels (kept on its context for the counters), None when its
+    source gave none, or why they cannot be used (`no_pixels`, `bad_box`, `given_box_outside`)."""
+    if "given_faces" not in item.context:
+        return None
+    problem = check_pixels(item.pixels)
+    if problem is not None:
+        return problem
+    height, width = item.pixels.shape[:2]
+    try:
+        prepared = given_faces_of(item.context, width, height)
+    except BadGivenFaces as e:
+        return AnalysisFailure(e.reason, e.detail)
+    if prepared is not None:
+        item.context[GIVEN_CONTEXT] = prepared
+    return prepared
+
+
+def _faces_of(prepared: GivenFaces | None) -> list[GivenFace] | None:
+    return prepared.faces if prepared is not None else None
 
 
 class _RejectFailedBatch(beam.DoFn):
@@ -155,6 +228,11 @@ class FaceStage(beam.PTransform):
         self.jpeg_quality = jpeg_quality
 
     def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
+        if self.cfg.backend == "none":
+            given = items | "GivenFaces" >> beam.ParDo(GivenFacesOnly(self.cfg, self.jpeg_quality)).with_outputs(
+                REJECTS, main="main"
+            )
+            return {"main": given["main"], REJECTS: given[REJECTS]}
         predictions, failed = items | "Analyze" >> RunInference(FaceModelHandler(self.cfg)).with_exception_handling()
         selected = predictions | "Select" >> beam.ParDo(SelectFaces(self.cfg, self.jpeg_quality)).with_outputs(
             REJECTS, main="main"
@@ -172,9 +250,8 @@ def check_ready(cfg: FacesConfig) -> None:
     providers(cfg.providers, cfg.device_id)
 
 
-def faces_stage(cfg: FacesConfig, jpeg_quality: int) -> FaceStage | None:
-    """The stage a recipe asks for, or None for `backend: none`. Checks the pack first."""
-    if cfg.backend == "none":
-        return None
+def faces_stage(cfg: FacesConfig, jpeg_quality: int) -> FaceStage:
+    """The stage a recipe asks for (checks the pack first). With `backend: none` it only turns boxes
+    the source gave into faces; other items pass through it untouched."""
     check_ready(cfg)
     return FaceStage(cfg, jpeg_quality)
