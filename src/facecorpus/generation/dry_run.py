@@ -27,7 +27,7 @@ from .cache import ResponseCache, cache_key
 from .client import chat_body, endpoint_id, model_name
 from .estimate import request_tokens
 from .handler import PROMPT
-from .preflight import load_checked_prompt_set, resolve_cache_dir
+from .preflight import load_checked_prompt_set, resolve_cache_dir, without_images_for_local
 from .transform import RenderPrompts
 
 
@@ -75,7 +75,7 @@ def _run_until_prompts(recipe: Recipe, key: str | None) -> list[dict[str, Any]]:
     from ..pipeline import faces_transform, image_transform, prepare, source_transform
 
     prepare(recipe)
-    cfg = recipe.generation
+    cfg = without_images_for_local(recipe.generation)  # a run decides the same before it starts
     load_checked_prompt_set(cfg)  # one-line errors before Beam starts
     cache_dir = resolve_cache_dir(cfg, "FnApiRunner")
     with tempfile.TemporaryDirectory(prefix="facecorpus-render-") as tmp:

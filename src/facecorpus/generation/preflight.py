@@ -74,6 +74,15 @@ def text_only(listing: dict[str, Any] | None, model: str) -> bool:
     return isinstance(modalities, list) and "image" not in modalities
 
 
+def without_images_for_local(cfg: GenerationConfig) -> GenerationConfig:
+    """`image.send: auto` against the embedded server becomes `never`: its model reads no images.
+    Decided without contacting anything, so `prompts render` shows what a run sends."""
+    if cfg.openai.base_url == "local" and cfg.openai.image.send == "auto":
+        cfg = cfg.model_copy(deep=True)
+        cfg.openai.image.send = "never"
+    return cfg
+
+
 def preflight(cfg: GenerationConfig, runner: str) -> GenerationConfig:
     """Check the generation config against the world; returns it, with `image.send` decided when auto."""
     load_checked_prompt_set(cfg)
@@ -85,10 +94,7 @@ def preflight(cfg: GenerationConfig, runner: str) -> GenerationConfig:
             raise UserError(f"generation.openai.base_url: local runs the LLM inside this machine; {runner} cannot use it")
         if not os.environ.get(ENV_URL):
             gguf_path(o.local_model)  # MissingModelPack → `facecorpus models pull smollm2`
-        if o.image.send == "auto":
-            cfg = cfg.model_copy(deep=True)
-            cfg.openai.image.send = "never"  # the embedded model reads no images
-        return cfg
+        return without_images_for_local(cfg)
     api_key = None
     if o.api_key_env:
         api_key = os.environ.get(o.api_key_env)

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..prompting.phrases import age_phrase, describe_person, race_phrase
+from ..prompting.phrases import (
+    age_phrase,
+    brightness_word,
+    describe_person,
+    pose_phrases,
+    race_phrase,
+    sharpness_word,
+)
 from ..records import AttributeValue, Face, QAPair
 from ..stage import Stage, WorkItem
 
@@ -123,12 +130,8 @@ def _pick(options: tuple[str, ...] | list[str], seed: int, key: str, slot: str) 
 # Each returns a list of alternative phrasings, or None when the facts do not support the category.
 
 
-def _brightness_word(b: float) -> str:
-    return "dark" if b < 70 else ("bright" if b > 185 else "evenly exposed")
-
-
-def _sharpness_word(s: float) -> str:
-    return "blurred" if s < 30 else ("slightly soft" if s < 150 else "sharp")
+_brightness_word = brightness_word
+_sharpness_word = sharpness_word
 
 
 def _demographics(f: Facts) -> list[str] | None:
@@ -204,15 +207,7 @@ def _pose(f: Facts) -> list[str] | None:
     if f.face is None or f.face.pose is None:
         return None
     p = f.face.pose
-
-    def turn(v: float, pos: str, neg: str, axis: str) -> str:
-        if abs(v) < 10:
-            return f"no notable {axis}"
-        return f"{pos if v > 0 else neg} by about {abs(v):.0f} degrees"
-
-    yaw = turn(p.yaw, "turned toward the image's right", "turned toward the image's left", "turn")
-    pitch = turn(p.pitch, "tilted up", "tilted down", "up-down tilt")
-    roll = turn(p.roll, "rolled clockwise", "rolled counter-clockwise", "roll")
+    yaw, pitch, roll = pose_phrases(p.yaw, p.pitch, p.roll)
     frontal = abs(p.yaw) < 15 and abs(p.pitch) < 15
     lead = "The face is close to frontal" if frontal else "The face is not frontal"
     return [f"{lead}: {yaw}, {pitch}, {roll}.", f"Head pose — {yaw}; {pitch}; {roll}."]
@@ -292,11 +287,14 @@ def generate_from_templates(item: WorkItem, categories: list[str], seed: int) ->
 
 
 def templates_sha256() -> str:
-    """Hash of everything that shapes template output (question texts and this module's source)."""
+    """Hash of everything that shapes template output (question texts, this module's and the phrase
+    module's source)."""
     import inspect
     import sys
 
-    src = inspect.getsource(sys.modules[__name__])
+    from ..prompting import phrases
+
+    src = inspect.getsource(sys.modules[__name__]) + inspect.getsource(phrases)
     return hashlib.sha256(src.encode()).hexdigest()
 
 

@@ -44,6 +44,7 @@ def render_item(item: WorkItem, prompt_set: PromptSet, cfg: GenerationConfig) ->
         item.jpeg,
         item.source.text,
         image_options(cfg),
+        item.faces[item.primary_face] if item.faces and item.primary_face is not None else None,
     )
 
 

@@ -97,3 +97,27 @@ def subject_phrase(gender: str | None, age: str | None, race: str | None) -> str
             clause = AGE_PHRASES[age].replace("their", possessive)
         phrase += f", {clause}"
     return phrase
+
+
+def _turn(value: float, positive: str, negative: str, axis: str) -> str:
+    if abs(value) < 10:
+        return f"no notable {axis}"
+    return f"{positive if value > 0 else negative} by about {abs(value):.0f} degrees"
+
+
+def pose_phrases(yaw: float, pitch: float, roll: float) -> tuple[str, str, str]:
+    """Measured head pose in words (yaw > 0: turned toward the image's right; pitch > 0: up; roll > 0:
+    clockwise), each angle under 10 degrees called 'no notable …'."""
+    return (
+        _turn(yaw, "turned toward the image's right", "turned toward the image's left", "turn"),
+        _turn(pitch, "tilted up", "tilted down", "up-down tilt"),
+        _turn(roll, "rolled clockwise", "rolled counter-clockwise", "roll"),
+    )
+
+
+def brightness_word(brightness: float) -> str:
+    return "dark" if brightness < 70 else ("bright" if brightness > 185 else "evenly exposed")
+
+
+def sharpness_word(laplacian_variance: float) -> str:
+    return "blurred" if laplacian_variance < 30 else ("slightly soft" if laplacian_variance < 150 else "sharp")

@@ -20,8 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..records import AttributeValue
-from .phrases import subject_phrase
+from ..records import AttributeValue, Face
+from .phrases import brightness_word, pose_phrases, sharpness_word, subject_phrase
 from .promptset import PromptSet
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -82,6 +82,22 @@ def estimate_phrases(attributes: dict[str, AttributeValue]) -> list[str]:
         if v.source.startswith("model:"):
             conf = f" (confidence {v.confidence:.2f})" if v.confidence is not None else ""
             out.append(f"{name.replace('_', ' ')}: {v.value}{conf}")
+    return out
+
+
+def measured_phrases(face: Face | None) -> list[str]:
+    """What the face models measured on the primary face beyond attributes: head pose and image quality,
+    in words (the LLM gets no numbers it would have to interpret)."""
+    if face is None:
+        return []
+    out = []
+    if face.pose is not None:
+        out.append("head pose: " + ", ".join(pose_phrases(face.pose.yaw, face.pose.pitch, face.pose.roll)))
+    if face.quality is not None:
+        q = face.quality
+        out.append(
+            f"face image quality: {sharpness_word(q.blur)}, {brightness_word(q.brightness)}, face about {q.size_px:.0f} pixels"
+        )
     return out
 
 
@@ -226,14 +242,16 @@ def render_prompt(
     jpeg: bytes | None,
     alt_text: str | None,
     image: ImageOptions,
+    face: Face | None = None,
 ) -> RenderedPrompt:
-    """All requests for one item. Raises jinja2 errors on a broken template (the caller rejects)."""
+    """All requests for one item (`face`: the primary face, whose measured pose and quality join the
+    model estimates). Raises jinja2 errors on a broken template (the caller rejects)."""
     codes = label_codes(attributes)
     subject = subject_phrase(codes.get("gender"), codes.get("age"), codes.get("race"))
     image_url = image_data_url(jpeg, image) if (image.send and jpeg) else None
     common = {
         "subject": subject,
-        "estimates": estimate_phrases(attributes),
+        "estimates": estimate_phrases(attributes) + measured_phrases(face),
         "untrusted_text": untrusted(alt_text, prompt_set.bounds.get("untrusted_text_max_chars", 500)),
         "image_attached": image_url is not None,
     }
