@@ -464,6 +464,12 @@ class ValidationConfig(_Config):
         default="reject", description="Text that contradicts a dataset label: reject, or keep with a flag."
     )
     age_tolerance_years: int = Field(default=2, ge=0, le=30, description="Slack around a label's age bin.")
+    source_copy: Literal["reject", "off"] = Field(
+        default="reject", description="Text copying the untrusted source text (alt-text) or doing what it orders: reject."
+    )
+    source_copy_words: int = Field(
+        default=8, ge=3, le=100, description="Consecutive words shared with the source text that count as copying."
+    )
     skippable_generators: list[str] = Field(
         default_factory=lambda: ["templates"],
         description="Generators allowed to leave out a requested category (flagged `skipped:<category>`).",

@@ -4,6 +4,7 @@
 
 | reason | what |
 |---|---|
+| `copied_source_text` | the caption, an answer or a question repeats `source_copy_words` consecutive words of the untrusted source text (alt-text), or writes what it orders written (`source_copy.py`) |
 | `refusal` | an answer or the caption refuses, hedges about a protected attribute or claims not to see the image |
 | `empty_answer` | an answer or the caption is blank |
 | `answer_too_short` / `answer_too_long` | outside the recipe's bounds (caption bounds apply to the caption) |
@@ -28,6 +29,7 @@ from ..recipe import Recipe, ValidationConfig
 from ..records import Sample
 from .label_consistency import find_conflicts
 from .refusals import find_refusal
+from .source_copy import SourceCopyCheck
 
 _RUN_OF_ONE_CHAR = re.compile(r"(\S)\1{19,}")
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -121,11 +123,34 @@ def degenerate(text: str) -> str | None:
     return None
 
 
+def _source_copy(sample: Sample, min_words: int) -> Finding | None:
+    """The first generated text (caption, answers, questions) that copies or obeys `source.text`."""
+    assert sample.source.text is not None
+    check = SourceCopyCheck(sample.source.text, min_words)
+    generated = [*_texts(sample), *((f"{q.category} question", q.question) for q in sample.qa)]
+    for where, text in generated:
+        copy = check.find(text)
+        if copy is None:
+            continue
+        category = where.removesuffix(" question")
+        what = "the caption" if where == "caption" else f"the {where}" if where.endswith("question") else f"the {where} answer"
+        how = ("writes what the untrusted source text orders written" if copy.kind == "ordered"
+               else "copies a run of words from the untrusted source text")
+        return Finding("copied_source_text", f"{what} {how}: \"{copy.span[:120]}\"",
+                       categories=[] if where == "caption" else [category])
+    return None
+
+
 def check_record(sample: Sample, rules: RecordRules) -> list[Finding]:
     """Every problem with `sample`, most serious first (the first one is the reject reason)."""
     cfg = rules.config
     found: list[Finding] = []
     texts = _texts(sample)
+
+    if cfg.source_copy == "reject" and sample.source.text:
+        copy = _source_copy(sample, cfg.source_copy_words)
+        if copy is not None:
+            found.append(copy)
 
     if cfg.refusals == "reject":
         refused = [(where, r) for where, text in texts if (r := find_refusal(text)) is not None]
