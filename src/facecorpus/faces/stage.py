@@ -6,8 +6,9 @@ with BatchElements), then selection, crops and the attribute merge per item.
                                                                      too_many_faces / model_error /
                                                                      bad_box / given_box_outside rejects
 
-Items whose source gave face boxes (`faces.given`) skip detection: the analyzer measures the given boxes.
-With `backend: none` only those items are touched (`GivenFacesOnly`): their boxes become faces, no model runs.
+Items whose source gave face boxes (`given_faces` on their context, see faces/given.py) skip detection:
+the analyzer measures the given boxes. With `backend: none` only those items are touched
+(`GivenFacesOnly`): their boxes become faces, no model runs.
 Counters: `faces.found` = `faces.given` + `faces.detected`; `faces.given_clipped`, `faces.given_outside`.
 """
 
