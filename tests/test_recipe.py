@@ -21,12 +21,13 @@ def _recipe(tmp_path: Path, **extra) -> dict:
 
 
 def test_shipped_recipes_load():
-    for name in ("demo.yaml", "fairfacegpt.yaml"):
-        r = load_recipe(data_dir("pipelines") / name)
-        assert r.generation.categories[:2] == ["demographics", "facial_structure"]
+    demo = load_recipe(data_dir("pipelines") / "demo.yaml")
+    assert demo.generation.generator == "openai" and demo.generation.openai.base_url == "local"
+    assert demo.generation.categories == ["demographics", "expression", "pose"]
+    assert demo.faces.backend == "portable" and demo.faces.unit == "face"
     ff = load_recipe(data_dir("pipelines") / "fairfacegpt.yaml")
     assert isinstance(ff.sources[0], FairFaceSource) and ff.sources[0].split == "val"
-    assert len(ff.generation.categories) == 8
+    assert len(ff.generation.categories) == 8 and ff.generation.categories[:2] == ["demographics", "facial_structure"]
 
 
 def test_relative_paths_resolve_against_the_recipe(tmp_path: Path):

@@ -26,25 +26,33 @@ def test_same_seed_same_queue_other_seed_other_order(demo_output: Path) -> None:
 
 def test_stratified_sample_covers_every_stratum(demo_output: Path) -> None:
     out = str(demo_output)
-    races = {v for c in sample_candidates(out) for v in field_values(c, "labels.race", False)}
-    assert len(races) >= 4  # the demo has several labelled races plus unlabelled photos
+    ages = {v for c in sample_candidates(out) for v in field_values(c, "labels.age", False)}
+    assert len(ages) >= 3  # the demo has four labelled age groups plus unlabelled photos
     for seed in (0, 1, 2):
-        picked = build_queue(out, QueueOptions(sample=len(races), seed=seed, stratify=("labels.race",)))
-        assert {field_values(c, "labels.race", False)[0] for c in picked} == races
-    # two fields: every (race, category) combination that exists gets drawn before any repeats
-    both = build_queue(out, QueueOptions(sample=16, seed=3, stratify=("labels.race", "qa.category")))
-    assert len(set(ids(both))) == len(both)
+        picked = build_queue(out, QueueOptions(sample=len(ages), seed=seed, stratify=("labels.age",)))
+        assert {field_values(c, "labels.age", False)[0] for c in picked} == ages
+    # two fields: every (gender, age) combination that exists gets drawn before any repeats
+    cands = sample_candidates(out)
+    combos = {(field_values(c, "labels.gender", False)[0], field_values(c, "labels.age", False)[0]) for c in cands}
+    both = build_queue(out, QueueOptions(sample=len(combos), seed=3, stratify=("labels.gender", "labels.age")))
+    assert len(set(ids(both))) == len(both) == len(combos)
+    assert {(field_values(c, "labels.gender", False)[0], field_values(c, "labels.age", False)[0]) for c in both} == combos
 
 
 def test_filters_category_where_and_rejects(demo_output: Path) -> None:
     out = str(demo_output)
-    demo = build_queue(out, QueueOptions(categories=("demographics",)))
-    assert demo and all("demographics" in c.fields["categories"] for c in demo)
-    assert len(demo) < len(sample_candidates(out))  # photos without labels have no demographics QA
+    everything = sample_candidates(out)
+    pose = build_queue(out, QueueOptions(categories=("pose",)))
+    assert pose and all("pose" in c.fields["categories"] for c in pose)
+    assert len(pose) == len(everything)  # the demo asks every sample the same three categories
+    with pytest.raises(UserError, match="no samples"):
+        build_queue(out, QueueOptions(categories=("skin_texture",)))  # a category the demo never asks
     val = build_queue(out, QueueOptions(where=("source.split=val",)))
     assert val and all(c.fields["split"] == "val" for c in val)
-    two = build_queue(out, QueueOptions(where=("labels.race=white|black",)))
-    assert {c.fields["label_race"] for c in two} == {"white", "black"}
+    assert len(val) < len(everything)  # the photo folder has no split
+    present = sorted({c.fields["label_age"] for c in everything if c.fields["label_age"]})
+    two = build_queue(out, QueueOptions(where=(f"labels.age={present[0]}|{present[-1]}",)))
+    assert {c.fields["label_age"] for c in two} == {present[0], present[-1]} and len(present) >= 2
     rejects = build_queue(out, QueueOptions(rejects=True, reasons=("unsafe_path", "not_image")))
     assert sorted(c.reject.reason for c in rejects) == ["not_image", "unsafe_path"]
     stage = build_queue(out, QueueOptions(rejects=True, where=("stage=image",)))

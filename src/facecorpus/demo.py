@@ -77,12 +77,37 @@ _LABELLED = [
     ("val/9.jpg", ("3-9", "Male", "Middle Eastern"), "empty"),
     ("val/10.jpg", ("0-2", "Female", "Southeast Asian"), "text"),
     ("val/11.jpg", ("60-69", "Male", "White"), "tiny"),
+    # the six people of the group photo as FairFace-style face crops (ages illustrative)
+    ("val/20.jpg", ("30-39", "Male", "White"), "group_0"),
+    ("val/21.jpg", ("30-39", "Male", "White"), "group_1"),
+    ("val/22.jpg", ("30-39", "Female", "White"), "group_2"),
+    ("val/23.jpg", ("20-29", "Female", "White"), "group_3"),
+    ("val/24.jpg", ("20-29", "Male", "White"), "group_4"),
+    ("val/25.jpg", ("30-39", "Female", "White"), "group_5"),
     ("train/1.jpg", ("50-59", "Male", "White"), "hanks"),
     ("train/2.jpg", ("40-49", "Female", "White"), "astronaut"),
 ]
 
 
+#: face boxes (x1, y1, x2, y2) of the six people in the group photo t1.jpg (1280x886), found once with the
+#: portable pack; the demo cuts FairFace-style crops around them (box side x 1.5, 224x224)
+GROUP_FACES = [(909, 61, 1010, 198), (459, 261, 570, 405), (269, 152, 362, 264),
+               (49, 258, 166, 394), (741, 342, 840, 472), (1132, 274, 1225, 392)]
+
+
+def _fairface_crop(photo: Path, box: tuple[int, int, int, int], margin: float = 0.25) -> Image.Image:
+    """A square crop around a face box, `margin` of its side added on every side, resized to 224x224."""
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1) * (1 + 2 * margin)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    img = Image.open(photo).convert("RGB")
+    region = (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
+    return img.crop(region).resize((224, 224), Image.Resampling.LANCZOS)
+
+
 def _fairface_member(kind: str, photos: dict[str, Path]) -> bytes:
+    if kind.startswith("group_"):
+        return _jpeg(_fairface_crop(photos["group6"], GROUP_FACES[int(kind.removeprefix("group_"))]))
     hanks = Image.open(photos["hanks"]).convert("RGB").resize((224, 224), Image.Resampling.LANCZOS)
     astro = Image.open(photos["astronaut"]).convert("RGB")
     if kind == "hanks":

@@ -20,7 +20,7 @@ from textual.widgets import Footer, Input, Static
 
 from ..records import Sample
 from .picture import HalfBlockImage, annotated_image, graphics_escape, graphics_protocol, open_in_viewer
-from .queue import ReviewItem
+from .queue import INFORMATIONAL_FLAGS, ReviewItem
 from .verdicts import ITEM_TARGET, VerdictLog, qa_target
 
 VERDICT_MARK = {"accept": ("✔ accepted", "bold green"), "reject": ("✘ rejected", "bold red"), "flag": ("⚑ flagged", "bold yellow")}
@@ -125,7 +125,7 @@ def sample_facts(sample: Sample) -> Text:
         expr = f" · expression {face.expression.label} ({face.expression.confidence:.2f})" if face.expression else ""
         lines.append(f"face score {face.score:.2f}{pose}{expr}")
     text = Text("\n".join(lines))
-    real_flags = [f for f in sample.flags if not f.startswith("skipped:")]
+    real_flags = [f for f in sample.flags if not f.startswith(INFORMATIONAL_FLAGS)]
     if real_flags:
         text.append("\nflags: " + ", ".join(real_flags), style="bold yellow")
     return text

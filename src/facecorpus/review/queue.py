@@ -100,9 +100,13 @@ def reject_id(line: str) -> str:
     return "reject:" + hashlib.sha256(line.strip().encode("utf-8")).hexdigest()[:16]
 
 
+#: flags that describe how a sample was made and need no human eye: 'skipped:<category>' (a category
+#: had no supporting facts), 'llm_text_only' (the endpoint read no image; true of a whole run)
+INFORMATIONAL_FLAGS = ("skipped:", "llm_text_only")
+
+
 def _pipeline_flagged(row: dict[str, Any]) -> bool:
-    # 'skipped:<category>' only says a category had no supporting facts; it needs no human eye
-    return bool(row.get("n_conflicts")) or any(not f.startswith("skipped:") for f in row.get("flags") or [])
+    return bool(row.get("n_conflicts")) or any(not f.startswith(INFORMATIONAL_FLAGS) for f in row.get("flags") or [])
 
 
 def sample_candidates(out: str) -> list[Candidate]:
