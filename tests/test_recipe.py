@@ -92,3 +92,34 @@ def test_cli_user_errors_are_one_line_without_traceback(tmp_path: Path, args):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "apitools" not in ln]
     assert lines, proc.stderr
     assert len(lines) <= 2, proc.stderr
+
+
+def test_execution_details_leave_the_recipe_identity_alone(tmp_path: Path):
+    """The recipe sha256 (and so the resume fingerprint) ignores how a run executes, not what it writes."""
+    path = write_recipe(tmp_path / "r.yaml", _recipe(tmp_path))
+    base = load_recipe(path).sha256()
+    same = [
+        "runner.runner=DataflowRunner", "output.grouping=shuffle", "faces.models_dir=/elsewhere",
+        "faces.batch_size=64", "faces.model_copies=2", "faces.device_id=1", "generation.openai.concurrency=64",
+        "generation.openai.timeout_s=600", "generation.limits.rpm=500", "generation.retries.max_attempts=2",
+        "generation.cache.dir=/other/cache",
+    ]
+    for override in same:
+        assert load_recipe(path, [override]).sha256() == base, override
+    different = ["faces.backend=portable", "faces.providers=cuda", "generation.openai.temperature=0.9",
+                 "generation.openai.model=other", "output.samples_per_shard=7", "image.max_side=512"]
+    for override in different:
+        assert load_recipe(path, [override]).sha256() != base, override
+
+
+def test_download_pacing_is_not_part_of_a_web_source_identity(tmp_path: Path):
+    from facecorpus.recipe import source_identity
+
+    (tmp_path / "m.parquet").write_bytes(b"")
+    data = {"name": "t", "sources": [{"type": "laion", "path": str(tmp_path / "m.parquet")}]}
+    path = write_recipe(tmp_path / "r.yaml", data)
+    r = load_recipe(path)
+    fast = load_recipe(path, ["sources.0.download.threads=256", "sources.0.download.timeout_s=30"])
+    resized = load_recipe(path, ["sources.0.download.image_size=512"])
+    assert source_identity(fast.sources[0]) == source_identity(r.sources[0]) and fast.sha256() == r.sha256()
+    assert source_identity(resized.sources[0]) != source_identity(r.sources[0]) and resized.sha256() != r.sha256()

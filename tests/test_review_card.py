@@ -17,6 +17,7 @@ from facecorpus.sinks.summary import read_manifest
 
 from .inprocess_cli import run_main
 
+REPO = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -57,9 +58,13 @@ def test_stats_write_adds_review_acceptance_and_drops_stale_figures(out: Path, m
         log.judge(k, "item", "accept")
     log.judge(keys[3], "qa:0", "reject")
     log.close()
+    before = (out / "README.md").read_text()
+    recipe_text = (REPO / "pipelines" / "demo.yaml").read_text().rstrip()
+    assert recipe_text in before  # the recipe exactly as written, comments included
     code, _, err = run_main(["stats", str(out), "--write"], monkeypatch, capsys)
     assert code == 0, err
     card = (out / "README.md").read_text()
+    assert recipe_text in card  # re-read from run.json, not lost on a rewrite
     assert "## Review" in card and "plots/review_acceptance.png" in card
     assert (out / "plots" / "review_acceptance.png").read_bytes().startswith(PNG)
     assert "| category | judged | accepted | rejected | flagged | acceptance | 95% CI |" in card

@@ -97,6 +97,12 @@ def test_chaos_run_keeps_every_invariant_and_retry_rejects_recovers(llm_inputs: 
         assert stats2["written"] == stats["written"] + len(retryable)
         assert stats2["rejected"] == stats["rejected"] - len(retryable)
         assert stats2["inputs"] == stats2["written"] + stats2["rejected"]
+        # stats.json's spend covers the whole output: the first attempt's plus what the retry bought
+        attempts = json.loads((out / "run.json").read_text())["attempts"]
+        assert [a["mode"] for a in attempts] == ["fresh", "retry_rejects"]
+        assert attempts[1]["llm"]["requests"] == len(DEFAULT_CATEGORIES)
+        assert stats2["llm"]["requests"] == stats["llm"]["requests"] + len(DEFAULT_CATEGORIES)
+        assert stats2["llm"]["attempts"] == attempts[0]["llm"]["attempts"] + attempts[1]["llm"]["attempts"]
         assert reject_lines(out) == sorted(x for x in lines_before if not json.loads(x)["retryable"])
         assert run_cli("validate", str(out)).returncode == 0
 

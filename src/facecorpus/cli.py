@@ -116,6 +116,25 @@ def validate(out: Annotated[str, typer.Argument(help="A run's output folder.")])
     typer.echo(f"valid: {rep.samples} samples in {rep.shards} shards, {rep.rejects} rejects")
 
 
+def _recorded_recipe_yaml(out: str) -> str:
+    """The recipe text run.json recorded (older outputs: its canonical JSON as YAML)."""
+    import yaml
+    from apache_beam.io.filesystems import FileSystems
+
+    from .sinks.summary import RUN_FILE, read_text
+
+    path = FileSystems.join(out, RUN_FILE)
+    try:
+        info = json.loads(read_text(path))
+    except (OSError, ValueError):
+        return "# recipe: run.json is missing or unreadable"
+    if info.get("recipe_yaml"):
+        return str(info["recipe_yaml"])
+    if info.get("recipe_json"):
+        return yaml.safe_dump(info["recipe_json"], sort_keys=False)
+    return "# recipe: not recorded in run.json"
+
+
 @app.command()
 def stats(
     out: Annotated[str, typer.Argument(help="A run's output folder.")],
@@ -144,7 +163,7 @@ def stats(
         write_index(out, manifest, current.get("run", {}).get("recipe", "facecorpus"))
         current = compute_stats(out, current.get("inputs"), current.get("run", {}), current.get("llm"))
         write_stats(out, current)
-        write_card(out, current, "# recipe: see run.json")
+        write_card(out, current, _recorded_recipe_yaml(out))
         typer.echo(f"rewrote stats.json, index.json, README.md and plots/ in {out}", err=True)
     if as_json:
         typer.echo(json.dumps(current, indent=2))

@@ -24,7 +24,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import __version__
-from .generation.accounting import llm_totals
+from .generation.accounting import llm_totals, sum_llm_totals
 from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage
 from .recipe import (
@@ -260,10 +260,17 @@ def run_recipe(
     manifest = read_manifest(out)
     write_index(out, manifest, recipe.name)
     finished_at = datetime.now(tz=UTC).replace(microsecond=0).isoformat()
+    # LLM spend comes from this attempt's Beam counters (it includes answers for samples later rejected);
+    # run.json keeps each attempt's, and stats.json sums them: a resumed output reports what it all cost
+    llm = llm_totals(result) if recipe.generation.generator == "openai" else None
     info = dict(state.run_info)
     info["attempts"][-1].update({"finished_at": finished_at, "duration_s": round(time.time() - t0, 2)})
+    if llm is not None:
+        info["attempts"][-1]["llm"] = llm
+    recipe_text = recipe_yaml or yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    info["recipe_yaml"] = recipe_text  # the card shows it; `facecorpus stats --write` re-reads it from here
     write_run_info(out, info)
-    run_info = {k: v for k, v in info.items() if k != "recipe_json"}
+    run_info = {k: v for k, v in info.items() if k not in ("recipe_json", "recipe_yaml")}
     run_info.update(
         {
             "started_at": created_at.isoformat(),
@@ -272,9 +279,8 @@ def run_recipe(
             "prompt_sets": sorted(set(manifest.column("prompt_set").to_pylist())) if manifest.num_rows else [],
         }
     )
-    # LLM spend comes from this attempt's Beam counters (it includes answers for samples later rejected)
-    llm = llm_totals(result) if recipe.generation.generator == "openai" else None
-    stats = compute_stats(out, inputs, run_info, llm=llm)
+    llm_all = sum_llm_totals([a["llm"] for a in info["attempts"] if "llm" in a]) if llm is not None else None
+    stats = compute_stats(out, inputs, run_info, llm=llm_all)
     write_stats(out, stats)
-    write_card(out, stats, recipe_yaml or yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    write_card(out, stats, recipe_text)
     return RunResult(out=out, stats=stats)

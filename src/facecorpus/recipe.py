@@ -503,13 +503,52 @@ class Recipe(_Config):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
 
     def canonical_json(self) -> str:
-        """The recipe as canonical JSON, without execution details (runner, sink grouping) that do not
-        change what is written: a run moved from the local runner to Dataflow keeps its identity."""
-        data = self.model_dump(mode="json", exclude={"runner": True, "output": {"grouping"}})
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        """The recipe as canonical JSON, without execution details that do not change what is written
+        (`EXECUTION_ONLY`): a run moved from the local runner to Dataflow, or resumed with more
+        concurrency, another model-store path or a longer timeout, keeps its identity."""
+        data = self.model_dump(mode="json")
+        data["sources"] = [source_identity(s) for s in self.sources]
+        return json.dumps(_without(data, EXECUTION_ONLY), sort_keys=True, separators=(",", ":"))
 
     def sha256(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+#: recipe keys that change how a run executes, not what it writes; left out of the recipe's identity
+#: (its sha256 and the resume fingerprint). Cached LLM answers are content-addressed, so the cache's
+#: place and the request pacing do not change them either.
+EXECUTION_ONLY: dict[str, Any] = {
+    "runner": True,
+    "output": {"grouping": True},
+    "faces": {"models_dir": True, "batch_size": True, "model_copies": True, "device_id": True},
+    "generation": {
+        "openai": {"timeout_s": True, "concurrency": True, "batch_requests": True, "preflight": True},
+        "retries": True,
+        "limits": True,
+        "cache": True,
+    },
+}
+#: the same for a web source's `download` section: pacing and politeness, not what an image becomes
+DOWNLOAD_EXECUTION_ONLY = ("threads", "per_domain", "timeout_s", "deadline_s", "retries", "backoff_s",
+                           "max_backoff_s", "batch_size")
+
+
+def _without(data: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in data.items():
+        rule = spec.get(k)
+        if rule is True:
+            continue
+        out[k] = _without(v, rule) if isinstance(rule, dict) and isinstance(v, dict) else v
+    return out
+
+
+def source_identity(source: BaseModel) -> dict[str, Any]:
+    """A source's settings as JSON, without its download pacing (`DOWNLOAD_EXECUTION_ONLY`)."""
+    data = source.model_dump(mode="json")
+    if isinstance(data.get("download"), dict):
+        data["download"] = {k: v for k, v in data["download"].items() if k not in DOWNLOAD_EXECUTION_ONLY}
+    return data
 
 
 # --------------------------------------------------------------------------------------------- loading

@@ -125,3 +125,20 @@ def llm_totals(result: Any) -> dict[str, Any]:
     totals["batch_requests"] = counts.get("batch_requests", 0)
     totals["failures"] = {k[len("failure."):]: v for k, v in sorted(counts.items()) if k.startswith("failure.")}
     return totals
+
+
+def sum_llm_totals(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `llm` totals of several attempts of one output added up (numbers summed, failures merged)."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        for k, v in part.items():
+            if k == "failures":
+                merged = out.setdefault("failures", {})
+                for reason, n in v.items():
+                    merged[reason] = merged.get(reason, 0) + n
+            elif isinstance(v, int | float):
+                out[k] = out.get(k, 0) + v
+    if "cost_usd" in out:
+        out["cost_usd"] = round(out["cost_usd"], 6)
+    out.setdefault("failures", {})
+    return out

@@ -39,7 +39,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from .. import __version__
 from ..errors import UserError
-from ..recipe import Recipe
+from ..recipe import Recipe, source_identity
 from ..records import SCHEMA_VERSION, Reject
 from ..sinks.shards import MANIFEST_DIR, SHARDS_DIR, TMP_DIR
 from ..sinks.summary import CARD_FILE, INDEX_FILE, REJECTS_DIR, RUN_FILE, STATS_FILE, match_paths, read_text
@@ -73,12 +73,12 @@ def prompts_sha256(recipe: Recipe) -> str:
 def fingerprint(recipe: Recipe) -> dict[str, Any]:
     """{'sha256', 'recipe_sha256', 'sources_sha256', 'prompts_sha256', 'versions'} of a run's settings.
 
-    The recipe hash leaves out execution details (runner, sink grouping); versions are facecorpus's and
+    The recipe hash leaves out execution details (recipe.EXECUTION_ONLY); versions are facecorpus's and
     the record schema's — what changes the records written.
     """
     parts = {
         "recipe_sha256": recipe.sha256(),
-        "sources_sha256": _sha([s.model_dump(mode="json") for s in recipe.sources]),
+        "sources_sha256": _sha([source_identity(s) for s in recipe.sources]),
         "prompts_sha256": prompts_sha256(recipe),
         "versions": {"facecorpus": __version__, "schema": SCHEMA_VERSION},
     }
