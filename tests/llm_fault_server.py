@@ -225,9 +225,12 @@ class FaultServer:
             return
         if method == "GET" and path == "/_stats":  # for benchmarks running the server in another process
             with self._lock:
-                chats = [r.wall for r in self.requests if r.path.endswith("/chat/completions")]
-            self._send(h, 200, {"chat_requests": len(chats), "first": min(chats, default=None),
-                                "last": max(chats, default=None), "max_in_flight": self.max_in_flight})
+                chats = sorted(r.wall for r in self.requests if r.path.endswith("/chat/completions"))
+            stats = {"chat_requests": len(chats), "first": min(chats, default=None),
+                     "last": max(chats, default=None), "max_in_flight": self.max_in_flight}
+            if "arrivals=1" in h.path:
+                stats["arrivals"] = chats
+            self._send(h, 200, stats)
             return
         if method == "GET" and path.rstrip("/") == "/v1/models":
             entry: dict[str, Any] = {"id": self.model, "object": "model"}

@@ -215,3 +215,39 @@ def test_per_worker_client_reads_the_key_on_the_worker(monkeypatch: pytest.Monke
         handler.create_client()
     assert handler.batch_elements_kwargs() == {"min_batch_size": 16, "max_batch_size": 16}  # 8 x 16 requests / 8
 
+
+
+def test_batches_overlap_so_the_pool_stays_full(tmp_path: Path):
+    # batches of 2 requests and 8 threads: RunInference takes one batch at a time, so if each batch
+    # waited for its answers the server would never see more than 2 in flight
+    with FaultServer(latency_s=0.2) as srv:
+        cfg = GenerationConfig.model_validate({
+            "generator": "openai", "prompt_set": "structured", "categories": ["pose"],
+            "openai": {"base_url": srv.base_url, "api_key_env": None, "concurrency": 8, "batch_requests": 2},
+        })
+        items = work_items(40)
+        kept, rej, totals = run_generation(cfg, items, str(tmp_path / "c"))
+        assert srv.max_in_flight == 8  # bounded by the pool, and reached across batch boundaries
+        assert not rej and sorted(i.key for i in kept) == sorted(i.key for i in items)
+        assert totals["requests"] == srv.count() == 40 and all(i.caption for i in kept)
+
+
+def test_a_pending_outcome_cannot_leave_its_worker():
+    import pickle
+
+    from facecorpus.generation.client import LLMClient, endpoint_id
+    from facecorpus.generation.preflight import load_checked_prompt_set
+    from facecorpus.generation.transform import render_item
+
+    with FaultServer() as srv:
+        cfg = GenerationConfig.model_validate({"generator": "openai", "prompt_set": "structured", "categories": ["pose"],
+                                               "openai": {"base_url": srv.base_url, "api_key_env": None}})
+        c = LLMClient(cfg, srv.base_url, None, None, endpoint_id(srv.base_url, ""))
+        pending = c.submit(render_item(work_items(1)[0], load_checked_prompt_set(cfg), cfg))
+        assert pending.outcome().failure is None and pending.done()
+        copy = pickle.loads(pickle.dumps(pending))  # what Beam does to sample an element's size
+        assert copy.requests == 1
+        with pytest.raises(RuntimeError, match="must run fused"):
+            copy.outcome()
+        assert all(api.max_retries == 0 for api in c._thread_clients)  # per-thread clients: no retry layer either
+        c.close()

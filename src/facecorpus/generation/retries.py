@@ -22,6 +22,7 @@ import tenacity
 from ..recipe import RetryConfig
 
 RETRY_STATUS = frozenset({408, 409, 429})
+_RNG = random.Random()  # jitter only; seeding a new one per policy costs an os.urandom
 _KEY_LIKE = re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-*]{6,}")
 _KEY_ECHO = re.compile(r"(Incorrect API key provided:)\s*\S+", re.IGNORECASE)
 
@@ -74,7 +75,7 @@ class BackoffWait(tenacity.wait.wait_base):
     def __init__(self, initial_s: float, max_s: float, rng: random.Random | None = None) -> None:
         self.initial_s = initial_s
         self.max_s = max_s
-        self.rng = rng or random.Random()
+        self.rng = rng or _RNG
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None

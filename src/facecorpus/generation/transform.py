@@ -1,27 +1,34 @@
 """The `openai` generate stage as one composite transform: render → (Batch API) → RunInference → apply.
 
     items ─▶ RenderPrompts ─▶ [batch mode: BatchAPI fills the cache, side input] ─▶ RunInference(OpenAIChatHandler)
-          ─▶ ApplyGeneration ─▶ main
+          ─▶ AwaitOutcomes ─▶ ApplyGeneration ─▶ main
       render and generate failures ─▶ rejects
+
+RunInference's `request` only submits a batch (its results carry pending outcomes); AwaitOutcomes,
+fused with it, lets each item go when its answers are in and blocks the input only while more than
+`window` requests are pending. Requests of consecutive batches thus overlap, and rendering the next
+batch happens while the pool is busy.
 
 `GenerateWithLLM(...)` returns {'main': items with caption/QA, 'rejects': Reject records}.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import queue
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
 import jinja2
 from apache_beam.ml.inference.base import PredictionResult, RunInference
+from apache_beam.utils.windowed_value import WindowedValue
 
 from ..errors import UserError
 from ..prompting.promptset import PromptSet
 from ..prompting.render import ImageOptions, RenderedPrompt, render_prompt
 from ..recipe import GenerationConfig, Recipe
 from ..stage import REJECTS, RejectItem, Stage, WorkItem
-from .client import BatchContext, GenerationOutcome
+from .client import BatchContext, GenerationOutcome, PendingOutcome
 from .handler import BATCH, PROMPT, OpenAIChatHandler
 from .preflight import load_checked_prompt_set, preflight, resolve_cache_dir
 
@@ -74,10 +81,43 @@ class RenderPrompts(Stage):
         yield item
 
 
-def _outcome_onto_item(result: PredictionResult) -> WorkItem:
-    item: WorkItem = result.example
-    item.context[OUTCOME] = result.inference
-    return item
+class AwaitOutcomes(beam.DoFn):
+    """PredictionResults with pending outcomes → items with their outcome, in the order they finish.
+
+    At most `window` requests are pending (beyond it, `process` waits for answers, which holds back
+    RunInference and the rendering before it); `finish_bundle` waits for the rest. Must run fused
+    with RunInference (a PendingOutcome is a live object, not data): a ParDo right after it is.
+    """
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+
+    def start_bundle(self) -> None:
+        self._done: queue.SimpleQueue[tuple[WorkItem, PendingOutcome, Any, Any]] = queue.SimpleQueue()
+        self._pending = 0
+
+    def process(
+        self, result: PredictionResult, timestamp: Any = beam.DoFn.TimestampParam, window: Any = beam.DoFn.WindowParam
+    ) -> Iterator[WindowedValue]:
+        pending: PendingOutcome = result.inference
+        self._pending += pending.requests
+        entry = (result.example, pending, timestamp, window)
+        pending.add_done_callback(lambda _: self._done.put(entry))
+        while True:  # what has finished goes now; wait only while over the window
+            try:
+                yield self._release(self._done.get(block=self._pending > self.window))
+            except queue.Empty:
+                return
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        while self._pending:
+            yield self._release(self._done.get())
+
+    def _release(self, entry: tuple[WorkItem, PendingOutcome, Any, Any]) -> WindowedValue:
+        item, pending, timestamp, window = entry
+        self._pending -= pending.requests
+        item.context[OUTCOME] = pending.outcome()
+        return WindowedValue(item, timestamp, (window,))
 
 
 class ApplyGeneration(Stage):
@@ -112,6 +152,12 @@ def _attach_batch_context(item: WorkItem, reports: list[dict[str, Any]]) -> Work
     return item
 
 
+def pending_window(handler: OpenAIChatHandler, cfg: GenerationConfig) -> int:
+    """Requests allowed to wait for answers at once: four pools' worth beyond a batch, so the pool stays
+    busy while the next batch is rendered and submitted."""
+    return handler.batch_requests + 4 * cfg.openai.concurrency
+
+
 class GenerateWithLLM(beam.PTransform):
     """The generate stage with an OpenAI-compatible endpoint (online or Batch API)."""
 
@@ -141,7 +187,7 @@ class GenerateWithLLM(beam.PTransform):
         applied = (
             ready
             | "CallLLM" >> RunInference(handler)
-            | "OutcomeOntoItem" >> beam.Map(_outcome_onto_item)
+            | "AwaitOutcomes" >> beam.ParDo(AwaitOutcomes(window=pending_window(handler, self.cfg)))
             | "ApplyGeneration" >> beam.ParDo(ApplyGeneration()).with_outputs(REJECTS, main="main")
         )
         rejects = (rendered[REJECTS], applied[REJECTS]) | "GenerationRejects" >> beam.Flatten()
