@@ -59,7 +59,7 @@ def test_fairface_zip_rows_become_items_or_reasoned_rejects(fairface):
     reasons = sorted(r.reason for r in rejects)
     assert reasons == ["bad_row", "duplicate_row", "missing_file", "unknown_label", "unsafe_path"]
     assert {r.source_id for r in rejects if r.reason == "missing_file"} == {"val/404.jpg"}
-    assert len(items) == 11  # val/1..11 exist in the zip (some are broken images: the image stage rejects those)
+    assert len(items) == 17  # val/1..11 and val/20..25 exist in the zip (some are broken images: the image stage rejects those)
     key, source, labels, _ = next(i for i in items if json.loads(i[1])["id"] == "val/7.jpg")
     assert labels["age"]["value"] == "70+" and labels["age"]["raw"] == "more than 70"
     assert labels["race"]["value"] == "latino_hispanic" and labels["race"]["source"] == "label"
@@ -80,7 +80,7 @@ def test_fairface_extracted_folder_gives_the_same_keys(fairface, tmp_path):
     cfg.images = str(folder)
     from_dir, _ = collect(ReadFairFace(cfg))
     assert sorted(i[0] for i in from_zip) == sorted(i[0] for i in from_dir)
-    assert len(from_zip) == 13  # 11 val + 2 train
+    assert len(from_zip) == 19  # 17 val + 2 train
 
 
 def test_fairface_split_and_limit(fairface):
