@@ -9,13 +9,19 @@ client can do is C / L requests per second. Side by side in one run:
   2. plain: a bare ThreadPoolExecutor(C) calling the same openai client N times (no Beam, no cache, no
      budgets) — what the endpoint allows from this machine;
   3. the cache-hit path: the same Beam run again, every answer already in the response cache.
-Prints ours / ideal (the efficiency; aim ≥ 0.9 at C = 64, L = 200 ms) and ours / plain.
+Prints ours / ideal (the efficiency; aim ≥ 0.9 at C = 64, L = 200 ms) and ours / plain, and, as a
+figure that depends on neither the endpoint nor the machine's other load, the CPU time our process
+spends per request (user + system, whole stage incl. Beam start-up; plain likewise), with the rate
+one core could sustain at that cost. The load average is printed: on a shared machine, compare runs
+taken at similar load. The response cache goes to a temporary folder ($BENCH_CACHE_DIR, default $TMPDIR).
 Run: .venv/bin/python benchmarks/llm.py [N] [C] [L]
 """
 
 from __future__ import annotations
 
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -50,6 +56,11 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     return proc, proc.stdout.readline().strip()
 
 
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def generate_stage(cfg: GenerationConfig, items: list, cache: str) -> tuple[float, dict]:
     """Run the generate stage alone (rejects and kept items only counted); (seconds, llm totals)."""
     t0 = time.perf_counter()
@@ -76,6 +87,7 @@ def main() -> None:
     c = int(sys.argv[2]) if len(sys.argv) > 2 else 64
     latency = float(sys.argv[3]) if len(sys.argv) > 3 else 0.2
     ideal = c / latency
+    load_before = os.getloadavg()[0]
     proc, base_url = start_server(latency)
     try:
         cfg = GenerationConfig.model_validate({
@@ -85,8 +97,10 @@ def main() -> None:
         items = work_items(n)
         for i, item in enumerate(items):  # unique requests: the cache must not merge any two
             item.source.text = f"benchmark photo {i}"
-        with tempfile.TemporaryDirectory(prefix="bench-llm-") as cache:
+        with tempfile.TemporaryDirectory(prefix="bench-llm-", dir=os.environ.get("BENCH_CACHE_DIR")) as cache:
+            cpu0 = cpu_s()
             wall, totals = generate_stage(cfg, items, cache)
+            ours_cpu_ms = (cpu_s() - cpu0) / n * 1000
             s = server_stats(base_url)
             assert totals["requests"] == s["chat_requests"] == n and not totals["failures"], (totals, s)
             active = s["last"] - s["first"] + latency
@@ -94,7 +108,9 @@ def main() -> None:
             cached_wall, totals2 = generate_stage(cfg, items, cache)
             assert totals2["cache_hits"] == n and server_stats(base_url)["chat_requests"] == n
 
+        cpu0 = cpu_s()
         plain_rate = plain(base_url, n, c)
+        plain_cpu_ms = (cpu_s() - cpu0) / n * 1000
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -104,6 +120,9 @@ def main() -> None:
     print(f"plain ThreadPoolExecutor({c}) + openai client: {plain_rate:.1f} requests/s")
     print(f"cache-hit path (same run again, all cached, whole pipeline): {n / cached_wall:.1f} requests/s "
           f"({cached_wall:.2f} s)")
+    print(f"CPU per request (this process, user + system): ours {ours_cpu_ms:.2f} ms (one core: "
+          f"{1000 / ours_cpu_ms:.0f} requests/s), plain {plain_cpu_ms:.2f} ms ({1000 / plain_cpu_ms:.0f} requests/s)")
+    print(f"load average (1 min) before {load_before:.2f}, after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(f"efficiency ours / ideal = {ours / ideal:.2f}   ours / plain = {ours / plain_rate:.2f}")
 
 
