@@ -225,9 +225,19 @@ from .validation.cli import holdout_app  # noqa: E402
 app.add_typer(holdout_app, name="holdout")
 
 
+class _DropGcpClientNotice(logging.Filter):
+    """Beam logs, on import, that the optional Google Cloud client libraries are missing; facecorpus
+    does not use BigQuery, and gs:// paths fail with Beam's own clear error when they are needed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("apitools not found")
+
+
 def main() -> None:
     """Entry point: run the typer app, turning user errors into one line and exit code 2."""
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    if not any(isinstance(f, _DropGcpClientNotice) for f in logging.getLogger().filters):
+        logging.getLogger().addFilter(_DropGcpClientNotice())
     try:
         rc = app(standalone_mode=False)  # click returns typer.Exit codes instead of raising here
         if isinstance(rc, int) and rc:
