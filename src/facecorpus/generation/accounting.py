@@ -97,8 +97,14 @@ class Spend:
 
     def flush(self) -> None:
         for name, n in self.counts.items():
-            Metrics.counter(METRICS_NAMESPACE, PREFIX + name).inc(n)
+            counter = _COUNTERS.get(name)
+            if counter is None:  # a counter object only names the metric; it is bound to the thread's
+                counter = _COUNTERS[name] = Metrics.counter(METRICS_NAMESPACE, PREFIX + name)  # container at inc()
+            counter.inc(n)
         self.counts.clear()
+
+
+_COUNTERS: dict[str, Any] = {}
 
 
 def _sum_counters(result: Any) -> dict[str, int]:
