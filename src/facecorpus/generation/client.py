@@ -1,9 +1,11 @@
 """The LLM engine of a worker: many requests in flight, each cached, budgeted, retried and judged.
 
-`LLMClient.submit(prompt)` puts every request of one item on a thread pool of `openai.concurrency`
-threads and returns at once with a `PendingOutcome`; its `outcome()` is the item's `GenerationOutcome`.
-The generate stage keeps submitting while earlier items are still in flight, so the endpoint sees
-`concurrency` requests in flight without gaps (`generate(prompts)` is the blocking form). Each pool
+`LLMClient.submit(prompt)` puts every request of one item on a thread pool and returns at once with a
+`PendingOutcome`; its `outcome()` is the item's `GenerationOutcome`. At most `openai.concurrency`
+requests are at the endpoint at once (slots); the pool has twice as many threads, so that threads
+busy judging, caching or waiting for the GIL do not leave slots empty. The generate stage keeps
+submitting while earlier items are still in flight, so the endpoint sees `concurrency` requests in
+flight without gaps (`generate(prompts)` is the blocking form). Each pool
 thread has its own `openai.OpenAI` client (one keep-alive connection each, one shared TLS context): a
 single client's connection pool takes a lock and scans all its connections on every request, which
 cost ~0.5 ms of CPU a request at 64 threads. A request:
@@ -195,7 +197,10 @@ class LLMClient:
         self._tls = ssl.create_default_context()  # one TLS context for all the per-thread clients (~20 ms each)
         self._local = threading.local()
         self._thread_clients: list[openai.OpenAI] = []
-        self.pool = ThreadPoolExecutor(max_workers=cfg.openai.concurrency, thread_name_prefix="facecorpus-llm")
+        # `concurrency` bounds the requests at the endpoint (the slots), not the threads: twice as many
+        # threads let some judge, cache and wait for the GIL while others hold every slot
+        self._slots = threading.BoundedSemaphore(cfg.openai.concurrency)
+        self.pool = ThreadPoolExecutor(max_workers=2 * cfg.openai.concurrency, thread_name_prefix="facecorpus-llm")
         self.limits = RateLimits(cfg.limits.rpm, cfg.limits.tpm)
         self.cache = ResponseCache(cache_dir if cfg.cache.enabled else None)
         self.model = model_name(cfg)
@@ -273,7 +278,8 @@ class LLMClient:
                     # the body as rendered, byte for byte (the same JSON a Batch API line carries);
                     # `chat.completions.create` would re-walk it against its TypedDicts, ~4 ms a request,
                     # and the answer is read as plain JSON (building a ChatCompletion model: ~0.1 ms more)
-                    response = self.api().post("/chat/completions", cast_to=dict, body=body)
+                    with self._slots:
+                        response = self.api().post("/chat/completions", cast_to=dict, body=body)
                     if not isinstance(response, dict) or not isinstance(response.get("choices"), list):
                         raise MalformedResponse("the endpoint answered with something that is not a chat completion")
         except Exception as e:  # noqa: BLE001 - every endpoint failure becomes a reject, never a crash
