@@ -241,11 +241,19 @@ class FaultServer:
             with self._lock:
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            left = False
+
+            def leave() -> None:  # before the answer goes out: a client may reuse its slot the moment it has it
+                nonlocal left
+                if not left:
+                    left = True
+                    with self._lock:
+                        self.in_flight -= 1
+
             try:
-                self._chat(h, body, record)
+                self._chat(h, body, record, leave)
             finally:
-                with self._lock:
-                    self.in_flight -= 1
+                leave()
         elif method == "POST" and path == "/v1/files":
             self._upload(h, raw, ctype)
         elif method == "GET" and path.startswith("/v1/files/"):
@@ -313,7 +321,7 @@ class FaultServer:
         }
         return 200, payload, {}
 
-    def _chat(self, h: BaseHTTPRequestHandler, body: Any, record: Recorded) -> None:
+    def _chat(self, h: BaseHTTPRequestHandler, body: Any, record: Recorded, leave: Callable[[], None]) -> None:
         rule = self._pick(body)
         fault = rule.fault if rule else None
         record.fault = fault or "ok"
@@ -321,6 +329,7 @@ class FaultServer:
             time.sleep(self.latency_s)
         if fault == "timeout":
             time.sleep(self.timeout_sleep_s)
+        leave()
         if fault == "disconnect":
             h.close_connection = True
             h.connection.shutdown(2)
