@@ -119,15 +119,10 @@ def validate(out: Annotated[str, typer.Argument(help="A run's output folder.")])
 def _recorded_recipe_yaml(out: str) -> str:
     """The recipe text run.json recorded (older outputs: its canonical JSON as YAML)."""
     import yaml
-    from apache_beam.io.filesystems import FileSystems
 
-    from .sinks.summary import RUN_FILE, read_text
+    from .validation.resume import read_run_info
 
-    path = FileSystems.join(out, RUN_FILE)
-    try:
-        info = json.loads(read_text(path))
-    except (OSError, ValueError):
-        return "# recipe: run.json is missing or unreadable"
+    info = read_run_info(out) or {}
     if info.get("recipe_yaml"):
         return str(info["recipe_yaml"])
     if info.get("recipe_json"):

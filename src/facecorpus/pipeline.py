@@ -95,16 +95,12 @@ def image_transform(recipe: Recipe) -> beam.PTransform:
     return beam.ParDo(CheckImage(recipe.image)).with_outputs(REJECTS, main="main")
 
 
-#: source types whose rows can carry face boxes (FaceCaption-15M boxes, FaRL detections)
-SOURCES_WITH_GIVEN_FACES = frozenset({"laion", "img2dataset", "facecaption"})
-
-
 def faces_transform(recipe: Recipe) -> beam.PTransform | None:
     """Hook (faces): None when the recipe asks for no face analysis and no source can give face boxes
     (with `backend: none` the stage only turns given boxes into faces)."""
     from .faces.stage import faces_stage
 
-    if recipe.faces.backend == "none" and not any(s.type in SOURCES_WITH_GIVEN_FACES for s in recipe.sources):
+    if recipe.faces.backend == "none" and not any(s.gives_faces for s in recipe.sources):
         return None
     return faces_stage(recipe.faces, recipe.image.jpeg_quality)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -21,6 +21,9 @@ from .records import DEFAULT_CATEGORIES, PositiveInt
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    #: sources only: rows can carry face boxes that replace detection (FaceCaption-15M, FaRL)
+    gives_faces: ClassVar[bool] = False
 
 
 def is_remote(path: str) -> bool:
@@ -168,6 +171,8 @@ class _WebListSource(_ParquetRows):
 class _LaionColumns(_ParquetRows):
     """LAION's own columns: the NSFW tag, CLIP similarity; FaRL's detections joined by SAMPLE_ID."""
 
+    gives_faces: ClassVar[bool] = True
+
     nsfw: list[str] | None = Field(
         default_factory=lambda: ["UNLIKELY"], description="NSFW tags kept; other rows are rejected `nsfw`. null: no filter."
     )
@@ -201,6 +206,8 @@ class Img2DatasetSource(_LaionColumns):
 
 class FaceCaptionSource(_WebListSource):
     """FaceCaption-15M parquet: url, face box, laion_caption, face_caption. The box replaces detection."""
+
+    gives_faces: ClassVar[bool] = True
 
     type: Literal["facecaption"]
     url_column: str | None = Field(default=None, description="Default: the first of url, URL, image_url.")

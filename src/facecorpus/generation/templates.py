@@ -130,8 +130,6 @@ def _pick(options: tuple[str, ...] | list[str], seed: int, key: str, slot: str) 
 # Each returns a list of alternative phrasings, or None when the facts do not support the category.
 
 
-_brightness_word = brightness_word
-_sharpness_word = sharpness_word
 
 
 def _demographics(f: Facts) -> list[str] | None:
@@ -166,7 +164,7 @@ def _facial_structure(f: Facts) -> list[str] | None:
 
 
 def _skin_texture(f: Facts) -> list[str] | None:
-    word = _sharpness_word(f.sharpness)
+    word = sharpness_word(f.sharpness)
     if word == "sharp":
         return [
             "The image is sharp enough that fine skin texture and pores can be made out.",
@@ -194,9 +192,9 @@ def _expression(f: Facts) -> list[str] | None:
 
 
 def _lighting_quality(f: Facts) -> list[str] | None:
-    light = _brightness_word(f.brightness)
+    light = brightness_word(f.brightness)
     contrast = "low" if f.contrast < 35 else ("high" if f.contrast > 75 else "moderate")
-    sharp = _sharpness_word(f.sharpness)
+    sharp = sharpness_word(f.sharpness)
     return [
         f"The image is {light} with {contrast} contrast and looks {sharp}; it is {f.width}x{f.height} pixels.",
         f"Lighting: {light}, {contrast} contrast. Quality: {sharp}, {f.width}x{f.height} pixels.",
@@ -218,10 +216,10 @@ def _forensic(f: Facts) -> list[str] | None:
     notes = []
     if min(f.width, f.height) < 112:
         notes.append("the resolution is too low for reliable identification")
-    if _sharpness_word(f.sharpness) != "sharp":
+    if sharpness_word(f.sharpness) != "sharp":
         notes.append("blur limits fine detail")
-    if _brightness_word(f.brightness) != "evenly exposed":
-        notes.append(f"the exposure is {_brightness_word(f.brightness)}")
+    if brightness_word(f.brightness) != "evenly exposed":
+        notes.append(f"the exposure is {brightness_word(f.brightness)}")
     if f.n_faces > 1 and not f.is_crop:
         notes.append(f"{f.n_faces} faces are present, so the subject must be specified")
     body = "; ".join(notes) if notes else "no quality problem stands out"
@@ -241,7 +239,7 @@ def _detail(f: Facts) -> list[str] | None:
         bits.append(f"with a {f.face.expression.label} expression")
     if f.face is not None and f.face.pose is not None:
         bits.append("seen " + ("from the front" if abs(f.face.pose.yaw) < 15 else "at an angle"))
-    lighting = f"in {_brightness_word(f.brightness)} light, {_sharpness_word(f.sharpness)}"
+    lighting = f"in {brightness_word(f.brightness)} light, {sharpness_word(f.sharpness)}"
     text = "The image shows " + " ".join(bits) + f", {lighting}."
     return [text, text.replace("The image shows", "This picture shows")]
 
@@ -265,8 +263,8 @@ def caption_for(f: Facts, seed: int, key: str) -> str:
         parts.append(f"looking {f.face.expression.label}")
     if f.face is not None and f.face.pose is not None:
         parts.append("facing the camera" if abs(f.face.pose.yaw) < 15 else "with the head turned")
-    options = [", ".join(parts) + f", {_brightness_word(f.brightness)} lighting.",
-               " ".join(parts) + f" in {_brightness_word(f.brightness)} light."]
+    options = [", ".join(parts) + f", {brightness_word(f.brightness)} lighting.",
+               " ".join(parts) + f" in {brightness_word(f.brightness)} light."]
     return _pick(options, seed, key, "caption")
 
 
