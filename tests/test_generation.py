@@ -395,3 +395,49 @@ def test_fixed_question_answers_and_extra_body_fields():
         ]
         body = srv.chat_requests()[0].body
         assert body["repeat_penalty"] == 1.3 and body["response_format"]["json_schema"]["name"] == "FaceAnswers"
+
+
+def _answers_to_check(categories: list[str]) -> list[Any]:
+    """Valid structured answers and one broken variant per way an LLM gets the schema wrong."""
+    valid = {"caption": "A calm face.", "qa": {c: {"question": "What shows?", "answer": "Calm."} for c in categories}}
+    out: list[Any] = [valid]
+    for mutate in (
+        lambda d: d.pop("caption"),                                    # required key missing
+        lambda d: d.update(extra="x"),                                 # extra key, additionalProperties false
+        lambda d: d.update(caption=""),                                # minLength
+        lambda d: d.update(caption="x" * 301),                         # maxLength (characters)
+        lambda d: d.update(caption=7),                                 # wrong type
+        lambda d: d["qa"][categories[0]].update(answer=None),          # nested wrong type
+        lambda d: d["qa"].pop(categories[-1]),                         # nested required
+        lambda d: d["qa"][categories[0]].update(note="x"),             # nested extra key
+        lambda d: d.update(qa=[]),                                     # array instead of object
+    ):
+        broken = json.loads(json.dumps(valid))
+        mutate(broken)
+        out.append(broken)
+    out += [[], "text", None, {"caption": "é" * 300, "qa": valid["qa"]}]  # 300 characters, more bytes: valid
+    return out
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_fast_schema_check_never_passes_what_jsonschema_rejects(fixed: bool):
+    import jsonschema
+
+    from facecorpus.generation.client import conforms
+    from facecorpus.prompting.render import response_format_for, structured_output_model
+
+    categories = ["age", "expression"]
+    bounds = {"caption_max_chars": 300, "answer_max_chars": 400, "question_max_chars": 150}
+    schema = response_format_for(structured_output_model(categories, bounds, fixed))["json_schema"]["schema"]
+    validator = jsonschema.Draft202012Validator(schema)
+    agree = 0
+    for answer in _answers_to_check(categories):
+        if fixed and isinstance(answer, dict) and "qa" in answer:  # the fixed-question shape
+            qa = answer.pop("qa")
+            answer["answers"] = {k: v["answer"] if isinstance(v, dict) else v for k, v in qa.items()} if isinstance(qa, dict) else qa
+        valid = validator.is_valid(answer)
+        assert not conforms(schema, answer) or valid, answer  # the fast path only ever says "valid" when it is
+        agree += conforms(schema, answer) == valid
+    # and it decides every case here itself (jsonschema only words the errors)
+    assert agree == len(_answers_to_check(categories))
+    assert not conforms({"type": "string", "pattern": "^a"}, "a")  # unknown keyword → jsonschema decides

@@ -12,6 +12,7 @@ credential. The root is a local folder (written atomically) or any Beam filesyst
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -47,13 +48,15 @@ class ResponseCache:
     def __init__(self, root: str | None) -> None:
         self.root = root
         self.remote = bool(root) and "://" in str(root)
-        self._made: set[Path] = set()
+        # local paths are built as strings: pathlib's parsing was ~10% of a request's cache work
+        self._local_root = os.path.expanduser(str(root)) if root and not self.remote else ""
+        self._made: set[str] = set()
 
     def path(self, key: str) -> str:
         assert self.root is not None
         if self.remote:
             return FileSystems.join(self.root, key[:2], f"{key}.json")
-        return str(Path(self.root).expanduser() / key[:2] / f"{key}.json")
+        return os.path.join(self._local_root, key[:2], f"{key}.json")
 
     def get(self, key: str) -> dict[str, Any] | None:
         if not self.root:
@@ -66,7 +69,8 @@ class ResponseCache:
                 with FileSystems.open(path) as f:
                     raw = f.read()
             else:
-                raw = Path(path).read_bytes()
+                with open(path, "rb") as f:
+                    raw = f.read()
             entry = json.loads(raw)
         except FileNotFoundError:
             return None
@@ -83,20 +87,21 @@ class ResponseCache:
             with FileSystems.create(path) as f:
                 f.write(data)
             return
-        folder = Path(path).parent
+        folder = os.path.dirname(path)
         if folder not in self._made:  # one mkdir per folder, not per entry (slow on overlay filesystems)
-            folder.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             self._made.add(folder)
         # a name no other writer uses at the same time (process, thread); mkstemp's random names cost
         # an os.urandom and a reseed per entry, ~0.1 ms of a request's CPU
-        tmp = folder / f".tmp-{key[:16]}-{os.getpid()}-{threading.get_ident()}.json"
+        tmp = os.path.join(folder, f".tmp-{key[:16]}-{os.getpid()}-{threading.get_ident()}.json")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)  # readers see the whole entry or none
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
 
     def __contains__(self, key: str) -> bool:

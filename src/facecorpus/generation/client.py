@@ -73,6 +73,58 @@ def schema_validator(schema_json: str) -> Any:
     return jsonschema.validators.validator_for(schema)(schema)
 
 
+_JSON_TYPES: dict[str, Callable[[Any], bool]] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+_ANNOTATIONS = frozenset({"title", "description"})
+
+
+def conforms(schema: Any, value: Any) -> bool:
+    """True only when `value` certainly follows `schema`, checked directly for the keywords our response
+    schemas use (type, properties, required, additionalProperties: false, min/maxLength, items,
+    min/maxItems, enum). Anything else answers False, and the caller asks jsonschema, which then
+    decides and words the error. The common case, a valid answer, costs a few µs instead of ~50."""
+    if not isinstance(schema, dict):
+        return False
+    for keyword, want in schema.items():
+        if keyword == "type":
+            check = _JSON_TYPES.get(want) if isinstance(want, str) else None
+            if check is None or not check(value):
+                return False
+        elif keyword == "properties":
+            if isinstance(value, dict) and not all(
+                k not in value or conforms(sub, value[k]) for k, sub in want.items()
+            ):
+                return False
+        elif keyword == "required":
+            if isinstance(value, dict) and not all(k in value for k in want):
+                return False
+        elif keyword == "additionalProperties":
+            if want is not False:
+                return False
+            if isinstance(value, dict) and not set(value) <= set(schema.get("properties", {})):
+                return False
+        elif keyword in ("minLength", "maxLength"):
+            if isinstance(value, str) and not (len(value) >= want if keyword == "minLength" else len(value) <= want):
+                return False
+        elif keyword in ("minItems", "maxItems"):
+            if isinstance(value, list) and not (len(value) >= want if keyword == "minItems" else len(value) <= want):
+                return False
+        elif keyword == "items":
+            if isinstance(value, list) and not all(conforms(want, v) for v in value):
+                return False
+        elif keyword == "enum":
+            if not any(type(value) is type(e) and value == e for e in want):
+                return False
+        elif keyword not in _ANNOTATIONS:
+            return False  # a keyword this check does not know: let jsonschema decide
+    return True
+
+
 def model_name(cfg: GenerationConfig) -> str:
     """The model sent in requests: the pack name for the embedded server, else `openai.model`."""
     return cfg.openai.local_model if cfg.openai.base_url == "local" else cfg.openai.model
@@ -362,7 +414,9 @@ class LLMClient:
         if request.response_format is not None:
             try:
                 data = json.loads(text)
-                schema_validator(json.dumps(request.response_format["json_schema"]["schema"], sort_keys=True)).validate(data)
+                schema = request.response_format["json_schema"]["schema"]
+                if not conforms(schema, data):
+                    schema_validator(json.dumps(schema, sort_keys=True)).validate(data)
             except ValueError as e:
                 return None, Failure("llm_invalid_json", f"the answer is not valid JSON: {str(e)[:150]}")
             except jsonschema.ValidationError as e:

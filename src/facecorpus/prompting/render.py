@@ -134,6 +134,27 @@ def image_data_url(jpeg: bytes, opts: ImageOptions) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
 
 
+_DIGESTS: dict[str, str] = {}
+_DIGESTS_MAX_CHARS = 32_000_000
+_digests_chars = 0
+
+
+def _url_digest(url: str) -> str:
+    """sha256 of an image data URL, remembered for recent URLs: each one is hashed for the prompt hash
+    and again for every request's cache key (8 times with per-category prompts). The memo holds at
+    most ~32 MB of URLs; dict operations are atomic under the GIL, so threads may share it."""
+    global _digests_chars
+    digest = _DIGESTS.get(url)
+    if digest is None:
+        digest = hashlib.sha256(url.encode("ascii")).hexdigest()
+        if _digests_chars + len(url) > _DIGESTS_MAX_CHARS:
+            _DIGESTS.clear()
+            _digests_chars = 0
+        _DIGESTS[url] = digest
+        _digests_chars += len(url)
+    return digest
+
+
 def hashed_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Messages with each image data URL replaced by 'sha256:<hex>' of the URL: same identity, small."""
     out = []
@@ -144,8 +165,7 @@ def hashed_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for part in content:
                 url = part.get("image_url", {}).get("url") if part.get("type") == "image_url" else None
                 if url and _DATA_URL.match(url):
-                    digest = hashlib.sha256(url.encode("ascii")).hexdigest()
-                    part = {**part, "image_url": {**part["image_url"], "url": f"sha256:{digest}"}}
+                    part = {**part, "image_url": {**part["image_url"], "url": f"sha256:{_url_digest(url)}"}}
                 parts.append(part)
             m = {**m, "content": parts}
         out.append(m)
