@@ -267,7 +267,6 @@ def console_main() -> None:
     ends with the command's code. Uncaught errors keep the normal exit (and their traceback).
     """
     import atexit
-    import logging
 
     try:
         main()

@@ -18,6 +18,8 @@ import numpy as np
 from ..records import Face, FaceBox
 from .quality import face_quality
 
+#: `Face.detector` of a given face starts with this, then names the source: 'given:farl'
+GIVEN_PREFIX = "given:"
 #: where the face stage keeps an item's prepared given faces (never stored)
 GIVEN_CONTEXT = "faces.given"
 #: a given face without a score: the source vouches for it (FaceCaption-15M kept RetinaFace scores > 0.98)
@@ -39,7 +41,7 @@ class GivenFace:
     @property
     def detector(self) -> str:
         """`Face.detector` of such a face: who found the box."""
-        return f"given:{self.source}"
+        return GIVEN_PREFIX + self.source
 
     def array(self) -> np.ndarray:
         return np.asarray(self.box, dtype=np.float64)

@@ -37,13 +37,20 @@ from .analyzer import (
 )
 from .attributes import CONFLICT_FLAG, merge_attributes, model_attributes
 from .crops import crop_face, faces_in_crop
-from .given import GIVEN_CONTEXT, BadGivenFaces, GivenFace, GivenFaces, given_face_record, given_faces_of
+from .given import (
+    GIVEN_CONTEXT,
+    GIVEN_PREFIX,
+    BadGivenFaces,
+    GivenFace,
+    GivenFaces,
+    given_face_record,
+    given_faces_of,
+)
 from .onnx_runtime import providers
 from .selection import select_faces
 
 STAGE = "faces"
 _OUTCOME = "faces.outcome"
-GIVEN_PREFIX = "given:"
 
 
 class FaceModelHandler(ModelHandler[WorkItem, "list[Face] | AnalysisFailure", FaceAnalyzer]):

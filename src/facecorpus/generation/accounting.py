@@ -71,6 +71,11 @@ def cost_usd(price: PriceConfig | None, usage: TokenUsage, batch: bool, batch_di
     return round(dollars, 9)
 
 
+#: Beam counter objects by name, made once: a counter object only names its metric, and binds to the
+#: calling thread's metrics container at each inc()
+_COUNTERS: dict[str, Any] = {}
+
+
 class Spend:
     """Counter increments gathered off the DoFn thread (in request threads), flushed on it.
 
@@ -98,13 +103,11 @@ class Spend:
     def flush(self) -> None:
         for name, n in self.counts.items():
             counter = _COUNTERS.get(name)
-            if counter is None:  # a counter object only names the metric; it is bound to the thread's
-                counter = _COUNTERS[name] = Metrics.counter(METRICS_NAMESPACE, PREFIX + name)  # container at inc()
+            if counter is None:
+                counter = _COUNTERS[name] = Metrics.counter(METRICS_NAMESPACE, PREFIX + name)
             counter.inc(n)
         self.counts.clear()
 
-
-_COUNTERS: dict[str, Any] = {}
 
 
 def _sum_counters(result: Any) -> dict[str, int]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import operator
 import ssl
 import threading
 from collections.abc import Callable
@@ -81,6 +82,13 @@ _JSON_TYPES: dict[str, Callable[[Any], bool]] = {
     "null": lambda v: v is None,
 }
 _ANNOTATIONS = frozenset({"title", "description"})
+#: size keywords: (the JSON type they apply to, the test of len(value) against the keyword's number)
+_SIZE_BOUNDS: dict[str, tuple[type, Callable[[int, int], bool]]] = {
+    "minLength": (str, operator.ge),
+    "maxLength": (str, operator.le),
+    "minItems": (list, operator.ge),
+    "maxItems": (list, operator.le),
+}
 
 
 def conforms(schema: Any, value: Any) -> bool:
@@ -108,11 +116,9 @@ def conforms(schema: Any, value: Any) -> bool:
                 return False
             if isinstance(value, dict) and not set(value) <= set(schema.get("properties", {})):
                 return False
-        elif keyword in ("minLength", "maxLength"):
-            if isinstance(value, str) and not (len(value) >= want if keyword == "minLength" else len(value) <= want):
-                return False
-        elif keyword in ("minItems", "maxItems"):
-            if isinstance(value, list) and not (len(value) >= want if keyword == "minItems" else len(value) <= want):
+        elif keyword in _SIZE_BOUNDS:
+            kind, within = _SIZE_BOUNDS[keyword]
+            if isinstance(value, kind) and not within(len(value), want):
                 return False
         elif keyword == "items":
             if isinstance(value, list) and not all(conforms(want, v) for v in value):

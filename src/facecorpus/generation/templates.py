@@ -130,8 +130,6 @@ def _pick(options: tuple[str, ...] | list[str], seed: int, key: str, slot: str) 
 # Each returns a list of alternative phrasings, or None when the facts do not support the category.
 
 
-
-
 def _demographics(f: Facts) -> list[str] | None:
     if not (f.gender or f.age or f.race):
         return None

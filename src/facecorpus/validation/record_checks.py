@@ -127,17 +127,17 @@ def _source_copy(sample: Sample, min_words: int) -> Finding | None:
     """The first generated text (caption, answers, questions) that copies or obeys `source.text`."""
     assert sample.source.text is not None
     check = SourceCopyCheck(sample.source.text, min_words)
-    generated = [*_texts(sample), *((f"{q.category} question", q.question) for q in sample.qa)]
-    for where, text in generated:
+    # (what the detail calls the text, the categories it belongs to, the text)
+    generated = [("the caption", [], sample.caption)]
+    generated += [(f"the {q.category} answer", [q.category], q.answer) for q in sample.qa]
+    generated += [(f"the {q.category} question", [q.category], q.question) for q in sample.qa]
+    for what, categories, text in generated:
         copy = check.find(text)
         if copy is None:
             continue
-        category = where.removesuffix(" question")
-        what = "the caption" if where == "caption" else f"the {where}" if where.endswith("question") else f"the {where} answer"
         how = ("writes what the untrusted source text orders written" if copy.kind == "ordered"
                else "copies a run of words from the untrusted source text")
-        return Finding("copied_source_text", f"{what} {how}: \"{copy.span[:120]}\"",
-                       categories=[] if where == "caption" else [category])
+        return Finding("copied_source_text", f"{what} {how}: \"{copy.span[:120]}\"", categories=categories)
     return None
 
 
