@@ -159,6 +159,14 @@ class QAPair(_Record):
     category: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     question: str = Field(min_length=1)
     answer: str = Field(min_length=1)
+    attributes: list[str] = Field(
+        default_factory=list, description="Attributes the pair is about, when its answer derives from their labels.")
+    options: list[str] = Field(
+        default_factory=list, description="The options a multiple-choice question offers (in letter order), or the "
+        "features a list question names.")
+    answer_key: str | None = Field(
+        default=None, description="The answer in short: the option letter, 'yes' or 'no', a number, or the listed "
+        "features present ('; '-separated, '' for none).")
 
 
 class LLMUsage(_Record):

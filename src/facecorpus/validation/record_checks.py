@@ -14,6 +14,7 @@
 | `bad_charset` | control characters, U+FFFD, lone surrogates or private-use characters |
 | `wrong_language` | for `language: en`, less than 90% of the letters are Latin |
 | `degenerate_text` | a looping answer (few distinct word triples) or one character repeated 20 times |
+| `wrong_answer` / `bad_options` / `unverifiable_answer` | a label-derived pair (`labels` generator) whose answer is not what the labels give, or whose options are malformed (`label_answers.py`) |
 | `label_conflict` | a statement that contradicts a dataset label (reject or flag per recipe) |
 
 The same function runs inside the pipeline (stage `validate`) and in `facecorpus validate`.
@@ -25,8 +26,10 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from ..labels import VOCABULARY, Vocabulary
 from ..recipe import Recipe, ValidationConfig
 from ..records import Sample
+from .label_answers import CHECKED_CATEGORIES, LabelAnswerCheck
 from .label_consistency import find_conflicts
 from .refusals import find_refusal
 from .source_copy import SourceCopyCheck
@@ -42,6 +45,7 @@ class RecordRules:
     config: ValidationConfig
     categories: tuple[str, ...]
     skippable: frozenset[str] = frozenset({"templates"})
+    vocabulary: Vocabulary = VOCABULARY
 
     def allows_skip(self, generator: str, category: str, flags: list[str]) -> bool:
         """A requested category may be absent only when its generator may skip and said so with a
@@ -60,7 +64,9 @@ def rules_for(recipe: Recipe) -> RecordRules:
     openai_cfg = getattr(recipe.generation, "openai", None)
     if getattr(openai_cfg, "on_category_failure", None) == "skip":
         skippable.add("openai")
-    return RecordRules(recipe.validation, tuple(recipe.generation.categories), frozenset(skippable))
+    declared = [a for src in recipe.sources for a in getattr(src, "declared_attributes", list)()]
+    return RecordRules(recipe.validation, tuple(recipe.generation.categories), frozenset(skippable),
+                       Vocabulary(declared) if declared else VOCABULARY)
 
 
 @dataclass
@@ -192,6 +198,10 @@ def check_record(sample: Sample, rules: RecordRules) -> list[Finding]:
                                                        f"({seen[k]} and {q.category})", categories=[q.category]))
             break
         seen[k] = q.category
+
+    if any(q.category in CHECKED_CATEGORIES for q in sample.qa):
+        for p in LabelAnswerCheck(rules.vocabulary).check(sample):
+            found.append(Finding(p.reason, p.detail, categories=[p.category]))
 
     for where, text in [*texts, *((f"{q.category} question", q.question) for q in sample.qa)]:
         problem = charset_problem(text)
