@@ -7,16 +7,30 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..labels import VOCABULARY, Category, Flag, Vocabulary, Years
-from ..recipe import _Config, _resolve
 from ..records import PositiveInt
 from .licences import CELEBA, RAFDB, UTKFACE
 
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 HOLDOUT_DOC = ("Splits that are official test partitions: their rows are rejected `holdout` unless `split` asks "
                "for that split by name (to build an evaluation set).")
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: rows can carry face boxes that replace detection
+    gives_faces: ClassVar[bool] = False
+
+
+def _resolve(path: str, base: Path) -> str:
+    """A recipe path made absolute against the recipe's folder (URLs are kept)."""
+    if "://" in path:
+        return path
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
 
 
 def _find(root: Path, names: tuple[str, ...]) -> str | None:
@@ -36,7 +50,7 @@ class CelebASource(_Config):
 
     type: Literal["celeba"]
     root: str | None = Field(default=None, description="The CelebA folder (Anno/, Eval/, Img/): the paths below default to "
-                             "the files found there under their distribution names.")
+                             "the files found there under their distribution names (set one to null to not read it).")
     images: str | None = Field(default=None, description="img_align_celeba.zip or its folder (or img_celeba, in the wild).")
     attributes: str | None = Field(default=None, description="list_attr_celeba.txt (the list of inputs).")
     partitions: str | None = Field(default=None, description="list_eval_partition.txt (0 train, 1 val, 2 test).")
@@ -62,7 +76,7 @@ class CelebASource(_Config):
             value = getattr(self, key)
             if value is not None:
                 setattr(self, key, _resolve(value, base))
-            elif root is not None and key in defaults:
+            elif root is not None and key in defaults and key not in self.model_fields_set:  # null: not read
                 setattr(self, key, _find(root, defaults[key]))
 
     @model_validator(mode="after")

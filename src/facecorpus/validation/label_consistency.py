@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..labels import AGE_RANGES
+from ..labels import AGE_RANGES, compatible
 from ..records import AttributeValue
 
 #: a negation at most two words before a statement ("not a teenager", "isn't really elderly", "no longer young")
@@ -265,6 +265,7 @@ def find_conflicts(texts: list[tuple[str, str]], attributes: dict[str, Attribute
                     found.append(Conflict("age", phrase, age, where))
         if race and words & _ETHNIC_TRIGGERS:
             for codes, phrase, _ in ethnicity_statements(text):
-                if race not in codes:
+                # a coarser label (UTKFace's 'asian', 'other') agrees with the groups it holds
+                if not any(compatible("race", race, c) for c in codes):
                     found.append(Conflict("race", phrase, race, where))
     return found
