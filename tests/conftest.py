@@ -1,4 +1,5 @@
-"""Shared fixtures: one real demo run per session (Beam FnApiRunner, real photos), reused read-only."""
+"""Shared fixtures: one real run of the demo recipe per session (Beam FnApiRunner, real photos, templates
+text), reused read-only."""
 
 from __future__ import annotations
 
@@ -25,30 +26,34 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
 
 
 @pytest.fixture(scope="session")
-def demo_models() -> dict[str, str]:
-    """Environment for runs of the demo recipe: a model store holding the packs it uses (`portable`
-    faces, the `smollm2` local LLM), built offline from the cached pinned distributions."""
+def face_models() -> dict[str, str]:
+    """Environment for runs that analyse faces but generate with templates: a store with `portable`."""
     from .model_packs import cached_store
 
-    cached_store("portable")
-    return {"FACECORPUS_MODELS": str(cached_store("smollm2"))}
+    return {"FACECORPUS_MODELS": str(cached_store("portable"))}
 
 
 @pytest.fixture(scope="session")
-def demo_output(tmp_path_factory: pytest.TempPathFactory, demo_models: dict[str, str]) -> Path:
-    """A finished `facecorpus demo` output, exactly as `make demo` makes it: portable face models, one
-    sample per face, captions and QA from the embedded llama.cpp server (treat as read-only; copy it
-    before corrupting)."""
+def demo_output(tmp_path_factory: pytest.TempPathFactory, face_models: dict[str, str]) -> Path:
+    """A finished `facecorpus demo` output made the way `make demo` makes it — real photos, portable face
+    models, one sample per face, Beam's FnApiRunner — except that the text comes from the templates
+    generator (`--set generation.generator=templates`), so its duration does not depend on how fast the
+    local LLM answers on a busy machine. The tests that share it are about the output (shards, manifest,
+    rejects, card, loader, export, review), not about LLM text; the LLM path has its own tests
+    (test_generation_local.py on the real llama.cpp server, the fault server for volume). Treat it as
+    read-only; copy it before corrupting."""
     out = tmp_path_factory.mktemp("demo") / "out"
-    proc = run_cli("demo", "--out", str(out), env=demo_models)
+    proc = run_cli("demo", "--out", str(out), "--set", "generation.generator=templates", env=face_models)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 
 @pytest.fixture(scope="session")
-def demo_inputs(demo_output: Path) -> Path:
-    """The inputs the demo built (FairFace-layout zip + CSVs, photo folder)."""
-    return Path(f"{demo_output}-input")
+def demo_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The inputs the demo builds (FairFace-layout zip + CSVs, photo folder), without running anything."""
+    from facecorpus.demo import build_demo_inputs
+
+    return build_demo_inputs(tmp_path_factory.mktemp("demo-inputs") / "in")
 
 
 def write_recipe(path: Path, data: dict) -> Path:

@@ -56,10 +56,10 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path):
     assert final.read_bytes() == b"two" and not list(tmp.iterdir())
 
 
-def test_same_inputs_give_byte_identical_shards(tmp_path: Path, demo_inputs: Path, demo_models: dict[str, str]):
+def test_same_inputs_give_byte_identical_shards(tmp_path: Path, demo_inputs: Path, face_models: dict[str, str]):
     # the demo recipe with the templates generator: the local LLM's text is not promised to be
     # byte-stable across runs, the face models and the sink are
-    env = {"SOURCE_DATE_EPOCH": "1700000000", **demo_models}
+    env = {"SOURCE_DATE_EPOCH": "1700000000", **face_models}
     recipe = REPO / "pipelines" / "demo.yaml"
     ff = demo_inputs / "fairface"
     sets = ["--set", "generation.generator=templates", "--set", f"sources.0.images={ff / 'fairface-img-margin025-trainval.zip'}",

@@ -37,6 +37,14 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
 
 
+def recorded_recipe_text(text: str, overrides: list[str]) -> str:
+    """The recipe text a run records (run.json, the card): the file as written, then the `--set`
+    overrides it ran with as comment lines, so the card never shows settings the run did not use."""
+    if not overrides:
+        return text
+    return text.rstrip("\n") + "\n# run with overrides:\n" + "".join(f"#   --set {o}\n" for o in overrides)
+
+
 def _print_summary(stats: dict, out: str) -> None:
     typer.echo(
         f"inputs {stats['inputs']} → written {stats['written']}, rejected {stats['rejected']} "
@@ -62,11 +70,12 @@ def run(
 ) -> None:
     """Run a recipe into --out (or finish one there with --resume)."""
     from .pipeline import run_recipe
-    from .recipe import load_recipe
+    from .recipe import load_recipe, read_recipe_text
 
     _setup_logging(verbose)
     r = load_recipe(recipe, set_ or [])
-    result = run_recipe(r, out, beam_args or [], recipe_yaml=recipe.read_text(encoding="utf-8"), resume=resume,
+    text = recorded_recipe_text(read_recipe_text(recipe), set_ or [])
+    result = run_recipe(r, out, beam_args or [], recipe_yaml=text, resume=resume,
                         new_version=new_version, retry_rejects=retry_rejects)
     _print_summary(result.stats, out)
 
@@ -74,6 +83,11 @@ def run(
 @app.command()
 def demo(
     out: Annotated[str, typer.Option("--out", help="Output folder.")] = "out/demo",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key of the demo recipe: dotted.key=value "
+                                   "(e.g. generation.generator=templates: no LLM)."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """The main job on embedded defaults: bundled real photos, local runner, no network."""
@@ -81,7 +95,7 @@ def demo(
 
     from .demo import build_demo_inputs
     from .pipeline import run_recipe
-    from .recipe import validate_recipe
+    from .recipe import apply_override, validate_recipe
     from .resources import data_dir
 
     _setup_logging(verbose)
@@ -89,7 +103,11 @@ def demo(
     build_demo_inputs(inputs)
     recipe_path = data_dir("pipelines") / "demo.yaml"
     text = recipe_path.read_text(encoding="utf-8")
-    recipe = validate_recipe(yaml.safe_load(text), str(recipe_path), inputs)
+    data = yaml.safe_load(text)
+    for assignment in set_ or []:
+        apply_override(data, assignment)
+    recipe = validate_recipe(data, str(recipe_path), inputs)
+    text = recorded_recipe_text(text, set_ or [])
     if Path(out).exists():
         import shutil
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import UserError
 from .records import DEFAULT_CATEGORIES, PositiveInt
+from .textfiles import decode_text
 
 
 class _Config(BaseModel):
@@ -629,13 +630,24 @@ def validate_recipe(data: Any, origin: str, base_dir: Path) -> Recipe:
     return recipe
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a recipe YAML file, apply overrides, validate. Raises UserError with one clear line."""
-    p = Path(path)
+def read_recipe_text(p: Path) -> str:
+    """The recipe file's text (UTF-8, or what its BOM says); one UserError line when it cannot be read."""
+    if p.is_dir():
+        raise UserError(f"recipe {p} is a folder; give the path of the recipe's YAML file")
     if not p.is_file():
         raise UserError(f"recipe file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = p.read_bytes()
+    except OSError as e:
+        raise UserError(f"recipe {p}: cannot be read ({e.strerror})") from None
+    return decode_text(data, "utf-8", f"recipe {p}", "save the recipe as UTF-8")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML file, apply overrides, validate. Raises UserError with one clear line."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(read_recipe_text(p))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
