@@ -80,7 +80,7 @@ def run_img2dataset(parquet: Path, out: Path) -> tuple[float, int, float]:
 
 
 def _download_config():
-    from facecorpus.recipe import DownloadConfig
+    from facecorpus.download.config import DownloadConfig
 
     return DownloadConfig(allow_networks=["127.0.0.0/28"], threads=THREADS, per_domain=THREADS // len(HOSTS),
                           retries=0, resize_mode="no", batch_size=512)
@@ -92,7 +92,7 @@ def run_ours_pipeline(parquet: Path) -> tuple[float, int]:
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from facecorpus.recipe import LaionSource
+    from facecorpus.sources.config import LaionSource
     from facecorpus.sources.laion import ReadLaion
     from facecorpus.stage import METRICS_NAMESPACE
 

@@ -28,10 +28,11 @@ from _photos import augmented_jpegs  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from facecorpus.faces.analyzer import load_analyzer  # noqa: E402
+from facecorpus.faces.config import FacesConfig  # noqa: E402
 from facecorpus.faces.selection import select_faces  # noqa: E402
 from facecorpus.faces.stage import FaceStage  # noqa: E402
 from facecorpus.image_check import decode_image  # noqa: E402
-from facecorpus.recipe import FacesConfig, ImageConfig  # noqa: E402
+from facecorpus.image_config import ImageConfig  # noqa: E402
 from facecorpus.records import SourceInfo  # noqa: E402
 from facecorpus.stage import REJECTS, RejectItem, WorkItem  # noqa: E402
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _photos import augmented_jpegs  # noqa: E402
 
 from facecorpus.image_check import decode_image  # noqa: E402
-from facecorpus.recipe import ImageConfig  # noqa: E402
+from facecorpus.image_config import ImageConfig  # noqa: E402
 from facecorpus.records import Provenance, QAPair, Sample, SourceInfo  # noqa: E402
 from facecorpus.sinks.shards import ShardSample, WriteShardBucket  # noqa: E402
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _photos import augmented_jpegs  # noqa: E402
 
 from facecorpus.image_check import decode_image  # noqa: E402
-from facecorpus.recipe import ImageConfig, ValidationConfig  # noqa: E402
+from facecorpus.image_config import ImageConfig  # noqa: E402
 from facecorpus.records import (  # noqa: E402
     DEFAULT_CATEGORIES,
     AttributeValue,
@@ -32,6 +32,7 @@ from facecorpus.records import (  # noqa: E402
     Sample,
     SourceInfo,
 )
+from facecorpus.validation.config import ValidationConfig  # noqa: E402
 from facecorpus.validation.dedup import (  # noqa: E402
     _bucket_entries,
     _exact_losers,

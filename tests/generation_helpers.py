@@ -14,8 +14,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
 from facecorpus.generation.accounting import llm_totals
+from facecorpus.generation.config import GenerationConfig
 from facecorpus.generation.transform import GenerateWithLLM
-from facecorpus.recipe import GenerationConfig
 from facecorpus.records import AttributeValue, SourceInfo
 from facecorpus.stage import WorkItem
 

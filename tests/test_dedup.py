@@ -242,9 +242,10 @@ def test_a_resume_dedups_against_images_its_source_skipped(tmp_path: Path):
 
     from facecorpus.demo import photo_paths
     from facecorpus.image_check import CheckImage
-    from facecorpus.recipe import ImageConfig, ValidationConfig
+    from facecorpus.image_config import ImageConfig
     from facecorpus.records import SourceInfo
     from facecorpus.stage import REJECTS, WorkItem
+    from facecorpus.validation.config import ValidationConfig
     from facecorpus.validation.resume import HASHES_DIR
     from facecorpus.validation.screen import Screen
 

@@ -17,10 +17,11 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
+from facecorpus.faces.config import FacesConfig
 from facecorpus.faces.given import BadGivenFaces, given_faces_of, scale_given_faces
 from facecorpus.faces.stage import FaceStage
 from facecorpus.pipeline import run_recipe
-from facecorpus.recipe import FacesConfig, validate_recipe
+from facecorpus.recipe import validate_recipe
 from facecorpus.records import Reject, Sample
 from facecorpus.stage import METRICS_NAMESPACE, REJECTS, WorkItem
 

@@ -24,9 +24,10 @@ from facecorpus import models
 from facecorpus.demo import photo_paths
 from facecorpus.faces.analyzer import FaceAnalyzer, load_analyzer
 from facecorpus.faces.attributes import merge_attributes, model_attributes
+from facecorpus.faces.config import FaceCropConfig, FacesConfig
 from facecorpus.faces.selection import select_faces
 from facecorpus.image_check import decode_image
-from facecorpus.recipe import FaceCropConfig, FacesConfig, ImageConfig
+from facecorpus.image_config import ImageConfig
 from facecorpus.records import AttributeValue
 
 from .inprocess_cli import run_main

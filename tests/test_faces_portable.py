@@ -11,12 +11,13 @@ import pytest
 
 from facecorpus.demo import photo_paths
 from facecorpus.faces.analyzer import FaceAnalyzer, load_analyzer
+from facecorpus.faces.config import FaceCropConfig, FacesConfig
 from facecorpus.faces.crops import crop_face, faces_in_crop
 from facecorpus.faces.mtcnn import nms, pyramid_scales
 from facecorpus.faces.quality import face_quality
 from facecorpus.faces.selection import select_faces
 from facecorpus.image_check import decode_image
-from facecorpus.recipe import FaceCropConfig, FacesConfig, ImageConfig
+from facecorpus.image_config import ImageConfig
 from facecorpus.records import Face
 from facecorpus.stage import RejectItem
 

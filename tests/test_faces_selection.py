@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from facecorpus.faces.attributes import age_bin, merge_attributes, model_attributes
+from facecorpus.faces.config import FaceCropConfig, FacesConfig
 from facecorpus.faces.crops import crop_face, move_face
 from facecorpus.faces.geometry import (
     ARCFACE_TEMPLATE_112,
@@ -14,7 +15,6 @@ from facecorpus.faces.geometry import (
     transform_points,
 )
 from facecorpus.faces.selection import select_faces
-from facecorpus.recipe import FaceCropConfig, FacesConfig
 from facecorpus.records import AttributeValue, Expression, Face, FaceBox, Pose
 from facecorpus.stage import RejectItem
 

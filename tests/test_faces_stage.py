@@ -16,9 +16,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
 from facecorpus.demo import photo_paths
+from facecorpus.faces.config import FaceCropConfig, FacesConfig
 from facecorpus.faces.stage import FaceStage
 from facecorpus.image_check import decode_image, encode_jpeg
-from facecorpus.recipe import FaceCropConfig, FacesConfig, ImageConfig
+from facecorpus.image_config import ImageConfig
 from facecorpus.records import AttributeValue, Reject, SourceInfo
 from facecorpus.stage import METRICS_NAMESPACE, REJECTS, WorkItem
 

@@ -14,12 +14,12 @@ import pytest
 from facecorpus.generation.accounting import TokenUsage, cost_usd, price_for
 from facecorpus.generation.cache import ResponseCache, cache_key
 from facecorpus.generation.client import GenerationOutcome, LLMClient, endpoint_id
+from facecorpus.generation.config import GenerationConfig, PriceConfig
 from facecorpus.generation.handler import OpenAIChatHandler
 from facecorpus.generation.limits import TokenBucket
 from facecorpus.generation.retries import redact, retry_after_s
 from facecorpus.prompting.promptset import load_prompt_set
 from facecorpus.prompting.render import ImageOptions, RenderedPrompt, render_prompt
-from facecorpus.recipe import GenerationConfig, PriceConfig
 from facecorpus.records import AttributeValue
 
 from .llm_fault_server import REFUSAL, FaultServer, Rule

@@ -14,8 +14,8 @@ import pytest
 
 from facecorpus.errors import UserError
 from facecorpus.generation.batch import batch_name, plan_files
+from facecorpus.generation.config import GenerationConfig
 from facecorpus.generation.transform import GenerateWithLLM
-from facecorpus.recipe import GenerationConfig
 
 from .generation_helpers import run_generation, work_items
 from .llm_fault_server import FaultServer, Rule

@@ -12,9 +12,10 @@ import pytest
 
 from facecorpus.demo import build_demo_inputs
 from facecorpus.errors import UserError
+from facecorpus.generation.config import GenerationConfig
 from facecorpus.generation.transform import GenerateWithLLM
 from facecorpus.pipeline import run_recipe
-from facecorpus.recipe import GenerationConfig, validate_recipe
+from facecorpus.recipe import validate_recipe
 from facecorpus.records import DEFAULT_CATEGORIES, Reject, Sample
 
 from .generation_helpers import run_generation, work_items

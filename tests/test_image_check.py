@@ -10,7 +10,7 @@ from PIL import Image
 
 from facecorpus.demo import photo_paths
 from facecorpus.image_check import decode_image, hamming, perceptual_hash
-from facecorpus.recipe import ImageConfig
+from facecorpus.image_config import ImageConfig
 from facecorpus.stage import RejectItem
 
 CFG = ImageConfig(max_side=None)

@@ -17,8 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from facecorpus.errors import UserError
-from facecorpus.recipe import LaionSource, load_recipe
+from facecorpus.recipe import load_recipe
 from facecorpus.records import Reject
+from facecorpus.sources.config import LaionSource
 from facecorpus.sources.laion import ReadLaion
 
 from .conftest import REPO, run_cli, write_recipe

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from facecorpus.recipe import Img2DatasetSource
+from facecorpus.sources.config import Img2DatasetSource
 from facecorpus.sources.laion import ReadImg2Dataset, img2dataset_failure
 
 from .loopback_web import WebServer

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from facecorpus.cli import app
 from facecorpus.errors import UserError
-from facecorpus.recipe import FaceCaptionSource, LaionSource
+from facecorpus.sources.config import FaceCaptionSource, LaionSource
 from facecorpus.sources.laion import ReadFaceCaption, ReadLaion, parse_box
 from facecorpus.sources.laion_face_meta import (
     LAION_FACE_20M_PARTS,

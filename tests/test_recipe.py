@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from facecorpus.errors import UserError
-from facecorpus.recipe import FairFaceSource, load_recipe
+from facecorpus.recipe import load_recipe
 from facecorpus.resources import data_dir
+from facecorpus.sources.config import FairFaceSource
 
 from .conftest import run_cli, write_recipe
 
@@ -102,12 +103,14 @@ def test_execution_details_leave_the_recipe_identity_alone(tmp_path: Path):
         "runner.runner=DataflowRunner", "output.grouping=shuffle", "faces.models_dir=/elsewhere",
         "faces.batch_size=64", "faces.model_copies=2", "faces.device_id=1", "generation.openai.concurrency=64",
         "generation.openai.timeout_s=600", "generation.limits.rpm=500", "generation.retries.max_attempts=2",
-        "generation.cache.dir=/other/cache",
+        "generation.cache.dir=/other/cache", "generation.batch.poll_initial_s=1", "generation.batch.poll_max_s=30",
+        "generation.batch.max_wait_h=48", "generation.batch.state_dir=/elsewhere/batches",
     ]
     for override in same:
         assert load_recipe(path, [override]).sha256() == base, override
     different = ["faces.backend=portable", "faces.providers=cuda", "generation.openai.temperature=0.9",
-                 "generation.openai.model=other", "output.samples_per_shard=7", "image.max_side=512"]
+                 "generation.openai.model=other", "output.samples_per_shard=7", "image.max_side=512",
+                 "generation.batch.max_requests_per_file=10", "generation.openai.max_tokens=99"]
     for override in different:
         assert load_recipe(path, [override]).sha256() != base, override
 
@@ -123,3 +126,36 @@ def test_download_pacing_is_not_part_of_a_web_source_identity(tmp_path: Path):
     resized = load_recipe(path, ["sources.0.download.image_size=512"])
     assert source_identity(fast.sources[0]) == source_identity(r.sources[0]) and fast.sha256() == r.sha256()
     assert source_identity(resized.sources[0]) != source_identity(r.sources[0]) and resized.sha256() != r.sha256()
+
+
+def test_identity_is_computed_from_the_marks_on_the_fields():
+    """A field marked EXECUTION_ONLY leaves the identity at any depth; an unmarked one stays in it."""
+    from typing import Annotated
+
+    from pydantic import Field
+
+    from facecorpus.config import EXECUTION_ONLY, Config, identity
+
+    class Inner(Config):
+        pace: Annotated[int, EXECUTION_ONLY] = 1
+        size: int = 2
+
+    class Outer(Config):
+        inner: Inner = Field(default_factory=Inner)
+        many: list[Inner] = Field(default_factory=lambda: [Inner(), Inner(pace=5)])
+        by_name: dict[str, Inner] = Field(default_factory=lambda: {"a": Inner()})
+        where: Annotated[Inner, EXECUTION_ONLY] = Field(default_factory=Inner)
+
+    assert identity(Outer()) == {"inner": {"size": 2}, "many": [{"size": 2}, {"size": 2}], "by_name": {"a": {"size": 2}}}
+
+
+def test_every_source_type_is_registered_by_its_declaration_and_names_its_reader(tmp_path: Path):
+    import apache_beam as beam
+
+    from facecorpus.sources.config import SOURCE_TYPES
+
+    assert set(SOURCE_TYPES) >= {"fairface", "folder", "webdataset", "laion", "facecaption", "img2dataset"}
+    needs = {"fairface": {"images": "x.zip", "labels": ["l.csv"]}}
+    for name, cls in SOURCE_TYPES.items():
+        cfg = cls.model_validate({"type": name, **needs.get(name, {"path": str(tmp_path)})})
+        assert isinstance(cfg.reader(None), beam.PTransform), name

@@ -15,8 +15,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from facecorpus.demo import build_fairface, photo_paths
 from facecorpus.errors import UserError
-from facecorpus.recipe import FairFaceSource, FolderSource, WebDatasetSource
 from facecorpus.records import Reject, is_valid_key
+from facecorpus.sources.config import FairFaceSource, FolderSource, WebDatasetSource
 from facecorpus.sources.fairface import ReadFairFace
 from facecorpus.sources.folder import ReadFolder
 from facecorpus.sources.keys import make_key

@@ -12,10 +12,11 @@ from apache_beam.testing.util import assert_that
 from facecorpus.demo import photo_paths
 from facecorpus.generation.templates import GenerateFromTemplates
 from facecorpus.image_check import CheckImage
-from facecorpus.recipe import ImageConfig, ValidationConfig
+from facecorpus.image_config import ImageConfig
 from facecorpus.records import DEFAULT_CATEGORIES, AttributeValue, QAPair, SourceInfo
 from facecorpus.stage import REJECTS, WorkItem
 from facecorpus.validation.assemble import AssembleSample, build_sample
+from facecorpus.validation.config import ValidationConfig
 from facecorpus.validation.counts import validation_counts
 from facecorpus.validation.record_checks import RecordRules, check_record, verdict
 

@@ -10,10 +10,10 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that
 
-from facecorpus.recipe import ValidationConfig
 from facecorpus.records import QAPair
 from facecorpus.stage import REJECTS, WorkItem
 from facecorpus.validation.assemble import AssembleSample, build_sample
+from facecorpus.validation.config import ValidationConfig
 from facecorpus.validation.record_checks import RecordRules, check_record
 from facecorpus.validation.source_copy import longest_shared_run, ordered_payloads, words
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from scipy.fft import dctn
 
-from .recipe import ImageConfig
+from .image_config import ImageConfig
 from .records import ImageInfo
 from .stage import Progress, RejectItem, Stage, WorkItem
 

@@ -27,16 +27,8 @@ from . import __version__
 from .generation.accounting import llm_totals, sum_llm_totals
 from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage
-from .recipe import (
-    FaceCaptionSource,
-    FairFaceSource,
-    FolderSource,
-    Img2DatasetSource,
-    LaionSource,
-    Recipe,
-    WebDatasetSource,
-    is_local_runner,
-)
+from .recipe import Recipe
+from .runners import is_local_runner
 from .sinks.shards import SHARDS_DIR, TMP_DIR, WriteShards, reject_line
 from .sinks.summary import (
     REJECTS_DIR,
@@ -46,10 +38,7 @@ from .sinks.summary import (
     write_index,
     write_stats,
 )
-from .sources.fairface import ReadFairFace
-from .sources.folder import ReadFolder
-from .sources.laion import ReadFaceCaption, ReadImg2Dataset, ReadLaion
-from .sources.webdataset import ReadWebDataset
+from .sources.config import SourceConfig
 from .stage import METRICS_NAMESPACE, REJECTS
 from .validation.assemble import AssembleSample
 from .validation.holdout import check_holdout_lists
@@ -69,25 +58,13 @@ log = logging.getLogger("facecorpus")
 
 # ------------------------------------------------------------------------------------------------ hooks
 
-#: source type → PTransform class taking the source config (applied to the pipeline root)
-SOURCES: dict[type, Any] = {
-    FairFaceSource: ReadFairFace,
-    FolderSource: ReadFolder,
-    WebDatasetSource: ReadWebDataset,
-    LaionSource: ReadLaion,
-    FaceCaptionSource: ReadFaceCaption,
-    Img2DatasetSource: ReadImg2Dataset,
-}
-
-
-def source_transform(cfg: Any, finished: beam.PCollection | None = None) -> beam.PTransform:
-    """Hook (sources): the PTransform that reads one recipe source.
+def source_transform(cfg: SourceConfig, finished: beam.PCollection | None = None) -> beam.PTransform:
+    """Hook (sources): the PTransform that reads one recipe source (the source config names it).
 
     `finished` (when resuming: (key, status) pairs of what the output already holds) goes to sources
     that can skip costly work for those keys before doing it (LAION: the download).
     """
-    cls = SOURCES[type(cfg)]
-    return cls(cfg, finished=finished) if getattr(cls, "skips_finished", False) else cls(cfg)
+    return cfg.reader(finished)
 
 
 def image_transform(recipe: Recipe) -> beam.PTransform:

@@ -18,10 +18,10 @@ from typing import Any
 import apache_beam as beam
 
 from .. import __version__
-from ..recipe import DownloadConfig
 from ..records import Reject, SourceInfo
 from ..sources.keys import make_key
 from ..stage import REJECTS, Counters, Progress, WorkItem
+from .config import DownloadConfig
 from .fetch import Fetcher, FetchSettings
 from .images import (
     CheckedImage,

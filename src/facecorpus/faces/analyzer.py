@@ -20,8 +20,8 @@ import numpy as np
 
 from .. import models
 from ..errors import UserError
-from ..recipe import FacesConfig
 from ..records import Face
+from .config import FacesConfig
 from .given import GivenFace
 
 log = logging.getLogger("facecorpus")

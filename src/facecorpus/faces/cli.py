@@ -50,10 +50,11 @@ def faces_command(
     import numpy as np
 
     from ..image_check import decode_image
-    from ..recipe import FacesConfig, ImageConfig
+    from ..image_config import ImageConfig
     from ..stage import RejectItem
     from .analyzer import AnalysisFailure, attribute_models, load_analyzer
     from .attributes import model_attributes
+    from .config import FacesConfig
 
     missing = [str(p) for p in images if not p.is_file()]
     if missing:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..recipe import FaceCropConfig
 from ..records import Crop, Face, FaceBox, Pose
+from .config import FaceCropConfig
 from .geometry import aligned_template, similarity_transform, transform_box, transform_points
 
 

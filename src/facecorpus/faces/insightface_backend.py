@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..recipe import FacesConfig
 from ..records import Face, FaceBox, Pose
 from .analyzer import AnalysisFailure, FaceAnalyzer, check_pixels
+from .config import FacesConfig
 from .given import UNSCORED, GivenFace
 from .onnx_runtime import CUDA, provider_names, providers
 from .quality import face_quality

@@ -11,10 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..recipe import FacesConfig
 from ..records import Face, FaceBox, Pose
 from . import facemesh
 from .analyzer import FaceAnalyzer
+from .config import FacesConfig
 from .expression import ExpressionClassifier
 from .given import GivenFace, given_face_record
 from .mtcnn import MTCNN, MTCNNSettings

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..recipe import FacesConfig
 from ..records import Face
 from ..stage import RejectItem
+from .config import FacesConfig
 
 
 @dataclass

@@ -24,7 +24,6 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from PIL import Image
 
 from ..image_check import encode_jpeg, perceptual_hash
-from ..recipe import FacesConfig
 from ..records import Face
 from ..stage import REJECTS, Counters, RejectItem, Stage, WorkItem, count_inputs, make_reject
 from .analyzer import (
@@ -36,6 +35,7 @@ from .analyzer import (
     resolve_pack,
 )
 from .attributes import CONFLICT_FLAG, merge_attributes, model_attributes
+from .config import FacesConfig
 from .crops import crop_face, faces_in_crop
 from .given import (
     GIVEN_CONTEXT,

@@ -19,8 +19,8 @@ from typing import Any
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
-from ..recipe import PriceConfig
 from ..stage import METRICS_NAMESPACE
+from .config import PriceConfig
 
 PREFIX = "llm."
 

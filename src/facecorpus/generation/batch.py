@@ -32,11 +32,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from ..errors import UserError
-from ..recipe import GenerationConfig
 from ..stage import WorkItem
 from .accounting import Spend, TokenUsage, cost_usd, price_for
 from .cache import ResponseCache, cache_key
 from .client import chat_body, endpoint_id
+from .config import GenerationConfig
 from .handler import PROMPT
 from .retries import describe_error, redact
 

@@ -40,11 +40,11 @@ import openai
 import tenacity
 
 from ..prompting.render import PromptRequest, RenderedPrompt
-from ..recipe import GenerationConfig
 from ..records import LLMUsage, QAPair
 from ..validation.refusals import CORRECTIVE_MESSAGE, find_refusal
 from .accounting import Spend, TokenUsage, cost_usd, price_for
 from .cache import ResponseCache, cache_key
+from .config import GenerationConfig
 from .estimate import request_tokens
 from .limits import RateLimits
 from .retries import MalformedResponse, describe_error, is_transient, retrying, status_of

@@ -25,9 +25,9 @@ from typing import Any
 from apache_beam.ml.inference.base import PredictionResult, RemoteModelHandler
 
 from ..errors import UserError
-from ..recipe import GenerationConfig
 from ..stage import WorkItem
 from .client import BatchContext, LLMClient, PendingOutcome, endpoint_id
+from .config import GenerationConfig
 
 PROMPT = "llm_prompt"
 BATCH = "llm_batch"

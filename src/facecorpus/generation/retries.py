@@ -19,7 +19,7 @@ from typing import Any
 import openai
 import tenacity
 
-from ..recipe import RetryConfig
+from .config import RetryConfig
 
 RETRY_STATUS = frozenset({408, 409, 429})
 _RNG = random.Random()  # jitter only; seeding a new one per policy costs an os.urandom

@@ -26,9 +26,10 @@ from apache_beam.utils.windowed_value import WindowedValue
 from ..errors import UserError
 from ..prompting.promptset import PromptSet
 from ..prompting.render import ImageOptions, RenderedPrompt, render_prompt
-from ..recipe import GenerationConfig, Recipe
+from ..recipe import Recipe
 from ..stage import REJECTS, RejectItem, Stage, WorkItem
 from .client import BatchContext, GenerationOutcome, PendingOutcome
+from .config import GenerationConfig
 from .handler import BATCH, PROMPT, OpenAIChatHandler
 from .preflight import load_checked_prompt_set, preflight, resolve_cache_dir
 

@@ -21,9 +21,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from ..errors import UserError
 from ..labels import normalise
-from ..recipe import FairFaceSource
 from ..records import AttributeValue, Reject, SourceInfo
 from ..stage import REJECTS, Counters, WorkItem, count_inputs, make_reject
+from .config import FairFaceSource
 from .files import exists, read_bytes
 from .keys import make_key
 

@@ -8,9 +8,9 @@ from typing import Any
 import apache_beam as beam
 
 from ..errors import UserError
-from ..recipe import FolderSource
 from ..records import SourceInfo
 from ..stage import REJECTS, Counters, WorkItem, count_inputs, make_reject
+from .config import FolderSource
 from .files import list_files, read_bytes
 from .keys import make_key
 

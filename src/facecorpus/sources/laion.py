@@ -30,10 +30,10 @@ from apache_beam.utils.shared import Shared
 from ..download.transform import STAGE as DOWNLOAD_STAGE
 from ..download.transform import DownloadRows, Scalar, WebRow, item_from_bytes, row_reject
 from ..errors import UserError
-from ..recipe import FaceCaptionSource, Img2DatasetSource, LaionSource
 from ..records import Reject
 from ..sources.keys import make_key
 from ..stage import REJECTS, Counters, count_inputs
+from .config import FaceCaptionSource, Img2DatasetSource, LaionSource
 from .files import list_files
 from .laion_face_meta import IdList, SharedIdList, iter_detections, read_id_list
 from .webdataset import iter_tar_samples
@@ -402,8 +402,6 @@ class ReadWebList(beam.PTransform):
     `finished` (resume): (key, status) pairs already in the output; those rows skip the download, so
     `--resume --retry-rejects` fetches only the URLs whose rejects were retryable.
     """
-
-    skips_finished = True
 
     def __init__(self, cfg: WebListSource, finished: beam.PCollection | None = None) -> None:
         super().__init__()

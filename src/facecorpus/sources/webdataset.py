@@ -11,9 +11,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from ..errors import UserError
-from ..recipe import WebDatasetSource
 from ..records import SourceInfo
 from ..stage import REJECTS, Counters, WorkItem, count_inputs, make_reject
+from .config import WebDatasetSource
 from .files import list_files
 from .keys import make_key
 

@@ -21,7 +21,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from ..errors import UserError
 from ..image_check import decode_image
-from ..recipe import FolderSource, ImageConfig, WebDatasetSource
+from ..image_config import ImageConfig
+from ..sources.config import FolderSource, WebDatasetSource
 from ..stage import RejectItem, WorkItem
 
 #: (sha256 or None, phash or None, id)

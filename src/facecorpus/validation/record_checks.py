@@ -27,8 +27,9 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from ..labels import VOCABULARY, Vocabulary
-from ..recipe import Recipe, ValidationConfig
+from ..recipe import Recipe
 from ..records import Sample
+from .config import ValidationConfig
 from .label_answers import CHECKED_CATEGORIES, LabelAnswerCheck
 from .label_consistency import find_conflicts
 from .refusals import find_refusal

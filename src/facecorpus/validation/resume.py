@@ -73,7 +73,7 @@ def prompts_sha256(recipe: Recipe) -> str:
 def fingerprint(recipe: Recipe) -> dict[str, Any]:
     """{'sha256', 'recipe_sha256', 'sources_sha256', 'prompts_sha256', 'versions'} of a run's settings.
 
-    The recipe hash leaves out execution details (recipe.EXECUTION_ONLY); versions are facecorpus's and
+    The recipe hash leaves out the fields marked execution-only (config.EXECUTION_ONLY); versions are facecorpus's and
     the record schema's — what changes the records written.
     """
     parts = {

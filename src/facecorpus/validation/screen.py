@@ -28,10 +28,10 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
-from ..recipe import ValidationConfig
 from ..records import Reject, SourceInfo
 from ..sinks.shards import SHARDS_DIR, TMP_DIR
 from ..stage import REJECTS, Counters, WorkItem
+from .config import ValidationConfig
 from .dedup import ExactDuplicates, HoldoutMatches, NearDuplicates, Verdict
 from .holdout import ReadHoldout
 from .resume import HASHES_DIR, write_atomically

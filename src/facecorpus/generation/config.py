@@ -1,0 +1,150 @@
+"""The recipe's `generation` section: which generator writes the text, the prompt set, and the
+OpenAI-compatible endpoint with its pacing, retries, budgets, cache, prices and Batch API settings
+(docs/generation.md). Pacing, retries, budgets, the cache's place and batch polling are execution-only:
+cached answers are content-addressed, so none of them changes what is written.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+
+from ..config import EXECUTION_ONLY, Config, PositiveInt
+from ..records import DEFAULT_CATEGORIES
+
+
+class LLMImageConfig(Config):
+    """How the image goes along with a request (a base64 JPEG data URL)."""
+
+    send: Literal["auto", "always", "never"] = Field(
+        default="auto", description="auto: attach it unless the endpoint is the embedded text-only server."
+    )
+    max_side: PositiveInt = Field(default=512, description="Downscale so the longer side is at most this.")
+    max_bytes: PositiveInt = Field(default=1_000_000, description="Re-encode at lower quality above this size.")
+    jpeg_quality: int = Field(default=90, ge=30, le=100)
+    detail: Literal["auto", "low", "high"] | None = Field(default=None, description="OpenAI image detail; null: omit.")
+
+
+class OpenAIConfig(Config):
+    """The OpenAI-compatible endpoint: OpenAI, vLLM, llama.cpp, … `base_url: local` is the embedded server."""
+
+    base_url: str = Field(default="https://api.openai.com/v1", description="'local': the embedded llama.cpp server.")
+    model: str = "gpt-4o-2024-11-20"
+    local_model: str = Field(default="smollm2", description="Model pack served when base_url is 'local'.")
+    api_key_env: str | None = Field(
+        default="OPENAI_API_KEY", description="NAME of the environment variable holding the key (never the key)."
+    )
+    temperature: float | None = Field(default=None, ge=0, le=2, description="null: the endpoint's default.")
+    max_tokens: PositiveInt = 600
+    seed: int | None = None
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="More body fields, e.g. {frequency_penalty: 0.5} or llama.cpp's repeat_penalty."
+    )
+    timeout_s: Annotated[float, EXECUTION_ONLY] = Field(default=120.0, gt=0, description="Per request.")
+    concurrency: Annotated[PositiveInt, EXECUTION_ONLY] = Field(default=16, description="Requests in flight per worker.")
+    batch_requests: Annotated[PositiveInt | None, EXECUTION_ONLY] = Field(
+        default=None, description="Requests per RunInference batch; null: 8 x concurrency."
+    )
+    image: LLMImageConfig = Field(default_factory=LLMImageConfig)
+    reask: bool = Field(default=True, description="Re-ask once after a refusal, a cut-off or an unparsable answer.")
+    refusal_message: str | None = Field(default=None, description="Corrective re-ask after a refusal; null: built-in.")
+    on_category_failure: Literal["reject", "skip"] = Field(
+        default="reject", description="A category that fails after the re-ask rejects the sample, or is skipped."
+    )
+    preflight: Annotated[bool, EXECUTION_ONLY] = Field(default=True, description="Check the key and the endpoint before the run starts.")
+
+
+class RetryConfig(Config):
+    """The one retry layer (tenacity): 429, 5xx, timeouts and connection errors; Retry-After is honoured."""
+
+    max_attempts: PositiveInt = 6
+    initial_s: float = Field(default=1.0, gt=0)
+    max_s: float = Field(default=60.0, gt=0, description="Longest single wait.")
+    max_total_s: float = Field(default=900.0, gt=0, description="Give up on a request after this long.")
+
+
+class LimitsConfig(Config):
+    """Per-worker budgets (token buckets); null: unlimited. Set them to your account's limits / workers."""
+
+    rpm: PositiveInt | None = Field(default=None, description="Requests per minute.")
+    tpm: PositiveInt | None = Field(default=None, description="Tokens per minute (estimated prompt + max_tokens).")
+
+
+class CacheConfig(Config):
+    """Content-addressed response cache: a re-run never pays twice for the same request."""
+
+    enabled: bool = True
+    dir: str | None = Field(
+        default=None, description="Local folder, gs:// or s3://; null: $FACECORPUS_LLM_CACHE or ~/.cache/facecorpus/llm."
+    )
+
+
+class PriceConfig(Config):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0, description="null: same as input.")
+    output: float = Field(ge=0)
+
+
+def _default_prices() -> dict[str, PriceConfig]:
+    # OpenAI list prices (USD / 1M tokens) at the time of writing; override in the recipe when they change.
+    gpt4o = PriceConfig(input=2.50, cached_input=1.25, output=10.00)
+    return {
+        "gpt-4o-2024-11-20": gpt4o,
+        "gpt-4o-2024-08-06": gpt4o,
+        "gpt-4o": gpt4o,
+        "gpt-4o-mini": PriceConfig(input=0.15, cached_input=0.075, output=0.60),
+        "smollm2": PriceConfig(input=0.0, output=0.0),
+    }
+
+
+class BatchConfig(Config):
+    """OpenAI Batch API mode: JSONL request files, 24 h window, half price."""
+
+    files: PositiveInt = Field(default=1, description="Request groups submitted in parallel (each split by the limits).")
+    max_requests_per_file: int = Field(default=50_000, ge=1, le=50_000)
+    max_bytes_per_file: int = Field(default=190_000_000, ge=1_000, le=200_000_000)
+    poll_initial_s: Annotated[float, EXECUTION_ONLY] = Field(default=15.0, gt=0, description="First wait between status polls.")
+    poll_max_s: Annotated[float, EXECUTION_ONLY] = Field(default=600.0, gt=0, description="Longest wait between status polls.")
+    max_wait_h: Annotated[float, EXECUTION_ONLY] = Field(default=26.0, gt=0, description="Stop waiting for a batch after this long.")
+    state_dir: Annotated[str | None, EXECUTION_ONLY] = Field(default=None, description="Where batch ids are kept; null: <out>/llm_batches.")
+
+
+class GenerationConfig(Config):
+    generator: Literal["templates", "openai"] = "templates"
+    categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES), min_length=1)
+    seed: int = 0
+    prompt_set: str = Field(default="fairfacegpt", description="A set in prompts/manifest.yaml (fairfacegpt, structured).")
+    prompts_dir: str | None = Field(default=None, description="Your own prompt folder (with manifest.yaml).")
+    topics: dict[str, str] = Field(default_factory=dict, description="Topic phrases for extra categories.")
+    bounds: dict[str, PositiveInt] = Field(
+        default_factory=dict, description="Override the prompt set's length bounds, e.g. answer_max_chars (small models)."
+    )
+    mode: Literal["online", "batch"] = Field(default="online", description="batch: the OpenAI Batch API.")
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+    retries: Annotated[RetryConfig, EXECUTION_ONLY] = Field(default_factory=RetryConfig)
+    limits: Annotated[LimitsConfig, EXECUTION_ONLY] = Field(default_factory=LimitsConfig)
+    cache: Annotated[CacheConfig, EXECUTION_ONLY] = Field(default_factory=CacheConfig)
+    prices: dict[str, PriceConfig] = Field(default_factory=_default_prices, description="Per model; merged over defaults.")
+    batch_discount: float = Field(default=0.5, ge=0, le=1, description="Fraction off the price in batch mode.")
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _merge_prices(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {**_default_prices(), **v}
+        return v
+
+    @field_validator("categories")
+    @classmethod
+    def _unique_snake(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if not re.match(r"^[a-z][a-z0-9_]*$", c)]
+        if bad:
+            raise ValueError(f"category names must be snake_case: {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError("categories must not repeat")
+        return v

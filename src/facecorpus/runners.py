@@ -1,0 +1,22 @@
+"""The recipe's `runner` section and which Beam runners are local. All of it is execution-only: the
+same recipe on the local runner or on Dataflow writes the same records."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .config import Config
+
+LOCAL_RUNNERS = frozenset({"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner"})
+
+
+def is_local_runner(runner: str) -> bool:
+    """True for Beam runners whose workers are this machine (they share its disk and loopback)."""
+    return runner in LOCAL_RUNNERS
+
+
+class RunnerConfig(Config):
+    """Which Beam runner executes the graph, and its options."""
+
+    runner: str = Field(default="FnApiRunner", description="Beam runner: FnApiRunner locally, DataflowRunner in GCP.")
+    options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options, e.g. --project=…")
