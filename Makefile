@@ -5,9 +5,13 @@ VENV   ?= .venv
 UV     := $(VENV)/bin/uv
 PY     := $(VENV)/bin/python
 OUT    ?= out/demo
-# wids (shard random access) imports torch; the CPU wheel lies in /opt/wheels on our machines.
-FIND_LINKS := $(if $(wildcard /opt/wheels/*.whl),--find-links /opt/wheels,)
+# wids (shard random access) imports torch. The CPU wheel lies in /opt/wheels on our machines; elsewhere
+# uv takes it from PyTorch's CPU index (PyPI's torch is the CUDA build, gigabytes of it).
+TORCH_FROM := $(if $(wildcard /opt/wheels/*.whl),--find-links /opt/wheels,--torch-backend cpu)
 TORCH  ?= torch==2.13.0
+# Read by the tests as their real consumers, installed without their declared dependencies (see the
+# `test` extra in pyproject.toml for the ones their code imports).
+NO_DEPS_TEST := llamafactory==0.9.5
 
 .PHONY: venv install demo test lint schema bench clean
 
@@ -16,8 +20,9 @@ $(UV):
 	$(VENV)/bin/pip install -q --upgrade "uv>=0.4"
 
 $(VENV)/.installed: $(UV) pyproject.toml constraints/overrides.txt
+	$(UV) pip install -q --python $(PY) $(TORCH_FROM) "$(TORCH)"
 	$(UV) pip install -q --python $(PY) --override constraints/overrides.txt -e ".[test]"
-	$(UV) pip install -q --python $(PY) $(FIND_LINKS) "$(TORCH)"
+	$(UV) pip install -q --python $(PY) --no-deps $(NO_DEPS_TEST)
 	$(PY) -m facecorpus.install_check
 	touch $@
 

@@ -1,4 +1,5 @@
-"""`facecorpus export`: FairFaceGPT's LLaMA-Factory ShareGPT layout, LLaVA, JSON lines, and the filters."""
+"""`facecorpus export`: the files each format writes (LLaMA-Factory ShareGPT, FairFaceGPT's layout, LLaVA, JSON lines,
+parquet) and the filters. tests/test_export_consumers.py has the real consumers read them."""
 
 from __future__ import annotations
 
@@ -17,38 +18,44 @@ from facecorpus.review.verdicts import VerdictLog
 from .conftest import run_cli
 from .inprocess_cli import run_main
 
-#: FairFaceGPT's entry in idiap/facellm data/dataset_info.json, with its placeholders
-FAIRFACEGPT_ENTRY_KEYS = {"formatting", "file_name", "columns", "split", "tags", "image_root"}
-
 
 @pytest.fixture(scope="module")
 def samples(demo_output: Path) -> dict[str, Sample]:
     return {k: Sample.model_validate_json(m["json"]) for k, m in iter_output_samples(str(demo_output))}
 
 
-def test_sharegpt_is_fairfacegpt_layout_with_dataset_info(demo_output: Path, samples: dict, tmp_path: Path) -> None:
+def test_sharegpt_is_llamafactory_layout_with_dataset_info(demo_output: Path, samples: dict, tmp_path: Path) -> None:
     dest = tmp_path / "llamafactory" / "facecorpus.json"
     proc = run_cli("export", str(demo_output), "--format", "sharegpt", "--out", str(dest), "--name", "faces")
     assert proc.returncode == 0, proc.stderr
+    folder = dest.parent.resolve()
+    assert f"dataset=faces dataset_dir={folder} media_dir={folder}" in proc.stdout  # the printed training arguments
     records = json.loads(dest.read_text())
     assert len(records) == sum(len(s.qa) for s in samples.values())  # one conversation per QA pair
     for rec in records:
-        assert set(rec) == {"conversations", "image"}
+        assert set(rec) == {"conversations", "images"}
         human, assistant = rec["conversations"]
         assert human["from"] == "human" and human["value"].startswith("<image>")
         assert assistant["from"] == "assistant" and assistant["value"]
-        key = Path(rec["image"]).stem
-        assert rec["image"] == f"images/{key}.jpg"
+        (image,) = rec["images"]  # one path per <image> token
+        key = Path(image).stem
+        assert image == f"images/{key}.jpg"
         qa = {(q.question, q.answer) for q in samples[key].qa}
         assert (human["value"].removeprefix("<image>"), assistant["value"]) in qa
-        assert (dest.parent / rec["image"]).is_file()
-    info = json.loads((dest.parent / "dataset_info.json").read_text())
-    entry = info["faces"]
-    assert set(entry) == FAIRFACEGPT_ENTRY_KEYS
-    assert entry["formatting"] == "sharegpt" and entry["file_name"] == "facecorpus.json" and entry["split"] == "train"
-    assert entry["columns"] == {"messages": "conversations", "image": "image"}
-    assert entry["tags"] == {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "assistant"}
-    assert Path(entry["image_root"]) == dest.parent.resolve()
+        assert (dest.parent / image).is_file()
+    entry = json.loads((dest.parent / "dataset_info.json").read_text())["faces"]
+    assert entry == {
+        "file_name": "facecorpus.json", "formatting": "sharegpt",
+        "columns": {"messages": "conversations", "images": "images"},
+        "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "assistant"},
+    }
+
+
+def test_media_dir_names_the_training_machine_folder(demo_output: Path, tmp_path: Path) -> None:
+    proc = run_cli("export", str(demo_output), "--format", "sharegpt", "--out", str(tmp_path / "d.json"),
+                   "--media-dir", "/data/faces")
+    assert proc.returncode == 0, proc.stderr
+    assert "media_dir=/data/faces" in proc.stdout
 
 
 def test_images_are_the_shard_bytes(demo_output: Path, tmp_path: Path) -> None:
@@ -60,9 +67,11 @@ def test_images_are_the_shard_bytes(demo_output: Path, tmp_path: Path) -> None:
 
 def test_dataset_info_keeps_other_entries(demo_output: Path, tmp_path: Path) -> None:
     (tmp_path / "dataset_info.json").write_text(json.dumps({"alpaca_en_demo": {"file_name": "alpaca_en_demo.json"}}))
-    export(str(demo_output), "sharegpt", tmp_path / "d.json", ExportFilter(), name="fc", image_root="/data/fc")
+    export(str(demo_output), "sharegpt", tmp_path / "d.json", ExportFilter(), name="fc")
+    export(str(demo_output), "fairfacegpt", tmp_path / "f.json", ExportFilter(), name="ffgpt", image_root="/data/fc")
     info = json.loads((tmp_path / "dataset_info.json").read_text())
-    assert set(info) == {"alpaca_en_demo", "fc"} and info["fc"]["image_root"] == "/data/fc"
+    assert set(info) == {"alpaca_en_demo", "fc", "ffgpt"} and info["ffgpt"]["image_root"] == "/data/fc"
+    assert info["fc"]["file_name"] == "d.json" and info["alpaca_en_demo"] == {"file_name": "alpaca_en_demo.json"}
 
 
 def test_llava_is_multi_turn_per_image(demo_output: Path, samples: dict, tmp_path: Path) -> None:
@@ -118,6 +127,8 @@ def test_verdict_filters_follow_the_reviewers(demo_output: Path, tmp_path: Path)
     [
         (["--format", "csv", "--out", "x.json"], "--format 'csv'"),
         (["--format", "sharegpt", "--out", "x.jsonl"], "is one .json file"),
+        (["--format", "parquet", "--out", "x.parquet"], "is a folder"),
+        (["--format", "parquet", "--out", "hub", "--turns", "qa"], "one row per image"),
         (["--format", "jsonl", "--out", "x.jsonl", "--verdict", "maybe"], "--verdict 'maybe'"),
         (["--format", "llava", "--out", "x.json", "--turns", "all"], "--turns 'all'"),
         (["--format", "jsonl", "--out", "x.jsonl", "--verdict", "accepted"], "has no reviews"),

@@ -1,1 +1,2 @@
-"""Exports of a facecorpus output for training frameworks: LLaMA-Factory ShareGPT, LLaVA, JSON lines."""
+"""Exports of a facecorpus output for training frameworks: LLaMA-Factory ShareGPT, FairFaceGPT's layout, LLaVA,
+JSON lines, and a Hugging Face parquet dataset folder."""

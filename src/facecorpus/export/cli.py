@@ -1,4 +1,4 @@
-"""`facecorpus export DIR --format sharegpt|llava|jsonl --out PATH`."""
+"""`facecorpus export DIR --format sharegpt|fairfacegpt|llava|jsonl|parquet --out PATH`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .writer import ExportFilter, export
+from .llamafactory import FAIRFACEGPT_WARNING, training_arguments
+from .writer import DEFAULT_NAME, ExportFilter, export
 
 
 def _split(values: list[str] | None) -> frozenset[str]:
@@ -16,20 +17,32 @@ def _split(values: list[str] | None) -> frozenset[str]:
 
 def export_command(
     out: Annotated[str, typer.Argument(help="A run's output folder (local, gs://, s3://).")],
-    fmt: Annotated[str, typer.Option("--format", help="sharegpt (LLaMA-Factory, FairFaceGPT's layout), llava or jsonl.")],
-    dest: Annotated[Path, typer.Option("--out", help="The data file to write (.json, or .jsonl for jsonl); images go to images/ beside it.")],
+    fmt: Annotated[str, typer.Option("--format", help="sharegpt (LLaMA-Factory), fairfacegpt (FairFaceGPT's published layout, not read by LLaMA-Factory), llava, jsonl or parquet (Hugging Face dataset folder).")],
+    dest: Annotated[Path, typer.Option("--out", help="The data file (.json; .jsonl for jsonl), images go to images/ beside it; for parquet a folder.")],
     category: Annotated[list[str] | None, typer.Option("--category", help="Only QA pairs of these categories (repeat or comma-separate).")] = None,
     split: Annotated[list[str] | None, typer.Option("--split", help="Only samples from these source splits, e.g. train.")] = None,
     verdict: Annotated[str, typer.Option("--verdict", help="any, accepted (reviewers accepted it), or not-rejected.")] = "any",
-    turns: Annotated[str | None, typer.Option("--turns", help="qa: one conversation per QA pair (sharegpt default); sample: one multi-turn conversation per image (llava/jsonl default).")] = None,
-    name: Annotated[str, typer.Option("--name", help="Dataset name in dataset_info.json (sharegpt).")] = "facecorpus_dataset",
-    image_root: Annotated[str | None, typer.Option("--image-root", help="image_root in dataset_info.json (default: the export folder).")] = None,
+    turns: Annotated[str | None, typer.Option("--turns", help="qa: one conversation per QA pair (sharegpt default); sample: one multi-turn conversation per image (llava/jsonl/parquet default).")] = None,
+    name: Annotated[str, typer.Option("--name", help="Dataset name in dataset_info.json (sharegpt, fairfacegpt).")] = DEFAULT_NAME,
+    media_dir: Annotated[str | None, typer.Option("--media-dir", help="sharegpt: where the export folder will be on the training machine, for the printed LLaMA-Factory arguments (default: the export folder).")] = None,
+    image_root: Annotated[str | None, typer.Option("--image-root", help="fairfacegpt: image_root in dataset_info.json (default: the export folder).")] = None,
 ) -> None:
-    """Write the corpus as training files (ShareGPT for LLaMA-Factory, LLaVA, JSON lines) with images beside."""
+    """Write the corpus as training files (LLaMA-Factory ShareGPT, LLaVA, JSON lines, Hugging Face parquet)."""
     flt = ExportFilter(categories=_split(category), splits=_split(split), verdict=verdict)
+    if fmt == "fairfacegpt":
+        typer.echo(FAIRFACEGPT_WARNING, err=True)
     rep = export(out, fmt, dest, flt, turns=turns, name=name, image_root=image_root)
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(rep.skipped_samples.items())) or "none"
     typer.echo(f"wrote {rep.records} {fmt} records ({rep.qa_pairs} QA pairs from {rep.samples} images) to {rep.path}")
+    if fmt == "parquet":
+        splits = ", ".join(f"{s} {n}" for s, n in rep.splits.items()) or "none"
+        typer.echo(f"splits: {splits}; card: {rep.path / 'README.md'}; samples left out: {skipped}")
+        typer.echo(f"load with: datasets.load_dataset({str(rep.path.resolve())!r})")
+        return
     typer.echo(f"images: {rep.path.parent / 'images'}; samples left out: {skipped}")
-    if rep.dataset_info is not None:
-        typer.echo(f"LLaMA-Factory entry '{name}' in {rep.dataset_info}")
+    if fmt == "sharegpt" and rep.dataset_info is not None:
+        folder = str(rep.path.parent.resolve())
+        typer.echo(f"LLaMA-Factory entry '{name}' in {rep.dataset_info}; image paths are relative to media_dir")
+        typer.echo(f"train with: llamafactory-cli train YOUR_CONFIG.yaml {training_arguments(name, folder, media_dir or folder)}")
+    elif rep.dataset_info is not None:
+        typer.echo(f"FairFaceGPT-layout entry '{name}' in {rep.dataset_info} (not readable by LLaMA-Factory)")
