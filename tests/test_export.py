@@ -51,11 +51,11 @@ def test_sharegpt_is_llamafactory_layout_with_dataset_info(demo_output: Path, sa
     }
 
 
-def test_media_dir_names_the_training_machine_folder(demo_output: Path, tmp_path: Path) -> None:
-    proc = run_cli("export", str(demo_output), "--format", "sharegpt", "--out", str(tmp_path / "d.json"),
-                   "--media-dir", "/data/faces")
-    assert proc.returncode == 0, proc.stderr
-    assert "media_dir=/data/faces" in proc.stdout
+def test_media_dir_names_the_training_machine_folder(demo_output: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    code, out, err = run_main(["export", str(demo_output), "--format", "sharegpt", "--out", str(tmp_path / "d.json"),
+                               "--media-dir", "/data/faces"], monkeypatch, capsys)
+    assert code == 0, err
+    assert f"dataset=facecorpus_dataset dataset_dir={tmp_path.resolve()} media_dir=/data/faces" in out
 
 
 def test_images_are_the_shard_bytes(demo_output: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from facecorpus.loader import iter_output_samples
 from facecorpus.records import Sample
 
 from .conftest import REPO, run_cli
+from .inprocess_cli import run_main
 
 #: LLaVA-1.5 at 336 px, patch 14: (336/14)^2 = 576 image tokens per <image>
 LLAVA_IMAGE_TOKENS = 576
@@ -106,11 +107,12 @@ def test_llamafactory_ignores_the_fairfacegpt_layout_as_the_warning_says(llamafa
     assert "number of images does not match" in r["errors"][0]
 
 
-def test_fairfacegpt_format_warns_and_writes_its_entry(demo_output: Path, tmp_path: Path) -> None:
+def test_fairfacegpt_format_warns_and_writes_its_entry(demo_output: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     dest = tmp_path / "ff.json"
-    proc = run_cli("export", str(demo_output), "--format", "fairfacegpt", "--out", str(dest), "--name", "ffgpt")
-    assert proc.returncode == 0, proc.stderr
-    assert "LLaMA-Factory reads neither" in proc.stderr and proc.stderr.count("\n") == 1
+    code, _, err = run_main(["export", str(demo_output), "--format", "fairfacegpt", "--out", str(dest), "--name", "ffgpt"],
+                            monkeypatch, capsys)
+    assert code == 0, err
+    assert "LLaMA-Factory reads neither" in err and err.count("\n") == 1
     entry = json.loads((tmp_path / "dataset_info.json").read_text())["ffgpt"]
     assert entry["columns"] == {"messages": "conversations", "image": "image"}
     assert Path(entry["image_root"]) == tmp_path.resolve()
@@ -142,12 +144,12 @@ def test_hf_datasets_reads_the_shards(demo_output: Path, hf_datasets) -> None:
         assert row["json"]["key"] == s.key and row["txt"] == s.caption
 
 
-def test_hf_datasets_reads_the_parquet_export(demo_output: Path, tmp_path: Path, hf_datasets) -> None:
+def test_hf_datasets_reads_the_parquet_export(demo_output: Path, tmp_path: Path, hf_datasets, monkeypatch, capsys) -> None:
     datasets, cache = hf_datasets
     dest = tmp_path / "hub"
-    proc = run_cli("export", str(demo_output), "--format", "parquet", "--out", str(dest))
-    assert proc.returncode == 0, proc.stderr
-    assert f"datasets.load_dataset('{dest.resolve()}')" in proc.stdout
+    code, out, err = run_main(["export", str(demo_output), "--format", "parquet", "--out", str(dest)], monkeypatch, capsys)
+    assert code == 0, err
+    assert f"datasets.load_dataset('{dest.resolve()}')" in out
     samples = _samples(demo_output)
     jpgs = dict(iter_output_samples(str(demo_output)))
     ds = datasets.load_dataset(str(dest), cache_dir=cache)  # the card's configs name the files per split
