@@ -34,7 +34,8 @@ from facecorpus.faces.stage import FaceStage  # noqa: E402
 from facecorpus.image_check import decode_image  # noqa: E402
 from facecorpus.image_config import ImageConfig  # noqa: E402
 from facecorpus.records import SourceInfo  # noqa: E402
-from facecorpus.stage import REJECTS, RejectItem, WorkItem  # noqa: E402
+from facecorpus.rejection import Rejected
+from facecorpus.stage import REJECTS, WorkItem  # noqa: E402
 
 
 def decoded_item(name: str, data: bytes) -> WorkItem:
@@ -58,7 +59,7 @@ def plain_loop(paths: list[str], cfg: FacesConfig) -> int:
         faces = analyzer.analyze(item.pixels)
         try:
             kept += len(select_faces(faces, cfg, item.image.width, item.image.height).faces)
-        except RejectItem:
+        except Rejected:
             pass
     return kept
 

@@ -18,11 +18,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
 from facecorpus.faces.config import FacesConfig
-from facecorpus.faces.given import BadGivenFaces, given_faces_of, scale_given_faces
+from facecorpus.faces.given import given_faces_of, scale_given_faces
 from facecorpus.faces.stage import FaceStage
 from facecorpus.pipeline import run_recipe
 from facecorpus.recipe import validate_recipe
 from facecorpus.records import Reject, Sample
+from facecorpus.rejection import Rejected
 from facecorpus.stage import METRICS_NAMESPACE, REJECTS, WorkItem
 
 from .loopback_web import WebServer
@@ -61,15 +62,15 @@ def test_given_boxes_scale_to_the_pixels_and_clip_to_the_image():
 
 
 def test_unusable_given_boxes_say_why():
-    with pytest.raises(BadGivenFaces) as e:
+    with pytest.raises(Rejected) as e:
         scale_given_faces([{"box": [3000, 3000, 3100, 3100]}], [1000, 1000], 1000, 1000, "facecaption15m")
     assert e.value.reason == "given_box_outside" and "outside the 1000x1000 image" in e.value.detail
     for bad in ([{"box": [1, 2, 3]}], [{"box": [10, 10, 5, 20]}], [{"box": [0, 0, float("nan"), 4]}], ["box"],
                 [{"box": [0, 0, 5, 5], "landmarks5": [[1, 2]]}], {"box": [0, 0, 5, 5]}):
-        with pytest.raises(BadGivenFaces) as e:
+        with pytest.raises(Rejected) as e:
             scale_given_faces(bad, [10, 10], 10, 10, "farl")
         assert e.value.reason == "bad_box", bad
-    with pytest.raises(BadGivenFaces, match="without the size"):
+    with pytest.raises(Rejected, match="without the size"):
         given_faces_of({"given_faces": [{"box": [0, 0, 5, 5]}]}, 10, 10)
     # no given faces, or an empty list: the detector's job
     assert given_faces_of({}, 10, 10) is None

@@ -19,7 +19,7 @@ from facecorpus.faces.selection import select_faces
 from facecorpus.image_check import decode_image
 from facecorpus.image_config import ImageConfig
 from facecorpus.records import Face
-from facecorpus.stage import RejectItem
+from facecorpus.rejection import Rejected
 
 from .inprocess_cli import run_main
 from .model_packs import cached_store
@@ -82,7 +82,7 @@ def test_single_face_photos(analyzer: FaceAnalyzer, cfg: FacesConfig) -> None:
 def test_photos_without_faces(analyzer: FaceAnalyzer, cfg: FacesConfig, name: str) -> None:
     rgb = pixels(name)
     assert [f for f in analyzer.analyze(rgb) if f.score >= cfg.min_score] == []
-    with pytest.raises(RejectItem) as e:
+    with pytest.raises(Rejected) as e:
         select_faces(analyzer.analyze(rgb), cfg, rgb.shape[1], rgb.shape[0])
     assert e.value.reason in ("no_face", "low_score")
 

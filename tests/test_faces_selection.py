@@ -16,7 +16,7 @@ from facecorpus.faces.geometry import (
 )
 from facecorpus.faces.selection import select_faces
 from facecorpus.records import AttributeValue, Expression, Face, FaceBox, Pose
-from facecorpus.stage import RejectItem
+from facecorpus.rejection import Rejected
 
 
 def face(x: float, y: float, size: float, score: float = 0.99) -> Face:
@@ -36,7 +36,7 @@ CFG = FacesConfig(backend="portable", min_score=0.9, min_face_size=40, max_faces
     ],
 )
 def test_rejects_in_order(faces: list[Face], reason: str, detail: str) -> None:
-    with pytest.raises(RejectItem) as e:
+    with pytest.raises(Rejected) as e:
         select_faces(faces, CFG, 640, 480)
     assert e.value.reason == reason and detail in e.value.detail
 

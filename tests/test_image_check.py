@@ -11,7 +11,7 @@ from PIL import Image
 from facecorpus.demo import photo_paths
 from facecorpus.image_check import decode_image, hamming, perceptual_hash
 from facecorpus.image_config import ImageConfig
-from facecorpus.stage import RejectItem
+from facecorpus.rejection import Rejected
 
 CFG = ImageConfig(max_side=None)
 
@@ -75,14 +75,14 @@ def test_exif_orientation_is_applied(astronaut):
     ],
 )
 def test_bad_bytes_are_rejected_with_reason(data, reason):
-    with pytest.raises(RejectItem) as e:
+    with pytest.raises(Rejected) as e:
         decode_image(data, CFG)
     assert e.value.reason == reason
 
 
 def test_truncated_jpeg_is_rejected(astronaut):
     data = _save(astronaut, "JPEG")
-    with pytest.raises(RejectItem) as e:
+    with pytest.raises(Rejected) as e:
         decode_image(data[: len(data) // 2], CFG)
     assert e.value.reason == "corrupt_image"
 
@@ -90,16 +90,16 @@ def test_truncated_jpeg_is_rejected(astronaut):
 def test_decompression_bomb_is_refused_before_decoding():
     bomb = _save(Image.new("L", (9000, 9000)), "PNG")  # tiny file, 81 Mpx
     assert len(bomb) < 200_000
-    with pytest.raises(RejectItem) as e:
+    with pytest.raises(Rejected) as e:
         decode_image(bomb, ImageConfig(max_pixels=50_000_000))
     assert e.value.reason == "too_many_pixels"
 
 
 def test_too_small_and_too_large():
-    with pytest.raises(RejectItem) as e:
+    with pytest.raises(Rejected) as e:
         decode_image(_save(Image.new("RGB", (20, 100)), "PNG"), CFG)
     assert e.value.reason == "too_small"
-    with pytest.raises(RejectItem) as e:
+    with pytest.raises(Rejected) as e:
         decode_image(b"x" * 2000, ImageConfig(max_input_bytes=1000))
     assert e.value.reason == "too_large"
 

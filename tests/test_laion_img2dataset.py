@@ -109,4 +109,4 @@ def test_missing_tar_members_are_rejects(downloaded, tmp_path):
     ("failed_to_download", "something new", "download_failed"),
 ])
 def test_img2dataset_error_messages_map_to_our_reasons(status, message, reason):
-    assert img2dataset_failure(status, message)[0] == reason
+    assert img2dataset_failure(status, message).reason == reason

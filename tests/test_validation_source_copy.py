@@ -61,7 +61,7 @@ def test_copied_runs_are_rejected_from_the_threshold_up(base_item: WorkItem):
     pasted = with_text(base_item, ALT, detail=f"Note: {ALT.upper()}!")  # case and punctuation do not hide it
     sample = build_sample(pasted, "t", "0" * 64, "0", WHEN)
     (finding,) = [f for f in check_record(sample, RecordRules(ValidationConfig(), CATS)) if f.reason == "copied_source_text"]
-    assert finding.categories == ["detail"] and "portrait of a young woman" in finding.detail
+    assert finding.categories == ("detail",) and "portrait of a young woman" in finding.detail
     seven = "Young woman with long curly brown hair, looking to the left."
     assert reasons(with_text(base_item, ALT, caption=seven), source_copy_words=5)[:1] == ["copied_source_text"]
     assert reasons(with_text(base_item, ALT, caption=eight), source_copy="off") == []

@@ -20,7 +20,8 @@ from scipy.fft import dctn
 
 from .image_config import ImageConfig
 from .records import ImageInfo
-from .stage import Progress, RejectItem, Stage, WorkItem
+from .rejection import Rejected
+from .stage import Progress, Stage, WorkItem
 
 # We bound pixel counts ourselves (cfg.max_pixels) and want truncated files to fail, not half-load.
 Image.MAX_IMAGE_PIXELS = None
@@ -73,35 +74,35 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def decode_image(data: bytes | None, cfg: ImageConfig) -> DecodedImage:
-    """Decode and normalise input bytes; raises RejectItem with the reason when the input is unusable."""
+    """Decode and normalise input bytes; raises Rejected with the reason when the input is unusable."""
     if not data:
-        raise RejectItem("empty_file", "the input has no bytes")
+        raise Rejected("empty_file", "the input has no bytes")
     if len(data) > cfg.max_input_bytes:
-        raise RejectItem("too_large", f"the input has {len(data)} bytes, over the limit of {cfg.max_input_bytes}")
+        raise Rejected("too_large", f"the input has {len(data)} bytes, over the limit of {cfg.max_input_bytes}")
     sha = hashlib.sha256(data).hexdigest()
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         if data.startswith(_IMAGE_MAGIC):
-            raise RejectItem("corrupt_image", "the bytes start like an image but the header is broken") from None
-        raise RejectItem("not_image", "the bytes are not an image format the decoder knows") from None
+            raise Rejected("corrupt_image", "the bytes start like an image but the header is broken") from None
+        raise Rejected("not_image", "the bytes are not an image format the decoder knows") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure on open means a broken file
-        raise RejectItem("corrupt_image", f"the image header cannot be read ({type(e).__name__}: {e})") from None
+        raise Rejected("corrupt_image", f"the image header cannot be read ({type(e).__name__}: {e})") from None
     fmt, mode_in = img.format, img.mode
     w0, h0 = img.size
     if w0 * h0 > cfg.max_pixels:
-        raise RejectItem("too_many_pixels", f"{w0}x{h0} pixels exceeds the limit of {cfg.max_pixels} (decompression bomb guard)")
+        raise Rejected("too_many_pixels", f"{w0}x{h0} pixels exceeds the limit of {cfg.max_pixels} (decompression bomb guard)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
     except Exception as e:  # noqa: BLE001 - truncated or corrupt pixel data
-        raise RejectItem("corrupt_image", f"the pixel data cannot be decoded ({type(e).__name__}: {e})") from None
+        raise Rejected("corrupt_image", f"the pixel data cannot be decoded ({type(e).__name__}: {e})") from None
     was_transposed = _has_orientation(img)
     img = _to_rgb(ImageOps.exif_transpose(img) if was_transposed else img)
     w, h = img.size
     if min(w, h) < cfg.min_side:
-        raise RejectItem("too_small", f"{w}x{h} is below the minimum side of {cfg.min_side} px")
+        raise Rejected("too_small", f"{w}x{h} is below the minimum side of {cfg.min_side} px")
     if cfg.max_side and max(w, h) > cfg.max_side:
         img = img.copy()
         img.thumbnail((cfg.max_side, cfg.max_side), Image.Resampling.LANCZOS)

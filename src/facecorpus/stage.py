@@ -1,9 +1,11 @@
 """The unit of work that flows through the Beam graph, and the base every stage is built on.
 
 A `WorkItem` carries one input from its source to the sink; stages fill in its fields. A `Stage` is a
-Beam DoFn with two outputs: the main output (items that go on) and `REJECTS` (one `Reject` per item
-that stops, with its reason). The base class counts kept and rejected items per reason in Beam
-metrics and turns unexpected exceptions into `internal_error` rejects, so a bad input never kills a job.
+Beam DoFn with two outputs: the main output (items that go on) and `REJECTS` (one `Reject` line per
+item that stops). Stage code, and the pure functions it calls, raise `rejection.Rejected`; the base
+class turns it into the reject line, counts kept and rejected items per reason (and per QA category)
+in Beam metrics, and turns unexpected exceptions into `internal_error` rejects, so a bad input never
+kills a job.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .records import (
     Reject,
     SourceInfo,
 )
+from .rejection import Rejected, Rejection
 
 REJECTS = "rejects"
 METRICS_NAMESPACE = "facecorpus"
@@ -75,35 +78,27 @@ class WorkItem:
         return self
 
 
-class RejectItem(Exception):  # noqa: N818 - it is a control-flow signal, not an error
-    """Raise inside `Stage.run` to reject the current item with a reason."""
-
-    def __init__(self, reason: str, detail: str, retryable: bool = False) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.retryable = retryable
-
-
 def make_reject(
     item: WorkItem | None,
     stage: str,
-    reason: str,
-    detail: str,
-    retryable: bool = False,
+    rejection: Rejection,
     source_id: str | None = None,
     dataset: str | None = None,
     url: str | None = None,
+    key: str | None = None,
 ) -> Reject:
+    """The reject line for `rejection`: the item's identity (or the one given, for inputs that are not
+    items: source rows, parked images) and the stage that stopped it."""
     return Reject(
         source_id=source_id if source_id is not None else (item.source.id if item else "?"),
         dataset=dataset if dataset is not None else (item.source.dataset if item else None),
-        key=item.key if item else None,
+        key=key if key is not None else (item.key if item else None),
         stage=stage,
-        reason=reason,
-        detail=detail,
-        retryable=retryable,
+        reason=rejection.reason,
+        detail=rejection.detail,
+        retryable=rejection.retryable,
         url=url if url is not None else (item.source.url if item else None),
+        categories=list(rejection.categories),
     )
 
 
@@ -138,7 +133,7 @@ def count_inputs(n: int = 1) -> None:
 class Stage(beam.DoFn):
     """Base of the per-item stages. Subclasses set `name` and implement `run(item)`.
 
-    `run` yields zero or more items (zero is only allowed together with raising `RejectItem`; a stage
+    `run` yields zero or more items (zero is only allowed together with raising `Rejected`; a stage
     that splits an item, like one-sample-per-face, yields several and counts the extra inputs).
     """
 
@@ -157,22 +152,25 @@ class Stage(beam.DoFn):
     def run(self, item: WorkItem) -> Iterable[WorkItem]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def reject(self, item: WorkItem, reason: str, detail: str, retryable: bool = False):  # noqa: ANN201
-        self.counters.rejected(reason)
-        return beam.pvalue.TaggedOutput(REJECTS, make_reject(item, self.name, reason, detail, retryable))
+    def reject(self, item: WorkItem, rejection: Rejection) -> beam.pvalue.TaggedOutput:
+        """`rejection` as this stage's reject line on the `REJECTS` output (and in its counters)."""
+        self.counters.rejected(rejection.reason)
+        for category in rejection.categories:
+            self.counters.count(f"{rejection.reason}.{category}")
+        return beam.pvalue.TaggedOutput(REJECTS, make_reject(item, self.name, rejection))
 
     def process(self, item: WorkItem) -> Iterator[Any]:
         try:
             produced = list(self.run(item))
-        except RejectItem as r:
-            yield self.reject(item, r.reason, r.detail, r.retryable)
+        except Rejected as r:
+            yield self.reject(item, r.rejection)
             return
         except Exception as e:  # a bug or an input we did not foresee: reject, keep the job alive
             log.warning("stage %s failed on %s: %s", self.name, item.source.id, traceback.format_exc(limit=3))
-            yield self.reject(item, "internal_error", f"{type(e).__name__}: {e}"[:500], retryable=True)
+            yield self.reject(item, Rejection("internal_error", f"{type(e).__name__}: {e}"[:500], retryable=True))
             return
         if not produced:
-            yield self.reject(item, "dropped", f"stage {self.name} produced nothing for this input")
+            yield self.reject(item, Rejection("dropped", f"stage {self.name} produced nothing for this input"))
             return
         self.counters.kept(len(produced))
         yield from produced

@@ -26,6 +26,7 @@ Reasons (all snake_case) and whether a later `--retry-rejects` should try again:
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import http.client
 import random
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote, urljoin, urlsplit
 
+from ..rejection import Rejected, Rejection
 from .addresses import AddressPolicy, BlockedAddress, DNSFailure, IPAddress, Resolver, resolve_checked
 from .politeness import DomainGates
 
@@ -72,13 +74,11 @@ class FetchSettings:
 
 @dataclass
 class FetchResult:
-    """The outcome for one URL. `reason` is None on success (then `data` holds the body)."""
+    """The outcome for one URL: `data` holds the body on success, `rejection` says why not otherwise."""
 
     url: str
     data: bytes | None = None
-    reason: str | None = None
-    detail: str = ""
-    retryable: bool = False
+    rejection: Rejection | None = None
     final_url: str | None = None
     status: int | None = None
     content_type: str | None = None
@@ -88,18 +88,27 @@ class FetchResult:
 
     @property
     def ok(self) -> bool:
-        return self.reason is None
+        return self.rejection is None
+
+    @property
+    def reason(self) -> str | None:
+        return self.rejection.reason if self.rejection is not None else None
+
+    @property
+    def detail(self) -> str:
+        return self.rejection.detail if self.rejection is not None else ""
+
+    @property
+    def retryable(self) -> bool:
+        return self.rejection is not None and self.rejection.retryable
 
 
-class _Failure(Exception):
-    """One attempt failed for `reason`; carries what the result needs."""
+class _Failure(Rejected):
+    """One attempt failed: its rejection, plus the HTTP status and Retry-After the retry loop needs."""
 
     def __init__(self, reason: str, detail: str, retryable: bool, status: int | None = None,
                  retry_after: float | None = None) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.retryable = retryable
+        super().__init__(reason, detail, retryable)
         self.status = status
         self.retry_after = retry_after
 
@@ -190,19 +199,19 @@ class Fetcher:
             try:
                 data, final_url, status, ctype, redirects = self._attempt(url)
             except _Failure as f:
-                result.reason, result.detail, result.retryable = f.reason, f.detail, f.retryable
-                result.status, result.retry_after = f.status, f.retry_after
+                result.rejection, result.status, result.retry_after = f.rejection, f.status, f.retry_after
                 if not f.retryable or attempt == s.retries:
                     return result
                 pause = self._backoff(attempt, f.retry_after)
                 if pause is None:  # the server wants us away longer than we are willing to wait now
-                    result.detail += f" (Retry-After {f.retry_after:.0f}s exceeds max_backoff_s; left for --retry-rejects)"
+                    why = f" (Retry-After {f.retry_after:.0f}s exceeds max_backoff_s; left for --retry-rejects)"
+                    result.rejection = dataclasses.replace(f.rejection, detail=f.detail + why)
                     return result
                 self._sleep(pause)
                 continue
             result.data, result.final_url, result.status, result.content_type = data, final_url, status, ctype
             result.redirects = redirects
-            result.reason, result.detail, result.retryable = None, "", False
+            result.rejection = None
             return result
         return result
 

@@ -19,8 +19,9 @@ import apache_beam as beam
 
 from .. import __version__
 from ..records import Reject, SourceInfo
+from ..rejection import Rejection
 from ..sources.keys import make_key
-from ..stage import REJECTS, Counters, Progress, WorkItem
+from ..stage import REJECTS, Counters, Progress, WorkItem, make_reject
 from .config import DownloadConfig
 from .fetch import Fetcher, FetchSettings
 from .images import (
@@ -59,7 +60,7 @@ class WebRow:
     #: already downloaded (img2dataset output): the tar holding the image, its member key, or why it failed
     archive: str | None = None
     member: str | None = None
-    fetch_error: tuple[str, str] | None = None  # (reason, detail)
+    fetch_error: Rejection | None = None  # img2dataset could not download it
 
 
 def default_user_agent(cfg: DownloadConfig) -> str:
@@ -115,12 +116,10 @@ class _Outcome:
     nbytes: int = 0
 
 
-def row_reject(row: WebRow, reason: str, detail: str, retryable: bool, stage: str = STAGE) -> Reject:
-    """A Reject for `row` (its key, id and URL filled in)."""
-    return Reject(
-        source_id=row.source_id, dataset=row.dataset, key=make_key(row.dataset, row.source_id), stage=stage,
-        reason=reason, detail=detail, retryable=retryable, url=row.url or None,
-    )
+def row_reject(row: WebRow, rejection: Rejection, stage: str = STAGE) -> Reject:
+    """The reject line for `row` (its key, id and URL filled in)."""
+    return make_reject(None, stage, rejection, source_id=row.source_id, dataset=row.dataset, url=row.url or None,
+                       key=make_key(row.dataset, row.source_id))
 
 
 def item_from_bytes(row: WebRow, data: bytes, resize: ResizeSettings | None, final_url: str | None = None,
@@ -135,11 +134,11 @@ def item_from_bytes(row: WebRow, data: bytes, resize: ResizeSettings | None, fin
             checked = check_image(data, resize)
         except NotAnImage as e:
             served = f" (served as {content_type})" if content_type else ""
-            return row_reject(row, "not_image", f"{e}{served}", False)
+            return row_reject(row, Rejection("not_image", f"{e}{served}"))
     else:
         _, size = exif_orientation(data) if orientation != 1 else (1, raw_size)
         if size is None:
-            return row_reject(row, "not_image", "the stored bytes are not an image the decoder knows", False)
+            return row_reject(row, Rejection("not_image", "the stored bytes are not an image the decoder knows"))
         checked = CheckedImage(data=data, width=size[0], height=size[1], original_width=size[0], original_height=size[1])
     extra: dict[str, Scalar] = dict(row.extra)
     extra.update({"original_width": checked.original_width, "original_height": checked.original_height})
@@ -169,8 +168,8 @@ def download_row(row: WebRow, fetcher: Fetcher, resize: ResizeSettings) -> _Outc
     try:
         res = fetcher.fetch(row.url)
         if not res.ok:
-            assert res.reason is not None
-            return _Outcome(reject=row_reject(row, res.reason, res.detail or res.reason, res.retryable), attempts=res.attempts)
+            assert res.rejection is not None
+            return _Outcome(reject=row_reject(row, res.rejection), attempts=res.attempts)
         assert res.data is not None
         made = item_from_bytes(row, res.data, resize, res.final_url, res.content_type)
         if isinstance(made, Reject):
@@ -178,7 +177,7 @@ def download_row(row: WebRow, fetcher: Fetcher, resize: ResizeSettings) -> _Outc
         return _Outcome(item=made, attempts=res.attempts, redirects=res.redirects, nbytes=len(res.data))
     except Exception as e:  # a bug or something unforeseen: one reject, the batch goes on
         log.warning("download of %s failed: %s", row.url, traceback.format_exc(limit=3))
-        return _Outcome(reject=row_reject(row, "internal_error", f"{type(e).__name__}: {e}"[:500], True))
+        return _Outcome(reject=row_reject(row, Rejection("internal_error", f"{type(e).__name__}: {e}"[:500], True)))
 
 
 class DownloadRows(beam.DoFn):

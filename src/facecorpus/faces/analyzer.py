@@ -13,7 +13,6 @@ import logging
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +20,11 @@ import numpy as np
 from .. import models
 from ..errors import UserError
 from ..records import Face
+from ..rejection import Rejection
 from .config import FacesConfig
 from .given import GivenFace
 
 log = logging.getLogger("facecorpus")
-
-
-@dataclass(frozen=True)
-class AnalysisFailure:
-    """An image the models could not analyse; becomes a reject with this reason and detail."""
-
-    reason: str
-    detail: str
 
 
 class FaceAnalyzer(ABC):
@@ -51,13 +43,13 @@ class FaceAnalyzer(ABC):
 
     def analyze_batch(
         self, images: Sequence[np.ndarray | None], given: Sequence[list[GivenFace] | None] | None = None
-    ) -> list[list[Face] | AnalysisFailure]:
+    ) -> list[list[Face] | Rejection]:
         """One result per image; a failure on one image does not affect the others. `given[i]`, when not
         None, replaces detection on image i."""
         per_image = given if given is not None else [None] * len(images)
         return [self._guarded(img, g) for img, g in zip(images, per_image, strict=True)]
 
-    def _guarded(self, rgb: np.ndarray | None, given: list[GivenFace] | None = None) -> list[Face] | AnalysisFailure:
+    def _guarded(self, rgb: np.ndarray | None, given: list[GivenFace] | None = None) -> list[Face] | Rejection:
         problem = check_pixels(rgb)
         if problem is not None:
             return problem
@@ -65,16 +57,17 @@ class FaceAnalyzer(ABC):
             return self.analyze(rgb) if given is None else self.analyze_given(rgb, given)  # type: ignore[arg-type]
         except Exception as e:  # noqa: BLE001 - one bad image must not stop the batch
             log.warning("face analysis failed: %s", traceback.format_exc(limit=3))
-            return AnalysisFailure("model_error", f"the face models failed on this image ({type(e).__name__}: {e})"[:500])
+            detail = f"the face models failed on this image ({type(e).__name__}: {e})"[:500]
+            return Rejection("model_error", detail, retryable=True)
 
 
-def check_pixels(rgb: np.ndarray | None) -> AnalysisFailure | None:
+def check_pixels(rgb: np.ndarray | None) -> Rejection | None:
     """None if `rgb` is an RGB uint8 image the models can take, else why not."""
     if rgb is None:
-        return AnalysisFailure("no_pixels", "the item reached the face stage without decoded pixels")
+        return Rejection("no_pixels", "the item reached the face stage without decoded pixels")
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         shape = getattr(rgb, "shape", None)
-        return AnalysisFailure("no_pixels", f"the decoded pixels are not an RGB uint8 image (shape {shape})")
+        return Rejection("no_pixels", f"the decoded pixels are not an RGB uint8 image (shape {shape})")
     return None
 
 

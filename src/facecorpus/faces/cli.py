@@ -51,8 +51,8 @@ def faces_command(
 
     from ..image_check import decode_image
     from ..image_config import ImageConfig
-    from ..stage import RejectItem
-    from .analyzer import AnalysisFailure, attribute_models, load_analyzer
+    from ..rejection import Rejected, Rejection
+    from .analyzer import attribute_models, load_analyzer
     from .attributes import model_attributes
     from .config import FacesConfig
 
@@ -70,11 +70,11 @@ def faces_command(
     for path in images:
         try:
             decoded = decode_image(path.read_bytes(), ImageConfig())
-        except RejectItem as r:
+        except Rejected as r:
             _emit(as_json, {"image": str(path), "error": r.reason, "detail": r.detail}, f"{path}: {r.reason}: {r.detail}")
             continue
         outcome = analyzer.analyze_batch([np.asarray(decoded.rgb)])[0]
-        if isinstance(outcome, AnalysisFailure):
+        if isinstance(outcome, Rejection):
             _emit(as_json, {"image": str(path), "error": outcome.reason, "detail": outcome.detail},
                   f"{path}: {outcome.reason}: {outcome.detail}")
             continue

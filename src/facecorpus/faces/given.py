@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..records import Face, FaceBox
+from ..rejection import Rejected
 from .quality import face_quality
 
 #: `Face.detector` of a given face starts with this, then names the source: 'given:farl'
@@ -56,45 +57,36 @@ class GivenFaces:
     outside: int
 
 
-class BadGivenFaces(ValueError):
-    """The given faces cannot be used; `reason` is the reject reason (`bad_box`, `given_box_outside`)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
 def _numbers(value: Any, n: int, what: str) -> list[float]:
     try:
         out = [float(v) for v in value]
     except (TypeError, ValueError):
-        raise BadGivenFaces("bad_box", f"a given {what} is not {n} numbers: {value!r}"[:300]) from None
+        raise Rejected("bad_box", f"a given {what} is not {n} numbers: {value!r}"[:300]) from None
     if len(out) != n or not all(math.isfinite(v) for v in out):
-        raise BadGivenFaces("bad_box", f"a given {what} is not {n} finite numbers: {value!r}"[:300])
+        raise Rejected("bad_box", f"a given {what} is not {n} finite numbers: {value!r}"[:300])
     return out
 
 
 def scale_given_faces(raw: Any, frame: Any, width: int, height: int, source: str) -> GivenFaces:
     """Given faces in a `frame` = [w, h] image → faces in a width × height image, boxes clipped to it.
 
-    Raises BadGivenFaces: `bad_box` when an entry or the frame is malformed (or a box is empty or
+    Raises Rejected: `bad_box` when an entry or the frame is malformed (or a box is empty or
     inverted), `given_box_outside` when every box lies outside the image.
     """
     if not isinstance(raw, list):
-        raise BadGivenFaces("bad_box", f"given faces from {source} are not a list ({type(raw).__name__})")
+        raise Rejected("bad_box", f"given faces from {source} are not a list ({type(raw).__name__})")
     fw, fh = _numbers(frame, 2, "image size (given_faces_size)")
     if fw <= 0 or fh <= 0:
-        raise BadGivenFaces("bad_box", f"the given faces' image size {frame!r} is not positive")
+        raise Rejected("bad_box", f"the given faces' image size {frame!r} is not positive")
     sx, sy = width / fw, height / fh
     faces: list[GivenFace] = []
     clipped = outside = 0
     for entry in raw:
         if not isinstance(entry, dict):
-            raise BadGivenFaces("bad_box", f"a given face from {source} is not an object: {entry!r}"[:300])
+            raise Rejected("bad_box", f"a given face from {source} is not an object: {entry!r}"[:300])
         x1, y1, x2, y2 = _numbers(entry.get("box"), 4, "box")
         if x2 <= x1 or y2 <= y1:
-            raise BadGivenFaces("bad_box", f"a given box from {source} is empty or inverted: {[x1, y1, x2, y2]}")
+            raise Rejected("bad_box", f"a given box from {source} is empty or inverted: {[x1, y1, x2, y2]}")
         box = (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
         inside = (min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
                   min(max(box[2], 0.0), width), min(max(box[3], 0.0), height))
@@ -107,14 +99,14 @@ def scale_given_faces(raw: Any, frame: Any, width: int, height: int, source: str
         points = None
         if marks is not None:
             if not isinstance(marks, (list, tuple)) or len(marks) != 5:
-                raise BadGivenFaces("bad_box", f"given landmarks from {source} are not 5 points: {marks!r}"[:300])
+                raise Rejected("bad_box", f"given landmarks from {source} are not 5 points: {marks!r}"[:300])
             points = tuple((x * sx, y * sy) for x, y in (_numbers(p, 2, "landmark") for p in marks))
         score = entry.get("score")
         if score is not None:
             score = min(max(_numbers([score], 1, "score")[0], 0.0), 1.0)
         faces.append(GivenFace(box=inside, score=score, landmarks5=points, source=source, clipped=was_clipped))
     if not faces and outside:
-        raise BadGivenFaces(
+        raise Rejected(
             "given_box_outside",
             f"all {outside} face box(es) given by {source} lie outside the {width}x{height} image "
             f"(coordinates for a {fw:.0f}x{fh:.0f} image)",
@@ -124,13 +116,13 @@ def scale_given_faces(raw: Any, frame: Any, width: int, height: int, source: str
 
 def given_faces_of(context: dict[str, Any], width: int, height: int) -> GivenFaces | None:
     """The item's given faces scaled to its width × height pixels; None when its source gave none (or
-    an empty list). Raises BadGivenFaces as `scale_given_faces`."""
+    an empty list). Raises Rejected as `scale_given_faces`."""
     raw = context.get("given_faces")
     if raw is None or (isinstance(raw, list) and not raw):
         return None
     source = str(context.get("given_faces_source") or "source")
     if "given_faces_size" not in context:
-        raise BadGivenFaces("bad_box", f"given faces from {source} come without the size of the image they refer to")
+        raise Rejected("bad_box", f"given faces from {source} come without the size of the image they refer to")
     return scale_given_faces(raw, context["given_faces_size"], width, height, source)
 
 

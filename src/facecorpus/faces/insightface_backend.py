@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..records import Face, FaceBox, Pose
-from .analyzer import AnalysisFailure, FaceAnalyzer, check_pixels
+from ..rejection import Rejection
+from .analyzer import FaceAnalyzer, check_pixels
 from .config import FacesConfig
 from .given import UNSCORED, GivenFace
 from .onnx_runtime import CUDA, provider_names, providers
@@ -78,8 +79,8 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         return self._one(self.analyze_batch([rgb], [given])[0])
 
     @staticmethod
-    def _one(result: list[Face] | AnalysisFailure) -> list[Face]:
-        if isinstance(result, AnalysisFailure):
+    def _one(result: list[Face] | Rejection) -> list[Face]:
+        if isinstance(result, Rejection):
             raise RuntimeError(result.detail)
         return result
 
@@ -104,8 +105,8 @@ class InsightFaceAnalyzer(FaceAnalyzer):
 
     def analyze_batch(
         self, images: Sequence[np.ndarray | None], given: Sequence[list[GivenFace] | None] | None = None
-    ) -> list[list[Face] | AnalysisFailure]:
-        results: list[list | AnalysisFailure] = []  # insightface's own face objects until converted
+    ) -> list[list[Face] | Rejection]:
+        results: list[list | Rejection] = []  # insightface's own face objects until converted
         found: list[tuple[np.ndarray, list]] = []  # (bgr, insightface faces) per successful image
         for rgb, boxes in zip(images, given if given is not None else [None] * len(images), strict=True):
             problem = check_pixels(rgb)
@@ -117,15 +118,16 @@ class InsightFaceAnalyzer(FaceAnalyzer):
                 detected = list(self.app.get(bgr)) if boxes is None else self._measure_given(bgr, boxes)
             except Exception as e:  # noqa: BLE001 - one bad image must not stop the batch
                 log.warning("insightface failed: %s", traceback.format_exc(limit=3))
-                results.append(AnalysisFailure("model_error", f"insightface failed on this image ({type(e).__name__}: {e})"[:500]))
+                results.append(Rejection("model_error", f"insightface failed on this image ({type(e).__name__}: {e})"[:500],
+                                         retryable=True))
                 continue
             results.append(detected)
             found.append((bgr, detected))
         if self.recognizer is not None:
             self._embed(found)
-        converted: list[list[Face] | AnalysisFailure] = []
+        converted: list[list[Face] | Rejection] = []
         for rgb, outcome in zip(images, results, strict=True):
-            if isinstance(outcome, AnalysisFailure):
+            if isinstance(outcome, Rejection):
                 converted.append(outcome)
             else:
                 converted.append(sorted((self._to_face(rgb, f) for f in outcome), key=lambda f: -f.score))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..records import Face
-from ..stage import RejectItem
+from ..rejection import Rejected
 from .config import FacesConfig
 
 
@@ -28,23 +28,23 @@ def _size(face: Face) -> float:
 
 
 def select_faces(faces: list[Face], cfg: FacesConfig, width: int, height: int) -> Selection:
-    """Apply the recipe's filters; raises RejectItem with the reason when no usable face remains."""
+    """Apply the recipe's filters; raises Rejected with the reason when no usable face remains."""
     if not faces:
-        raise RejectItem("no_face", "no face was found in the image")
+        raise Rejected("no_face", "no face was found in the image")
     scored = [f for f in faces if f.score >= cfg.min_score]
     if not scored:
         best = max(f.score for f in faces)
-        raise RejectItem(
+        raise Rejected(
             "low_score", f"{len(faces)} possible face(s) found, the best scores {best:.3f}, below faces.min_score {cfg.min_score}"
         )
     sized = [f for f in scored if _size(f) >= cfg.min_face_size]
     if not sized:
         biggest = max(_size(f) for f in scored)
-        raise RejectItem(
+        raise Rejected(
             "face_too_small", f"the largest face is {biggest:.0f} px, below faces.min_face_size {cfg.min_face_size}"
         )
     if len(sized) > cfg.max_faces:
-        raise RejectItem("too_many_faces", f"{len(sized)} faces pass the filters, more than faces.max_faces {cfg.max_faces}")
+        raise Rejected("too_many_faces", f"{len(sized)} faces pass the filters, more than faces.max_faces {cfg.max_faces}")
     kept = sorted(sized, key=lambda f: (round(f.box.x1), round(f.box.y1)))
     return Selection(faces=kept, primary=primary_index(kept, cfg.primary, width, height), dropped=len(faces) - len(kept))
 

@@ -25,9 +25,9 @@ from PIL import Image
 
 from ..image_check import encode_jpeg, perceptual_hash
 from ..records import Face
-from ..stage import REJECTS, Counters, RejectItem, Stage, WorkItem, count_inputs, make_reject
+from ..rejection import Rejected, Rejection
+from ..stage import REJECTS, Counters, Stage, WorkItem, count_inputs, make_reject
 from .analyzer import (
-    AnalysisFailure,
     FaceAnalyzer,
     attribute_models,
     check_pixels,
@@ -40,7 +40,6 @@ from .crops import crop_face, faces_in_crop
 from .given import (
     GIVEN_CONTEXT,
     GIVEN_PREFIX,
-    BadGivenFaces,
     GivenFace,
     GivenFaces,
     given_face_record,
@@ -53,9 +52,9 @@ STAGE = "faces"
 _OUTCOME = "faces.outcome"
 
 
-class FaceModelHandler(ModelHandler[WorkItem, "list[Face] | AnalysisFailure", FaceAnalyzer]):
+class FaceModelHandler(ModelHandler[WorkItem, "list[Face] | Rejection", FaceAnalyzer]):
     """Loads the recipe's analyzer once per worker (or `model_copies` shared across processes) and runs it
-    on batches of WorkItems; each prediction is the item's faces or an `AnalysisFailure`."""
+    on batches of WorkItems; each prediction is the item's faces or an `Rejection`."""
 
     def __init__(self, cfg: FacesConfig) -> None:
         super().__init__(min_batch_size=1, max_batch_size=cfg.batch_size, model_copies=cfg.model_copies)
@@ -68,7 +67,7 @@ class FaceModelHandler(ModelHandler[WorkItem, "list[Face] | AnalysisFailure", Fa
         self, batch: Sequence[WorkItem], model: FaceAnalyzer, inference_args: dict[str, Any] | None = None
     ) -> Iterable[PredictionResult]:
         prepared = [prepare_given(item) for item in batch]
-        todo = [i for i, p in enumerate(prepared) if not isinstance(p, AnalysisFailure)]
+        todo = [i for i, p in enumerate(prepared) if not isinstance(p, Rejection)]
         analysed = model.analyze_batch(
             [batch[i].pixels for i in todo], [_faces_of(prepared[i]) for i in todo]  # type: ignore[arg-type]
         )
@@ -104,8 +103,8 @@ class SelectFaces(Stage):
 
     def run(self, item: WorkItem) -> Iterable[WorkItem]:
         outcome = item.context.pop(_OUTCOME)
-        if isinstance(outcome, AnalysisFailure):
-            raise RejectItem(outcome.reason, outcome.detail, retryable=outcome.reason == "model_error")
+        if isinstance(outcome, Rejection):
+            raise Rejected.of(outcome)
         yield from self._select(item, outcome)
 
     def _select(self, item: WorkItem, found: list[Face]) -> Iterable[WorkItem]:
@@ -184,12 +183,12 @@ class GivenFacesOnly(SelectFaces):
         if prepared is None:  # no given faces (or an empty list): nothing to select, no detector to run
             yield item
             return
-        if isinstance(prepared, AnalysisFailure):
-            raise RejectItem(prepared.reason, prepared.detail)
+        if isinstance(prepared, Rejection):
+            raise Rejected.of(prepared)
         yield from self._select(item, [given_face_record(item.pixels, g) for g in prepared.faces])
 
 
-def prepare_given(item: WorkItem) -> GivenFaces | AnalysisFailure | None:
+def prepare_given(item: WorkItem) -> GivenFaces | Rejection | None:
     """The item's given faces in its pixels (kept on its context for the counters), None when its
     source gave none, or why they cannot be used (`no_pixels`, `bad_box`, `given_box_outside`)."""
     if "given_faces" not in item.context:
@@ -200,8 +199,8 @@ def prepare_given(item: WorkItem) -> GivenFaces | AnalysisFailure | None:
     height, width = item.pixels.shape[:2]
     try:
         prepared = given_faces_of(item.context, width, height)
-    except BadGivenFaces as e:
-        return AnalysisFailure(e.reason, e.detail)
+    except Rejected as e:
+        return e.rejection
     if prepared is not None:
         item.context[GIVEN_CONTEXT] = prepared
     return prepared
@@ -224,7 +223,7 @@ class _RejectFailedBatch(beam.DoFn):
         detail = f"the face models failed on this batch ({type(error).__name__}: {error})"[:500]
         for item in batch:
             self._counters.rejected("model_error")
-            yield make_reject(item, STAGE, "model_error", detail, retryable=True)
+            yield make_reject(item, STAGE, Rejection("model_error", detail, retryable=True))
 
 
 class FaceStage(beam.PTransform):

@@ -27,7 +27,8 @@ from ..errors import UserError
 from ..prompting.promptset import PromptSet
 from ..prompting.render import ImageOptions, RenderedPrompt, render_prompt
 from ..recipe import Recipe
-from ..stage import REJECTS, RejectItem, Stage, WorkItem
+from ..rejection import Rejected
+from ..stage import REJECTS, Stage, WorkItem
 from .client import BatchContext, GenerationOutcome, PendingOutcome
 from .config import GenerationConfig
 from .handler import BATCH, PROMPT, OpenAIChatHandler
@@ -74,7 +75,7 @@ class RenderPrompts(Stage):
         try:
             prompt = render_item(item, self._set, self.cfg)
         except (jinja2.TemplateError, UserError) as e:
-            raise RejectItem("prompt_error", f"the prompt could not be rendered: {e}"[:300]) from None
+            raise Rejected("prompt_error", f"the prompt could not be rendered: {e}"[:300]) from None
         item.context[PROMPT] = prompt
         item.prompt_set = prompt.prompt_set
         item.prompt_version = prompt.prompt_version
@@ -133,7 +134,7 @@ class ApplyGeneration(Stage):
         outcome.spend.flush()  # Beam counters only count on the DoFn's own thread
         if outcome.failure is not None:
             f = outcome.failure
-            raise RejectItem(f.reason, f.detail, f.retryable)
+            raise Rejected(f.reason, f.detail, f.retryable)
         item.caption = outcome.caption
         item.qa = outcome.qa
         item.generator = "openai"

@@ -22,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from ..errors import UserError
 from ..labels import normalise
 from ..records import AttributeValue, Reject, SourceInfo
+from ..rejection import Rejection
 from ..stage import REJECTS, Counters, WorkItem, count_inputs, make_reject
 from .config import FairFaceSource
 from .files import exists, read_bytes
@@ -77,7 +78,7 @@ def parse_label_csv(path: str, split: str, dataset: str) -> Iterator[LabelRow | 
             continue
 
         def reject(reason: str, detail: str, sid: str = sid) -> Reject:
-            return make_reject(None, "source", reason, detail, source_id=sid, dataset=dataset)
+            return make_reject(None, "source", Rejection(reason, detail), source_id=sid, dataset=dataset)
 
         if None in row or any(row.get(c) is None for c in REQUIRED_COLUMNS) or not file:
             yield reject("bad_row", f"{path} line {lineno}: the row has missing or extra cells")
@@ -182,15 +183,16 @@ class _ReadImage(beam.DoFn):
             counters.rejected("read_error")
             yield beam.pvalue.TaggedOutput(
                 REJECTS,
-                make_reject(None, "source", "read_error", f"cannot read {row.file}: {e}", True, row.file, self.cfg.dataset),
+                make_reject(None, "source", Rejection("read_error", f"cannot read {row.file}: {e}", True), row.file,
+                            self.cfg.dataset),
             )
             return
         if data is None:
             counters.rejected("missing_file")
             yield beam.pvalue.TaggedOutput(
                 REJECTS,
-                make_reject(None, "source", "missing_file", f"{row.file} is listed in the labels but not in {self.cfg.images}",
-                            False, row.file, self.cfg.dataset),
+                make_reject(None, "source", Rejection("missing_file", f"{row.file} is listed in the labels but not in "
+                                                      f"{self.cfg.images}"), row.file, self.cfg.dataset),
             )
             return
         labels = {

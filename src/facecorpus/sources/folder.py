@@ -9,6 +9,7 @@ import apache_beam as beam
 
 from ..errors import UserError
 from ..records import SourceInfo
+from ..rejection import Rejection
 from ..stage import REJECTS, Counters, WorkItem, count_inputs, make_reject
 from .config import FolderSource
 from .files import list_files, read_bytes
@@ -32,7 +33,8 @@ class _ReadFile(beam.DoFn):
         except OSError as e:
             Counters("source").rejected("read_error")
             yield beam.pvalue.TaggedOutput(
-                REJECTS, make_reject(None, "source", "read_error", f"cannot read {path}: {e}", True, rel, self.cfg.dataset)
+                REJECTS, make_reject(None, "source", Rejection("read_error", f"cannot read {path}: {e}", True), rel,
+                                     self.cfg.dataset)
             )
             return
         Counters("source").kept()

@@ -24,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from ..errors import UserError
 from ..records import AttributeValue, Reject, SourceInfo
+from ..rejection import Rejection
 from ..stage import REJECTS, Counters, WorkItem, count_inputs, make_reject
 from .files import exists, read_bytes
 from .keys import make_key
@@ -78,7 +79,7 @@ class RowSource(Protocol):
 
 
 def reject(dataset: str, source_id: str, reason: str, detail: str, retryable: bool = False) -> Reject:
-    return make_reject(None, "source", reason, detail, retryable, source_id=source_id, dataset=dataset)
+    return make_reject(None, "source", Rejection(reason, detail, retryable), source_id=source_id, dataset=dataset)
 
 
 class ImageStore:

@@ -31,8 +31,9 @@ from ..download.transform import STAGE as DOWNLOAD_STAGE
 from ..download.transform import DownloadRows, Scalar, WebRow, item_from_bytes, row_reject
 from ..errors import UserError
 from ..records import Reject
+from ..rejection import Rejection
 from ..sources.keys import make_key
-from ..stage import REJECTS, Counters, count_inputs
+from ..stage import REJECTS, Counters, count_inputs, make_reject
 from .config import FaceCaptionSource, Img2DatasetSource, LaionSource
 from .files import list_files
 from .laion_face_meta import IdList, SharedIdList, iter_detections, read_id_list
@@ -179,14 +180,14 @@ _IMG2DATASET_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile
 ))
 
 
-def img2dataset_failure(status: Any, message: Any) -> tuple[str, str]:
-    """(reason, detail) for a row img2dataset did not download (its `status`, `error_message`)."""
+def img2dataset_failure(status: Any, message: Any) -> Rejection:
+    """Why img2dataset did not download a row (its `status`, `error_message`): never retryable here."""
     text = str(message or status or "no error message")
     http = re.search(r"HTTP Error (\d{3})", text)
     reason = f"http_{http.group(1)}" if http else next(
         (r for pattern, r in _IMG2DATASET_ERRORS if pattern.search(text)), "download_failed"
     )
-    return reason, f"img2dataset {status}: {text}"[:500]
+    return Rejection(reason, f"img2dataset {status}: {text}"[:500])
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -282,34 +283,34 @@ class _FilterRows(beam.DoFn):
             Counters("source").kept()
             yield row
         else:
-            stage, reason, detail = why
-            Counters(stage).rejected(reason)
-            yield beam.pvalue.TaggedOutput(REJECTS, row_reject(row, reason, detail, False, stage))
+            stage, rejection = why
+            Counters(stage).rejected(rejection.reason)
+            yield beam.pvalue.TaggedOutput(REJECTS, row_reject(row, rejection, stage))
 
-    def refusal(self, row: WebRow) -> tuple[str, str, str] | None:
-        """(stage, reason, detail) when the row must not go on."""
+    def refusal(self, row: WebRow) -> tuple[str, Rejection] | None:
+        """(stage, why) when the row must not go on."""
         cfg, x = self.cfg, row.extra
         if "id_error" in x:
-            return "source", "bad_row", f"{x['parquet']} row {x['row']}: the id cell is not a usable id"
+            return "source", Rejection("bad_row", f"{x['parquet']} row {x['row']}: the id cell is not a usable id")
         if not row.url and not isinstance(cfg, Img2DatasetSource):
-            return "source", "missing_url", f"{x['parquet']} row {x['row']} has no URL"
+            return "source", Rejection("missing_url", f"{x['parquet']} row {x['row']} has no URL")
         if isinstance(cfg, LaionLike) and cfg.nsfw is not None:
             tag = x.get("nsfw")
             if tag not in cfg.nsfw:
-                return "source", "nsfw", f"NSFW tag {tag!r} is not among the kept tags {cfg.nsfw}"
+                return "source", Rejection("nsfw", f"NSFW tag {tag!r} is not among the kept tags {cfg.nsfw}")
         if isinstance(cfg, LaionLike) and cfg.min_similarity is not None:
             sim = x.get("similarity")
             if not isinstance(sim, int | float) or sim < cfg.min_similarity:
-                return "source", "low_similarity", f"similarity {sim!r} is below min_similarity {cfg.min_similarity}"
+                return "source", Rejection("low_similarity", f"similarity {sim!r} is below min_similarity {cfg.min_similarity}")
         min_side = getattr(cfg, "min_side", None)
         if min_side is not None:
             w, h = x.get("declared_width"), x.get("declared_height")
             if isinstance(w, int | float) and isinstance(h, int | float) and min(w, h) < min_side:
-                return "source", "declared_too_small", f"declared size {w}x{h} is below min_side {min_side}"
+                return "source", Rejection("declared_too_small", f"declared size {w}x{h} is below min_side {min_side}")
         if "box_error" in x:
-            return "source", "bad_box", f"the face box cannot be read: {x['box_error']}"
+            return "source", Rejection("bad_box", f"the face box cannot be read: {x['box_error']}")
         if row.fetch_error is not None:
-            return DOWNLOAD_STAGE, *row.fetch_error
+            return DOWNLOAD_STAGE, row.fetch_error
         return None
 
 
@@ -331,10 +332,9 @@ class _FirstOfId(beam.DoFn):
         counters = Counters("source")
         for d in dupes:
             counters.rejected("duplicate_id")
-            yield beam.pvalue.TaggedOutput(REJECTS, Reject(
-                source_id=d.source_id, dataset=d.dataset, key=None, stage="source", reason="duplicate_id",
-                detail=f"id {sid} appears again at {d.extra.get('parquet')} row {d.extra.get('row')}; the first row is kept",
-                retryable=False, url=d.url or None,
+            why = f"id {sid} appears again at {d.extra.get('parquet')} row {d.extra.get('row')}; the first row is kept"
+            yield beam.pvalue.TaggedOutput(REJECTS, make_reject(
+                None, "source", Rejection("duplicate_id", why), source_id=d.source_id, dataset=d.dataset, url=d.url or None,
             ))
         if detections and first.given_faces is None:
             first.given_faces = detections[0]
@@ -378,13 +378,13 @@ class _ReadArchive(beam.DoFn):
                         continue
                     ext = next((e for e in IMAGE_EXTENSIONS if e in parts), None)
                     made = item_from_bytes(row, parts[ext], None) if ext else row_reject(
-                        row, "missing_file", f"{posixpath.basename(archive)} holds {member} without an image", False)
+                        row, Rejection("missing_file", f"{posixpath.basename(archive)} holds {member} without an image"))
                     yield from self._emit(made, counters)
         except (OSError, EOFError, tarfile.TarError) as e:
             problem = f"{posixpath.basename(archive)} cannot be read to the end: {type(e).__name__}: {e}"
         for row in want.values():  # listed as downloaded, but not (readable) in the tar
             detail = problem or f"{posixpath.basename(archive)} has no member {row.member}, which its parquet lists"
-            yield from self._emit(row_reject(row, "missing_file", detail, False), counters)
+            yield from self._emit(row_reject(row, Rejection("missing_file", detail)), counters)
 
     @staticmethod
     def _emit(made: Any, counters: Counters) -> Iterator[Any]:

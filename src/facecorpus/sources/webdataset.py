@@ -12,6 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from ..errors import UserError
 from ..records import SourceInfo
+from ..rejection import Rejection
 from ..stage import REJECTS, Counters, WorkItem, count_inputs, make_reject
 from .config import WebDatasetSource
 from .files import list_files
@@ -73,9 +74,9 @@ class _ReadShard(beam.DoFn):
                     if image_ext is None:
                         counters.rejected("no_image_member")
                         yield beam.pvalue.TaggedOutput(REJECTS, make_reject(
-                            None, "source", "no_image_member",
-                            f"sample {key} in {shard_name} has no image member ({', '.join(sorted(parts))})",
-                            False, sid, self.cfg.dataset, meta.get("url") if isinstance(meta.get("url"), str) else None))
+                            None, "source", Rejection("no_image_member",
+                            f"sample {key} in {shard_name} has no image member ({', '.join(sorted(parts))})"),
+                            sid, self.cfg.dataset, meta.get("url") if isinstance(meta.get("url"), str) else None))
                         continue
                     text = parts["txt"].decode("utf-8", errors="replace") if "txt" in parts else None
                     extra = {k: v for k, v in meta.items() if isinstance(v, _SCALARS) and k not in ("url", "caption")}
@@ -94,9 +95,9 @@ class _ReadShard(beam.DoFn):
             count_inputs()
             counters.rejected("corrupt_shard")
             yield beam.pvalue.TaggedOutput(REJECTS, make_reject(
-                None, "source", "corrupt_shard",
-                f"{shard_name} stops being a readable tar after {n} samples: {type(e).__name__}: {e}",
-                False, f"{shard_name}#after{n}", self.cfg.dataset))
+                None, "source", Rejection("corrupt_shard",
+                f"{shard_name} stops being a readable tar after {n} samples: {type(e).__name__}: {e}"),
+                f"{shard_name}#after{n}", self.cfg.dataset))
 
 
 class ReadWebDataset(beam.PTransform):

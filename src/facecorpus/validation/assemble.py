@@ -4,25 +4,24 @@ to the recipe's record rules (refusals, bounds, categories, charset, label consi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
-import apache_beam as beam
 from pydantic import ValidationError
 
 from ..records import Provenance, Sample
+from ..rejection import Rejected
 from ..sinks.shards import ShardSample
-from ..stage import RejectItem, Stage, WorkItem
+from ..stage import Stage, WorkItem
 from .record_checks import RecordRules, check_record, verdict
 
 
 def build_sample(item: WorkItem, recipe_name: str, recipe_sha256: str, version: str, created_at: datetime) -> Sample:
-    """The record for an item; raises RejectItem('no_qa' | 'schema_invalid') when it cannot be one."""
+    """The record for an item; raises Rejected('no_qa' | 'schema_invalid') when it cannot be one."""
     if not item.qa:
-        raise RejectItem("no_qa", "no question-answer pair could be generated from what is known about this image")
+        raise Rejected("no_qa", "no question-answer pair could be generated from what is known about this image")
     if item.image is None or item.jpeg is None:
-        raise RejectItem("schema_invalid", "the item reached validation without a checked image")
+        raise Rejected("schema_invalid", "the item reached validation without a checked image")
     try:
         return Sample(
             key=item.key,
@@ -52,7 +51,7 @@ def build_sample(item: WorkItem, recipe_name: str, recipe_sha256: str, version: 
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise RejectItem("schema_invalid", f"the record does not fit the schema at {where}: {first['msg']}") from None
+        raise Rejected("schema_invalid", f"the record does not fit the schema at {where}: {first['msg']}") from None
 
 
 class AssembleSample(Stage):
@@ -69,26 +68,15 @@ class AssembleSample(Stage):
         self.version = version
         self.created_at = created_at
         self.rules = rules
-        self._categories: list[str] = []  # QA categories of the current item's reject (one item at a time)
 
     def run(self, item: WorkItem) -> Iterable[ShardSample]:  # type: ignore[override]
-        self._categories = []
         sample = build_sample(item, self.recipe_name, self.recipe_sha256, self.version, self.created_at)
         if self.rules is not None:
             bad, flags = verdict(check_record(sample, self.rules), self.rules)
             if bad is not None:
-                self._categories = bad.categories
-                for cat in bad.categories:
-                    self.counters.count(f"{bad.reason}.{cat}")
-                raise RejectItem(bad.reason, bad.detail)
+                raise Rejected.of(bad)  # the Stage base counts it per category and writes the categories
             for flag in flags:
                 self.counters.count(f"flag.{flag.replace(':', '.')}")
             sample.flags.extend(f for f in flags if f not in sample.flags)
         assert item.jpeg is not None
         yield ShardSample(sample=sample, jpeg=item.jpeg)
-
-    def process(self, item: WorkItem) -> Iterator[Any]:
-        for out in super().process(item):
-            if isinstance(out, beam.pvalue.TaggedOutput) and self._categories:
-                out.value.categories = list(self._categories)
-            yield out

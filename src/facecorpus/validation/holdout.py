@@ -22,8 +22,9 @@ from apache_beam.io.filesystems import FileSystems
 from ..errors import UserError
 from ..image_check import decode_image
 from ..image_config import ImageConfig
+from ..rejection import Rejected
 from ..sources.config import FolderSource, WebDatasetSource
-from ..stage import RejectItem, WorkItem
+from ..stage import WorkItem
 
 #: (sha256 or None, phash or None, id)
 HoldoutEntry = tuple[str | None, str | None, str]
@@ -124,7 +125,7 @@ def holdout_entry(item: WorkItem) -> dict[str, Any]:
     try:
         info = decode_image(data, ImageConfig()).info
         return {"sha256": info.sha256, "phash": info.phash, "id": item.source.id}
-    except RejectItem:
+    except Rejected:
         return {"sha256": hashlib.sha256(data).hexdigest(), "phash": None, "id": item.source.id}
 
 

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..labels import VOCABULARY, Vocabulary
 from ..recipe import Recipe
 from ..records import Sample
+from ..rejection import Rejection
 from .config import ValidationConfig
 from .label_answers import CHECKED_CATEGORIES, LabelAnswerCheck
 from .label_consistency import find_conflicts
@@ -70,14 +71,15 @@ def rules_for(recipe: Recipe) -> RecordRules:
                        Vocabulary(declared) if declared else VOCABULARY)
 
 
-@dataclass
-class Finding:
-    """One problem with a record. `categories`: the QA categories it concerns (for per-category counts)."""
+@dataclass(frozen=True)
+class Finding(Rejection):
+    """One problem with a record: a rejection (reason, detail, the QA categories it concerns) that
+    `verdict` may turn into a flag instead; `attribute` names a `label_conflict`'s flag."""
 
-    reason: str
-    detail: str
-    categories: list[str] = field(default_factory=list)
     attribute: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "categories", tuple(self.categories))  # checks pass lists
 
 
 def _texts(sample: Sample) -> list[tuple[str, str]]:

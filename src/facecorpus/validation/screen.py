@@ -28,9 +28,10 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
-from ..records import Reject, SourceInfo
+from ..records import SourceInfo
+from ..rejection import Rejection
 from ..sinks.shards import SHARDS_DIR, TMP_DIR
-from ..stage import REJECTS, Counters, WorkItem
+from ..stage import REJECTS, Counters, WorkItem, make_reject
 from .config import ValidationConfig
 from .dedup import ExactDuplicates, HoldoutMatches, NearDuplicates, Verdict
 from .holdout import ReadHoldout
@@ -115,10 +116,9 @@ def _discard(parked: list[Parked]) -> None:
 
 
 def _reject(p: Parked, reason: str, detail: str, keyed: bool = True) -> beam.pvalue.TaggedOutput:
-    return beam.pvalue.TaggedOutput(REJECTS, Reject(
-        source_id=p.source.id, dataset=p.source.dataset, key=p.key if keyed else None, stage=STAGE, reason=reason,
-        detail=detail, retryable=False, url=p.source.url,
-    ))
+    line = make_reject(None, STAGE, Rejection(reason, detail), source_id=p.source.id, dataset=p.source.dataset,
+                       url=p.source.url, key=p.key if keyed else None)
+    return beam.pvalue.TaggedOutput(REJECTS, line)
 
 
 class Decide(beam.DoFn):
