@@ -236,7 +236,8 @@ def test_batches_overlap_so_the_pool_stays_full(tmp_path: Path):
 def test_a_pending_outcome_cannot_leave_its_worker():
     import pickle
 
-    from facecorpus.generation.client import LLMClient, endpoint_id
+    from facecorpus.generation.client import LLMClient
+    from facecorpus.generation.endpoint import endpoint_id
     from facecorpus.generation.preflight import load_checked_prompt_set
     from facecorpus.generation.transform import render_item
 
@@ -250,5 +251,5 @@ def test_a_pending_outcome_cannot_leave_its_worker():
         assert copy.requests == 1
         with pytest.raises(RuntimeError, match="must run fused"):
             copy.outcome()
-        assert all(api.max_retries == 0 for api in c._thread_clients)  # per-thread clients: no retry layer either
+        assert all(api.max_retries == 0 for api in c.transport._thread_clients)  # per-thread clients: no retry layer either
         c.close()

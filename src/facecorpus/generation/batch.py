@@ -35,8 +35,8 @@ from ..errors import UserError
 from ..stage import WorkItem
 from .accounting import Spend, TokenUsage, cost_usd, price_for
 from .cache import ResponseCache, cache_key
-from .client import chat_body, endpoint_id
 from .config import GenerationConfig
+from .endpoint import chat_body, endpoint_id
 from .handler import PROMPT
 from .retries import describe_error, redact
 

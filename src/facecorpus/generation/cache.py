@@ -8,6 +8,9 @@ bought; changing a prompt changes the key and buys new ones.
 Entries are small JSON files `<root>/<key[:2]>/<key>.json` holding the response's content, finish
 reason, usage, cost and model — never the request (it may hold web text and images) and never a
 credential. The root is a local folder (written atomically) or any Beam filesystem (gs://, s3://).
+
+`SingleFlight` makes identical requests in flight at once (the same image and labels twice in a
+run) wait for the first one's answer instead of buying it again.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -106,3 +110,34 @@ class ResponseCache:
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
+
+
+T = TypeVar("T")
+
+
+class SingleFlight:
+    """Identical keys in flight at once run once: followers wait for the leader, then look again.
+
+    `run(key, lookup, fetch)`: the leader calls `fetch()`; a follower waits until the leader is done
+    and returns `lookup()` (the leader's result, through the cache) — or, when that is None (the
+    leader failed, or the cache is off), calls `fetch()` itself.
+    """
+
+    def __init__(self) -> None:
+        self._inflight: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def run(self, key: str, lookup: Callable[[], T | None], fetch: Callable[[], T]) -> T:
+        with self._lock:
+            leader = key not in self._inflight
+            done = self._inflight.setdefault(key, threading.Event())
+        if not leader:
+            done.wait()
+            found = lookup()
+            return found if found is not None else fetch()
+        try:
+            return fetch()
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+            done.set()

@@ -24,8 +24,8 @@ from ..recipe import Recipe
 from ..stage import REJECTS, WorkItem
 from .accounting import TokenUsage, cost_usd, price_for
 from .cache import ResponseCache, cache_key
-from .client import chat_body, endpoint_id, model_name
 from .config import GenerationConfig
+from .endpoint import chat_body, endpoint_id, model_name
 from .estimate import request_tokens
 from .handler import PROMPT
 from .preflight import load_checked_prompt_set, resolve_cache_dir, without_images_for_local

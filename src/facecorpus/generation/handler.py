@@ -26,8 +26,10 @@ from apache_beam.ml.inference.base import PredictionResult, RemoteModelHandler
 
 from ..errors import UserError
 from ..stage import WorkItem
-from .client import BatchContext, LLMClient, PendingOutcome, endpoint_id
+from .client import LLMClient, PendingOutcome
 from .config import GenerationConfig
+from .endpoint import endpoint_id
+from .outcome import BatchContext
 
 PROMPT = "llm_prompt"
 BATCH = "llm_batch"

@@ -21,8 +21,8 @@ from ..errors import UserError
 from ..prompting.promptset import PromptSet, load_prompt_set
 from ..runners import is_local_runner
 from .cache import default_cache_dir
-from .client import model_name
 from .config import GenerationConfig
+from .endpoint import model_name
 from .local_server import ENV_URL, gguf_path
 from .retries import redact
 

@@ -29,9 +29,10 @@ from ..prompting.render import ImageOptions, RenderedPrompt, render_prompt
 from ..recipe import Recipe
 from ..rejection import Rejected
 from ..stage import REJECTS, Stage, WorkItem
-from .client import BatchContext, GenerationOutcome, PendingOutcome
+from .client import PendingOutcome
 from .config import GenerationConfig
 from .handler import BATCH, PROMPT, OpenAIChatHandler
+from .outcome import BatchContext, GenerationOutcome
 from .preflight import load_checked_prompt_set, preflight, resolve_cache_dir
 
 OUTCOME = "llm_outcome"

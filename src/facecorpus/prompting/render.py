@@ -238,9 +238,10 @@ def response_format_for(model: type[BaseModel]) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def _response_format_json(categories: tuple[str, ...], bounds: tuple[tuple[str, int], ...], fixed: bool) -> str:
-    # building pydantic models and their schema takes ~2 ms: once per (categories, bounds), not per item
-    return json.dumps(response_format_for(structured_output_model(list(categories), dict(bounds), fixed)))
+def _response_format(categories: tuple[str, ...], bounds: tuple[tuple[str, int], ...], fixed: bool) -> dict[str, Any]:
+    # building pydantic models and their schema takes ~2 ms: once per (categories, bounds), not per item.
+    # One dict shared by every item's request (read-only): the judge compiles its validator once per object
+    return response_format_for(structured_output_model(list(categories), dict(bounds), fixed))
 
 
 # ----------------------------------------------------------------------------------------------- render
@@ -310,9 +311,7 @@ def render_prompt(
                     {"role": "system", "content": system},
                     {"role": "user", "content": _user_content(user, image_url, image)},
                 ],
-                response_format=json.loads(
-                    _response_format_json(tuple(categories), tuple(sorted(prompt_set.bounds.items())), fixed)
-                ),
+                response_format=_response_format(tuple(categories), tuple(sorted(prompt_set.bounds.items())), fixed),
             )
         )
     return RenderedPrompt(

@@ -1,0 +1,141 @@
+"""Transport: getting one response from the endpoint, paid for once and accounted.
+
+`Transport` owns a worker's connection to the endpoint: the thread pool the client's requests run
+on, one `openai.OpenAI` client per pool thread, the slots that bound requests at the endpoint, the
+RPM/TPM budgets, the one retry layer (tenacity) and the price of each response. `buy(body, spend)`
+returns the response as a cache entry (content, refusal, finish reason, model, usage, cost) or
+raises `GenerationFailed` (`llm_error`) with a one-line, secret-free reason.
+
+At most `openai.concurrency` requests are at the endpoint at once (slots); the pool has twice as
+many threads, so threads busy judging, caching or waiting for the GIL do not leave slots empty.
+Each pool thread has its own openai client (one keep-alive connection each, one shared TLS
+context): a single client's connection pool takes a lock and scans all its connections on every
+request, which cost ~0.5 ms of CPU a request at 64 threads.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import openai
+import tenacity
+
+from .accounting import Spend, TokenUsage, cost_usd, price_for
+from .config import GenerationConfig
+from .estimate import request_tokens
+from .limits import RateLimits
+from .outcome import Failure, GenerationFailed
+from .retries import MalformedResponse, describe_error, is_transient, retrying, status_of
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+class Transport:
+    """One per worker: the pool, per-thread openai clients, slots, budgets, retries, prices."""
+
+    def __init__(self, cfg: GenerationConfig, base_url: str, api_key: str | None) -> None:
+        self.cfg = cfg
+        self.secrets = (api_key,) if api_key else ()
+        # max_retries=0: tenacity below is the only retry layer
+        self.openai = openai.OpenAI(
+            api_key=api_key or "no-key-required",
+            base_url=base_url,
+            max_retries=0,
+            timeout=cfg.openai.timeout_s,
+        )
+        self._tls = ssl.create_default_context()  # one TLS context for all the per-thread clients (~20 ms each)
+        self._local = threading.local()
+        self._thread_clients: list[openai.OpenAI] = []
+        self._clients_lock = threading.Lock()
+        # `concurrency` bounds the requests at the endpoint (the slots), not the threads: twice as many
+        # threads let some judge, cache and wait for the GIL while others hold every slot
+        self._slots = threading.BoundedSemaphore(cfg.openai.concurrency)
+        self.pool = ThreadPoolExecutor(max_workers=2 * cfg.openai.concurrency, thread_name_prefix="facecorpus-llm")
+        self.limits = RateLimits(cfg.limits.rpm, cfg.limits.tpm)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for c in [self.openai, *self._thread_clients]:
+            c.close()
+
+    def api(self) -> openai.OpenAI:
+        """This thread's openai client: a copy of `self.openai` (same key, URL, timeout, max_retries=0)
+        with its own connection pool, so that request threads never share a pool lock or connection list."""
+        mine: openai.OpenAI | None = getattr(self._local, "client", None)
+        if mine is None:
+            mine = self.openai.copy(http_client=openai.DefaultHttpxClient(verify=self._tls))
+            self._local.client = mine
+            with self._clients_lock:
+                self._thread_clients.append(mine)
+        return mine
+
+    def buy(self, body: dict[str, Any], spend: Spend) -> dict[str, Any]:
+        """One fresh response for `body` as a cache entry; counts attempts, retries and the spend."""
+        estimate = request_tokens(body) if self.limits.tokens is not None else 0  # only a TPM budget needs it
+        policy = self._retrying()
+        self._local.spend = spend  # read by _on_retry: this thread's request
+        try:
+            for attempt in policy:
+                with attempt:
+                    self.limits.acquire(estimate)
+                    spend.add("attempts")
+                    # the body as rendered, byte for byte (the same JSON a Batch API line carries);
+                    # `chat.completions.create` would re-walk it against its TypedDicts, ~4 ms a request,
+                    # and the answer is read as plain JSON (building a ChatCompletion model: ~0.1 ms more)
+                    with self._slots:
+                        response = self.api().post("/chat/completions", cast_to=dict, body=body)
+                    if not isinstance(response, dict) or not isinstance(response.get("choices"), list):
+                        raise MalformedResponse("the endpoint answered with something that is not a chat completion")
+        except Exception as e:  # noqa: BLE001 - every endpoint failure becomes a reject, never a crash
+            transient = is_transient(e)
+            detail = describe_error(e, self.secrets)
+            if transient:
+                r = self.cfg.retries
+                detail += f" (gave up after {r.max_attempts} attempts or {r.max_total_s:.0f}s)"
+            raise GenerationFailed(Failure("llm_error", detail, retryable=transient)) from None
+        raw_usage = response.get("usage")
+        usage = TokenUsage.from_api(raw_usage if isinstance(raw_usage, dict) else None)
+        self.limits.settle(estimate, usage.prompt + usage.completion if isinstance(raw_usage, dict) else None)
+        entry = self._entry(response, body["model"], usage)
+        spend.fresh_response(usage, entry["cost_usd"])
+        return entry
+
+    def _entry(self, response: dict[str, Any], model: str, usage: TokenUsage) -> dict[str, Any]:
+        choice = response["choices"][0] if response["choices"] else None
+        choice = choice if isinstance(choice, dict) else {}
+        message = choice.get("message")
+        message = message if isinstance(message, dict) else {}
+        return {
+            "content": _text_or_none(message.get("content")),
+            "refusal": _text_or_none(message.get("refusal")),
+            "finish_reason": _text_or_none(choice.get("finish_reason")),
+            "model": _text_or_none(response.get("model")) or model,
+            "usage": {"prompt": usage.prompt, "completion": usage.completion, "cached": usage.cached},
+            "cost_usd": self.cost(model, usage, batch=False),
+            "batch_id": None,
+            "created_at": datetime.now(tz=UTC).replace(microsecond=0).isoformat(),
+        }
+
+    def cost(self, model: str, usage: TokenUsage, batch: bool) -> float:
+        """Dollars for one response of `model` at the recipe's prices."""
+        return cost_usd(price_for(self.cfg.prices, model), usage, batch, self.cfg.batch_discount)
+
+    def _retrying(self) -> tenacity.Retrying:
+        """This thread's tenacity policy, reused request after request (a new one per request is
+        ~35 us and a reference cycle each, left for the garbage collector's pauses)."""
+        policy: tenacity.Retrying | None = getattr(self._local, "retrying", None)
+        if policy is None:
+            policy = self._local.retrying = retrying(self.cfg.retries, self._on_retry)
+        return policy
+
+    def _on_retry(self, state: tenacity.RetryCallState) -> None:
+        spend: Spend = self._local.spend
+        exc = state.outcome.exception() if state.outcome else None
+        spend.add("retries")
+        spend.add(f"retry.{status_of(exc) or type(exc).__name__}" if exc else "retry.unknown")
