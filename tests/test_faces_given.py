@@ -140,7 +140,7 @@ def test_given_faces_skip_detection_on_beam_and_are_counted(store: Path, tmp_pat
     (lx, ly), (rx, ry) = face.landmarks5[:2]  # O-Net put the eyes in the upper half of the box, left before right
     assert face.box.x1 < lx < rx < face.box.x2 and face.box.y1 < ly < (face.box.y1 + face.box.y2) / 2
     assert face.pose is not None and face.expression is not None and face.quality.size_px > 40
-    assert len(kept["detected"].faces) >= 6 and {f.detector for f in kept["detected"].faces} == {"portable:mtcnn"}
+    assert len(kept["detected"].faces) >= 6 and {f.detector for f in kept["detected"].faces} == {"portable:blazeface"}
     (clipped,) = kept["clipped_and_outside"].faces
     assert clipped.box.x1 == 0.0 and clipped.box.x2 == pytest.approx(120 * w / fw) and clipped.score == 0.95
     assert rejects["all_outside"].reason == "given_box_outside" and not rejects["all_outside"].retryable

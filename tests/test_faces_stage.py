@@ -172,26 +172,29 @@ def test_missing_pack_fails_before_the_run(tmp_path: Path, monkeypatch: pytest.M
     assert not out.exists()
 
 
-def test_model_failures_become_rejects(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("detector", ["blazeface", "mtcnn"])
+def test_model_failures_become_rejects(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, detector: str) -> None:
+    from facecorpus.faces.blazeface import BlazeFace
     from facecorpus.faces.mtcnn import MTCNN
     from facecorpus.faces.portable import PortableAnalyzer
 
-    real_detect = MTCNN.detect
+    model = BlazeFace if detector == "blazeface" else MTCNN
+    real_detect = model.detect
 
-    def detect_or_fail(self: MTCNN, rgb: np.ndarray):  # noqa: ANN202
+    def detect_or_fail(self: BlazeFace | MTCNN, rgb: np.ndarray, **kwargs: object):  # noqa: ANN202
         if rgb.shape[:2] == (112, 112):  # the Tom Hanks crop
-            raise RuntimeError("simulated ONNX Runtime failure")
-        return real_detect(self, rgb)
+            raise RuntimeError("simulated model runtime failure")
+        return real_detect(self, rgb, **kwargs)
 
-    monkeypatch.setattr(MTCNN, "detect", detect_or_fail)
-    cfg = FacesConfig(backend="portable", models_dir=str(store), providers="cpu", batch_size=2)
+    monkeypatch.setattr(model, "detect", detect_or_fail)
+    cfg = FacesConfig(backend="portable", models_dir=str(store), providers="cpu", batch_size=2, detector=detector)
     kept, rejects, _ = run_stage([work_item("hanks"), work_item("astronaut")], cfg, tmp_path / "one")
     assert [i.key for i in kept] == ["astronaut"]  # one bad image does not take its batch down
     (r,) = rejects
     assert (r.source_id, r.reason, r.retryable) == ("hanks.jpg", "model_error", True)
-    assert "simulated ONNX Runtime failure" in r.detail
+    assert "simulated model runtime failure" in r.detail
 
-    def whole_batch_fails(self: PortableAnalyzer, images: list, given: list | None = None) -> list:
+    def whole_batch_fails(self: PortableAnalyzer, images: list, given: list | None = None, priors: list | None = None) -> list:
         raise MemoryError("simulated out of memory for the batch")
 
     monkeypatch.setattr(PortableAnalyzer, "analyze_batch", whole_batch_fails)

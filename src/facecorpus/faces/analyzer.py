@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +33,9 @@ class FaceAnalyzer(ABC):
     name: str
 
     @abstractmethod
-    def analyze(self, rgb: np.ndarray) -> list[Face]:
-        """Faces in one RGB uint8 image (H, W, 3), in its pixel coordinates, best score first."""
+    def analyze(self, rgb: np.ndarray, prior: str | None = None) -> list[Face]:
+        """Faces in one RGB uint8 image (H, W, 3), in its pixel coordinates, best score first. `prior`:
+        the source's hint about face sizes ('crop': one large face fills the image), or None."""
 
     @abstractmethod
     def analyze_given(self, rgb: np.ndarray, given: list[GivenFace]) -> list[Face]:
@@ -42,23 +43,36 @@ class FaceAnalyzer(ABC):
         detector; each keeps its given box, best score first."""
 
     def analyze_batch(
-        self, images: Sequence[np.ndarray | None], given: Sequence[list[GivenFace] | None] | None = None
+        self,
+        images: Sequence[np.ndarray | None],
+        given: Sequence[list[GivenFace] | None] | None = None,
+        priors: Sequence[str | None] | None = None,
     ) -> list[list[Face] | Rejection]:
         """One result per image; a failure on one image does not affect the others. `given[i]`, when not
-        None, replaces detection on image i."""
+        None, replaces detection on image i; `priors[i]` is its size hint (see `analyze`)."""
         per_image = given if given is not None else [None] * len(images)
-        return [self._guarded(img, g) for img, g in zip(images, per_image, strict=True)]
+        per_prior = priors if priors is not None else [None] * len(images)
+        return [self._guarded(img, g, p) for img, g, p in zip(images, per_image, per_prior, strict=True)]
 
-    def _guarded(self, rgb: np.ndarray | None, given: list[GivenFace] | None = None) -> list[Face] | Rejection:
+    def _guarded(
+        self, rgb: np.ndarray | None, given: list[GivenFace] | None = None, prior: str | None = None
+    ) -> list[Face] | Rejection:
         problem = check_pixels(rgb)
         if problem is not None:
             return problem
-        try:
-            return self.analyze(rgb) if given is None else self.analyze_given(rgb, given)  # type: ignore[arg-type]
-        except Exception as e:  # noqa: BLE001 - one bad image must not stop the batch
-            log.warning("face analysis failed: %s", traceback.format_exc(limit=3))
-            detail = f"the face models failed on this image ({type(e).__name__}: {e})"[:500]
-            return Rejection("model_error", detail, retryable=True)
+        if given is None:
+            return guarded(lambda: self.analyze(rgb, prior))  # type: ignore[arg-type]
+        return guarded(lambda: self.analyze_given(rgb, given))  # type: ignore[arg-type]
+
+
+def guarded(analyse: Callable[[], list[Face]]) -> list[Face] | Rejection:
+    """The faces `analyse()` returns, or a `model_error` failure naming what it raised (logged)."""
+    try:
+        return analyse()
+    except Exception as e:  # noqa: BLE001 - one bad image must not stop the batch
+        log.warning("face analysis failed: %s", traceback.format_exc(limit=3))
+        detail = f"the face models failed on this image ({type(e).__name__}: {e})"[:500]
+        return Rejection("model_error", detail, retryable=True)
 
 
 def check_pixels(rgb: np.ndarray | None) -> Rejection | None:

@@ -37,6 +37,8 @@ def faces_command(
     pack: Annotated[str, typer.Option("--pack", help="portable, buffalo_l or antelopev2.")] = "portable",
     store: Annotated[str | None, typer.Option("--store", help="Model store (default: $FACECORPUS_MODELS or ~/.cache/facecorpus/models).")] = None,
     providers: Annotated[str, typer.Option("--providers", help="auto, cpu or cuda.")] = "auto",
+    detector: Annotated[str, typer.Option("--detector", help="portable: blazeface or mtcnn.")] = "blazeface",
+    size_prior: Annotated[str, typer.Option("--size-prior", help="any, or crop (each image is one face crop).")] = "any",
     det_size: Annotated[int, typer.Option("--det-size", help="Detector input side / longest side scanned.")] = 640,
     embedding: Annotated[bool, typer.Option("--embedding", help="insightface: also compute embeddings.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
@@ -55,6 +57,7 @@ def faces_command(
     from .analyzer import attribute_models, load_analyzer
     from .attributes import model_attributes
     from .config import FacesConfig
+    from .priors import item_prior
 
     missing = [str(p) for p in images if not p.is_file()]
     if missing:
@@ -62,7 +65,7 @@ def faces_command(
     backend = "portable" if pack == "portable" else "insightface"
     try:
         cfg = FacesConfig(backend=backend, pack=pack, models_dir=store, providers=providers,  # type: ignore[arg-type]
-                          det_size=det_size, embedding=embedding)
+                          det_size=det_size, embedding=embedding, detector=detector, size_prior=size_prior)
     except ValueError as e:
         raise UserError(f"faces: {str(e).splitlines()[-1].strip()}") from None
     analyzer = load_analyzer(cfg)
@@ -73,7 +76,7 @@ def faces_command(
         except Rejected as r:
             _emit(as_json, {"image": str(path), "error": r.reason, "detail": r.detail}, f"{path}: {r.reason}: {r.detail}")
             continue
-        outcome = analyzer.analyze_batch([np.asarray(decoded.rgb)])[0]
+        outcome = analyzer.analyze_batch([np.asarray(decoded.rgb)], priors=[item_prior({}, cfg.size_prior)])[0]
         if isinstance(outcome, Rejection):
             _emit(as_json, {"image": str(path), "error": outcome.reason, "detail": outcome.detail},
                   f"{path}: {outcome.reason}: {outcome.detail}")

@@ -35,12 +35,22 @@ class FacesConfig(Config):
         default="auto", description="onnxruntime providers; 'cuda' needs onnxruntime-gpu instead of onnxruntime."
     )
     device_id: Annotated[int, EXECUTION_ONLY] = Field(default=0, ge=0, description="CUDA device.")
+    detector: Literal["blazeface", "mtcnn"] = Field(
+        default="blazeface",
+        description="Portable: 'blazeface' (BlazeFace proposals judged by O-Net; fast) or 'mtcnn' (the full cascade).",
+    )
+    size_prior: Literal["auto", "any", "crop"] = Field(
+        default="auto",
+        description="Face sizes to search: 'auto' follows the source (FairFace: face crops), 'any' all sizes, "
+        "'crop' one large face per image.",
+    )
     det_size: PositiveInt = Field(
         default=640, description="insightface: detector input side; portable: longer side MTCNN runs at."
     )
     det_threshold: float = Field(default=0.5, ge=0, le=1, description="Detector confidence to report a face at all.")
     detect_min_face: PositiveInt | None = Field(
-        default=None, description="Portable: smallest face (px) MTCNN looks for; null: half of min_face_size."
+        default=None,
+        description="Portable: smallest face (px) looked for; null: min_face_size (blazeface), half of it (mtcnn).",
     )
     min_score: float = Field(default=0.9, ge=0, le=1, description="Faces below are dropped; none left: `low_score`.")
     min_face_size: PositiveInt = Field(

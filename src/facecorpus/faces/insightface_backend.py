@@ -72,8 +72,8 @@ class InsightFaceAnalyzer(FaceAnalyzer):
             self.recognizer.prepare(ctx_id)
         self.providers = provider_names(chosen)
 
-    def analyze(self, rgb: np.ndarray) -> list[Face]:
-        return self._one(self.analyze_batch([rgb])[0])
+    def analyze(self, rgb: np.ndarray, prior: str | None = None) -> list[Face]:
+        return self._one(self.analyze_batch([rgb], priors=[prior])[0])
 
     def analyze_given(self, rgb: np.ndarray, given: list[GivenFace]) -> list[Face]:
         return self._one(self.analyze_batch([rgb], [given])[0])
@@ -104,8 +104,12 @@ class InsightFaceAnalyzer(FaceAnalyzer):
         return faces
 
     def analyze_batch(
-        self, images: Sequence[np.ndarray | None], given: Sequence[list[GivenFace] | None] | None = None
+        self,
+        images: Sequence[np.ndarray | None],
+        given: Sequence[list[GivenFace] | None] | None = None,
+        priors: Sequence[str | None] | None = None,
     ) -> list[list[Face] | Rejection]:
+        # `priors` are not used: SCRFD runs once at det_size whatever the faces' size
         results: list[list | Rejection] = []  # insightface's own face objects until converted
         found: list[tuple[np.ndarray, list]] = []  # (bgr, insightface faces) per successful image
         for rgb, boxes in zip(images, given if given is not None else [None] * len(images), strict=True):

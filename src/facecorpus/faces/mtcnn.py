@@ -17,7 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .nms import nms
 from .onnx_runtime import create_session
+
+__all__ = ["MTCNN", "ONet", "Detections", "MTCNNSettings", "nms", "pyramid_scales", "regress", "square"]
 
 #: P-Net looks at 12×12 windows with a stride of 2 on each pyramid level
 _CELL = 12
@@ -48,30 +51,6 @@ class Detections:
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
-    """Indices of the boxes kept by greedy non-maximum suppression, best score first.
-
-    `mode='union'` compares intersection over union; `'min'` intersection over the smaller box, which
-    O-Net uses to drop a small box nested inside a bigger one.
-    """
-    if boxes.shape[0] == 0:
-        return np.zeros((0,), dtype=np.int64)
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = np.argsort(-scores, kind="stable")
-    keep = []
-    while order.size:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-        inter = w * h
-        denom = np.minimum(areas[i], areas[rest]) if mode == "min" else areas[i] + areas[rest] - inter
-        order = rest[inter / denom <= threshold]
-    return np.asarray(keep, dtype=np.int64)
 
 
 def regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -133,6 +112,69 @@ def crop_patches(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     return _normalise(out)
 
 
+class ONet:
+    """MTCNN's last network on its own: on square 48×48 patches it scores face / not face, regresses the
+    box and places five landmarks. The cascade's third stage, and the judge of other detectors' boxes."""
+
+    def __init__(self, model_dir: Path, providers: list | None = None, threads: int = 0) -> None:
+        self.session = create_session(model_dir / "onet.onnx", providers, threads)
+        self._in = self.session.get_inputs()[0].name
+
+    def run(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(box offsets (n, 4), landmark fractions (n, 10), face probability (n,)) for (n, 48, 48, 3) patches."""
+        if patches.shape[0] == 0:
+            return np.zeros((0, 4), np.float32), np.zeros((0, 10), np.float32), np.zeros((0,), np.float32)
+        reg, marks, prob = self.session.run(None, {self._in: np.ascontiguousarray(patches.transpose(0, 2, 1, 3))})
+        return reg, marks, prob[:, 1]
+
+    def refine(self, images: list[np.ndarray], candidates: list[np.ndarray], threshold: float) -> list[Detections]:
+        """Per image, its square candidate boxes (`square` them first) judged by O-Net in one run over
+        every image: those scoring >= `threshold` are kept, regressed, given landmarks, and deduplicated
+        (NMS on min-overlap 0.7, as the cascade's last step)."""
+        squared = [c[:, :4] for c in candidates]
+        counts = [b.shape[0] for b in squared]
+        if not sum(counts):
+            return [Detections.empty() for _ in images]
+        patches = np.concatenate([crop_patches(img, b, 48) for img, b in zip(images, squared, strict=True) if b.shape[0]])
+        reg, marks, prob = self.run(patches)
+        out = []
+        start = 0
+        for base, n in zip(squared, counts, strict=True):
+            sl = slice(start, start + n)
+            start += n
+            ok = prob[sl] >= threshold
+            if not ok.any():
+                out.append(Detections.empty())
+                continue
+            kept, score = base[ok], prob[sl][ok]
+            landmarks = place_landmarks(kept, marks[sl][ok])
+            final = regress(kept, reg[sl][ok])
+            keep = nms(final, score, 0.7, mode="min")
+            out.append(Detections(final[keep].astype(np.float32), score[keep].astype(np.float32), landmarks[keep]))
+        return out
+
+    def landmarks_in(self, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """O-Net alone on boxes found elsewhere: (its face probability (n,), five landmarks (n, 5, 2)).
+
+        No thresholds or box regression: each box is squared about its centre (as the cascade squares
+        its candidates) and O-Net reads the face inside it at full resolution."""
+        if boxes.shape[0] == 0:
+            return np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
+        base = square(np.asarray(boxes, dtype=np.float32)[:, :4])
+        _, marks, prob = self.run(crop_patches(rgb, base, 48))
+        return prob.astype(np.float32), place_landmarks(base, marks)
+
+
+def place_landmarks(base: np.ndarray, marks: np.ndarray) -> np.ndarray:
+    """O-Net's landmark outputs (five x fractions, then five y fractions, of its square input box) in
+    image pixels (n, 5, 2)."""
+    bw = (base[:, 2] - base[:, 0] + 1)[:, None]
+    bh = (base[:, 3] - base[:, 1] + 1)[:, None]
+    lx = base[:, 0:1] + marks[:, 0:5] * bw - 1
+    ly = base[:, 1:2] + marks[:, 5:10] * bh - 1
+    return np.stack([lx, ly], axis=2).astype(np.float32)
+
+
 class MTCNN:
     """The three-network cascade. `detect(rgb)` → `Detections` in the input image's pixel coordinates."""
 
@@ -140,13 +182,13 @@ class MTCNN:
         self.settings = settings or MTCNNSettings()
         self.pnet = create_session(model_dir / "pnet.onnx", providers)
         self.rnet = create_session(model_dir / "rnet.onnx", providers)
-        self.onet = create_session(model_dir / "onet.onnx", providers)
+        self.onet = ONet(model_dir, providers)
         self._pnet_in = self.pnet.get_inputs()[0].name
         self._rnet_in = self.rnet.get_inputs()[0].name
-        self._onet_in = self.onet.get_inputs()[0].name
 
-    def detect(self, rgb: np.ndarray) -> Detections:
-        """Faces in an RGB uint8 image (H, W, 3)."""
+    def detect(self, rgb: np.ndarray, min_face: int | None = None) -> Detections:
+        """Faces in an RGB uint8 image (H, W, 3); `min_face` (px) overrides the settings' smallest face
+        (a size prior: a face crop's face is large, so the pyramid starts near its scale)."""
         s = self.settings
         h, w = rgb.shape[:2]
         shrink = min(1.0, s.max_side / float(max(h, w)))
@@ -154,38 +196,21 @@ class MTCNN:
         if shrink < 1.0:
             image = cv2.resize(rgb, (max(1, round(w * shrink)), max(1, round(h * shrink))), interpolation=cv2.INTER_AREA)
         # the pyramid is expressed in the working image, so the minimum face shrinks with it
-        min_face = max(_CELL, int(round(s.min_face * shrink)))
-        boxes = self._stage1(image, min_face)
+        smallest = max(_CELL, int(round((min_face or s.min_face) * shrink)))
+        boxes = self._stage1(image, smallest)
         if boxes.shape[0]:
             boxes = self._stage2(image, boxes)
         if boxes.shape[0] == 0:
             return Detections.empty()
-        dets = self._stage3(image, boxes)
+        dets = self.onet.refine([image], [boxes], s.thresholds[2])[0]
         if shrink < 1.0 and len(dets):
             dets.boxes /= shrink
             dets.landmarks /= shrink
         return dets
 
     def landmarks_in(self, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """O-Net alone on boxes found elsewhere: (its face probability (n,), five landmarks (n, 5, 2)).
-
-        No pyramid, thresholds or box regression: each box is squared about its centre (as the cascade
-        squares its candidates) and O-Net reads the face inside it at full resolution."""
-        if boxes.shape[0] == 0:
-            return np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
-        base = square(np.asarray(boxes, dtype=np.float32)[:, :4])
-        patches = crop_patches(rgb, base, 48).transpose(0, 2, 1, 3)
-        _, marks, prob = self.onet.run(None, {self._onet_in: np.ascontiguousarray(patches)})
-        return prob[:, 1].astype(np.float32), self._place_landmarks(base, marks)
-
-    @staticmethod
-    def _place_landmarks(base: np.ndarray, marks: np.ndarray) -> np.ndarray:
-        # O-Net's landmark outputs: five x fractions, then five y fractions, of its (square) input box
-        bw = (base[:, 2] - base[:, 0] + 1)[:, None]
-        bh = (base[:, 3] - base[:, 1] + 1)[:, None]
-        lx = base[:, 0:1] + marks[:, 0:5] * bw - 1
-        ly = base[:, 1:2] + marks[:, 5:10] * bh - 1
-        return np.stack([lx, ly], axis=2).astype(np.float32)
+        """O-Net alone on boxes found elsewhere (see `ONet.landmarks_in`)."""
+        return self.onet.landmarks_in(rgb, boxes)
 
     # -- P-Net: dense candidates on every pyramid level --------------------------------------------
     def _stage1(self, image: np.ndarray, min_face: int) -> np.ndarray:
@@ -234,17 +259,3 @@ class MTCNN:
         keep = nms(kept, score, 0.7)
         refined = square(regress(kept[keep], reg[keep]))
         return np.hstack([refined, score[keep, None]])
-
-    # -- O-Net: final boxes, scores and five landmarks ---------------------------------------------
-    def _stage3(self, image: np.ndarray, boxes: np.ndarray) -> Detections:
-        patches = crop_patches(image, boxes, 48).transpose(0, 2, 1, 3)
-        reg, marks, prob = self.onet.run(None, {self._onet_in: np.ascontiguousarray(patches)})
-        score = prob[:, 1]
-        ok = score >= self.settings.thresholds[2]
-        if not ok.any():
-            return Detections.empty()
-        base, score, reg, marks = boxes[ok, :4], score[ok], reg[ok], marks[ok]
-        landmarks = self._place_landmarks(base, marks)
-        final = regress(base, reg)
-        keep = nms(final, score, 0.7, mode="min")
-        return Detections(final[keep].astype(np.float32), score[keep].astype(np.float32), landmarks[keep])

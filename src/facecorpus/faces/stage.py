@@ -46,6 +46,7 @@ from .given import (
     given_faces_of,
 )
 from .onnx_runtime import providers
+from .priors import item_prior
 from .selection import select_faces
 
 STAGE = "faces"
@@ -69,7 +70,9 @@ class FaceModelHandler(ModelHandler[WorkItem, "list[Face] | Rejection", FaceAnal
         prepared = [prepare_given(item) for item in batch]
         todo = [i for i, p in enumerate(prepared) if not isinstance(p, Rejection)]
         analysed = model.analyze_batch(
-            [batch[i].pixels for i in todo], [_faces_of(prepared[i]) for i in todo]  # type: ignore[arg-type]
+            [batch[i].pixels for i in todo],  # type: ignore[misc]
+            [_faces_of(prepared[i]) for i in todo],  # type: ignore[arg-type]
+            [item_prior(batch[i].context, self.cfg.size_prior) for i in todo],
         )
         outcomes: list[Any] = list(prepared)
         for i, outcome in zip(todo, analysed, strict=True):
