@@ -10,12 +10,15 @@ import cv2
 import numpy as np
 import pytest
 
-from facecorpus.demo import photo_paths
+from facecorpus.demo import GROUP_FACES, _fairface_crop, photo_paths
 from facecorpus.faces.analyzer import FaceAnalyzer, load_analyzer
 from facecorpus.faces.config import FaceCropConfig, FacesConfig
 from facecorpus.faces.crops import crop_face, faces_in_crop
 from facecorpus.faces.mtcnn import nms, pyramid_scales
+from facecorpus.faces.nms import overlaps, weighted_nms
+from facecorpus.faces.priors import CROP, FACE_SIZE_CONTEXT, item_prior
 from facecorpus.faces.quality import face_quality
+from facecorpus.faces.search import REACH, View, search_plan
 from facecorpus.faces.selection import select_faces
 from facecorpus.image_check import decode_image
 from facecorpus.image_config import ImageConfig
@@ -179,3 +182,81 @@ def test_faces_command_prints_every_face(
     assert code == 2 and "nope.jpg is not a file" in err and out == ""  # checked before any model loads
     code, out, err = run_main(["faces", str(photos["hanks"]), "--store", str(store)], monkeypatch, capsys)
     assert code == 0 and "1 face(s)" in out and "pose yaw" in out and "expression happy" in out
+
+
+def test_face_crops_with_the_crop_prior_find_the_same_face(analyzer: FaceAnalyzer, cfg: FacesConfig) -> None:
+    # FairFace-style crops (box side x 1.5, 224 px) of the six people in the group photo
+    photo = photo_paths()["group6"]
+    crops = [np.asarray(_fairface_crop(photo, box)) for box in GROUP_FACES]
+    plain = analyzer.analyze_batch(crops)
+    primed = analyzer.analyze_batch(crops, priors=["crop"] * len(crops))
+    for rgb, a, b in zip(crops, plain, primed, strict=True):
+        fa = select_faces(a, cfg, 224, 224)  # type: ignore[arg-type]
+        fb = select_faces(b, cfg, 224, 224)  # type: ignore[arg-type]
+        big_a, big_b = (f.faces[f.primary].box for f in (fa, fb))
+        assert overlaps(np.array([[big_a.x1, big_a.y1, big_a.x2, big_a.y2]]),
+                        np.array([[big_b.x1, big_b.y1, big_b.x2, big_b.y2]]))[0, 0] > 0.7  # measured 0.79-0.95
+        assert big_b.width > 0.4 * rgb.shape[1]  # the crop's face, not a neighbour's at its edge
+
+
+def test_crop_prior_without_a_face_gets_the_full_search(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from facecorpus.faces.search import FaceFinder
+
+    models: list[str] = []
+    real = FaceFinder.propose
+
+    def spy(self: FaceFinder, rgb: np.ndarray, views: list) -> np.ndarray:
+        models.extend(v.model for v in views)
+        return real(self, rgb, views)
+
+    monkeypatch.setattr(FaceFinder, "propose", spy)
+    analyzer = load_analyzer(FacesConfig(backend="portable", models_dir=str(store), providers="cpu"))
+    assert analyzer.analyze(pixels("cat"), prior="crop") == []
+    assert models == ["short_range", "full_range"]  # the crop's scale first, then every scale
+    models.clear()
+    assert len(analyzer.analyze(pixels("hanks"), prior="crop")) == 1 and models == ["short_range"]
+
+
+def test_search_plan_tiles_only_where_faces_would_be_too_small() -> None:
+    assert search_plan(512, 512, 40) == [View(0, 0, 512, 512)]  # 40 px faces are 15 px in BlazeFace's input
+    views = search_plan(709, 1024, 40)
+    assert views[0] == View(0, 0, 1024, 709) and len(views) == 5
+    tiles = views[1:]
+    side = tiles[0].width
+    assert side * REACH / 192 <= 40  # a 40 px face reaches REACH px in a tile's input
+    xs, ys = sorted({t.x0 for t in tiles}), sorted({t.y0 for t in tiles})
+    assert xs[0] == ys[0] == 0 and xs[-1] + side == 1024 and ys[-1] + tiles[-1].height == 709  # the image covered
+    # neighbours overlap by more than the largest face the whole-image view might miss (REACH px at 192/1024)
+    assert xs[0] + side - xs[1] >= REACH * 1024 / 192 and ys[0] + side - ys[1] >= REACH * 1024 / 192
+    # a huge photo and tiny faces: levels of tiles, the finest reaching the smallest face
+    deep = search_plan(3000, 4000, 12)
+    assert max(192 / v.width for v in deep) * 12 >= REACH - 1e-6 and len({v.width for v in deep}) == 3
+
+
+def test_tiles_find_small_faces(analyzer: FaceAnalyzer, cfg: FacesConfig) -> None:
+    # the group photo shrunk so its faces are about 48 px, four copies on a 1024 px canvas: 12 faces,
+    # below BlazeFace's reach on the whole image (9 px in its input), found through its tiles
+    small = cv2.resize(pixels("group6"), None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
+    h, w = small.shape[:2]
+    canvas = np.full((1024, 1024, 3), 128, np.uint8)
+    for y in (0, h):
+        canvas[y : y + h, :w] = small
+    canvas[2 * h : 2 * h + min(h, 1024 - 2 * h), :w] = small[: min(h, 1024 - 2 * h)]
+    found = selected(analyzer, cfg.model_copy(update={"max_faces": 30}), canvas)
+    assert len(found) >= 12
+
+
+def test_weighted_nms_blends_one_face_and_keeps_two() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=np.float32)
+    scores = np.array([0.6, 0.9, 0.8], dtype=np.float32)
+    points = np.zeros((3, 6, 2), np.float32) + boxes[:, None, :2]
+    out_boxes, out_scores, out_points = weighted_nms(boxes, scores, points, 0.3)
+    assert out_scores.tolist() == pytest.approx([0.9, 0.8])
+    assert out_boxes[0].tolist() == pytest.approx([0.6, 0.6, 10.6, 10.6])  # (0.6 * 0 + 0.9 * 1) / 1.5
+    assert out_points[0, 0].tolist() == pytest.approx([0.6, 0.6]) and out_boxes[1].tolist() == [50, 50, 60, 60]
+
+
+def test_item_prior_follows_the_recipe() -> None:
+    hinted = {FACE_SIZE_CONTEXT: CROP}
+    assert item_prior(hinted, "auto") == CROP and item_prior({}, "auto") is None
+    assert item_prior(hinted, "any") is None and item_prior({}, "crop") == CROP

@@ -203,3 +203,28 @@ def test_model_failures_become_rejects(store: Path, tmp_path: Path, monkeypatch:
     assert sorted((r.source_id, r.reason, r.retryable) for r in rejects) == [
         ("astronaut.jpg", "model_error", True), ("hanks.jpg", "model_error", True)]
     assert all("simulated out of memory" in r.detail for r in rejects)
+
+
+@pytest.mark.parametrize("setting", ["auto", "any"])
+def test_size_prior_travels_from_the_item_to_the_search(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    from facecorpus.faces.priors import CROP, FACE_SIZE_CONTEXT
+    from facecorpus.faces.search import FaceFinder
+
+    planned: dict[tuple[int, int], list[str]] = {}
+    real_plan = FaceFinder.plan
+
+    def spy(self: FaceFinder, rgb: np.ndarray, prior: str | None):  # noqa: ANN202
+        views = real_plan(self, rgb, prior)
+        planned.setdefault(rgb.shape[:2], []).extend(v.model for v in views)
+        return views
+
+    monkeypatch.setattr(FaceFinder, "plan", spy)
+    crop = work_item("hanks")  # a face crop, as FairFace's items are
+    crop.context[FACE_SIZE_CONTEXT] = CROP
+    cfg = FacesConfig(backend="portable", models_dir=str(store), providers="cpu", size_prior=setting)  # type: ignore[arg-type]
+    kept, rejects, _ = run_stage([crop, work_item("astronaut")], cfg, tmp_path)
+    assert sorted(i.key for i in kept) == ["astronaut", "hanks"] and rejects == []
+    assert planned[(512, 512)] == ["full_range"]  # no hint: every scale
+    assert planned[(112, 112)] == (["short_range"] if setting == "auto" else ["full_range"])

@@ -21,6 +21,8 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # plain click help: rendering it with rich imports rich and markdown-it, more than the rest of start-up
+    rich_markup_mode=None,
     help="Build face image-text corpora (WebDataset shards) with Apache Beam.",
 )
 

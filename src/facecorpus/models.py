@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -395,6 +394,7 @@ def pull(name: str, store: str | os.PathLike[str] | None = None, force: bool = F
             return _install(pack, root, lambda dest: _extract_artifacts(pack, work_dir, dest), origin)
         assert pack.url is not None
         archive = work_dir / f"{pack.name}.zip"
+        import urllib.request  # here: only insightface pulls need it, and it is slow to import
         try:
             with urllib.request.urlopen(pack.url, timeout=60) as resp, archive.open("wb") as out:
                 shutil.copyfileobj(resp, out)

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .llamafactory import FAIRFACEGPT_WARNING, training_arguments
-from .writer import DEFAULT_NAME, ExportFilter, export
+from .llamafactory import DEFAULT_NAME, FAIRFACEGPT_WARNING, training_arguments
 
 
 def _split(values: list[str] | None) -> frozenset[str]:
@@ -28,6 +27,8 @@ def export_command(
     image_root: Annotated[str | None, typer.Option("--image-root", help="fairfacegpt: image_root in dataset_info.json (default: the export folder).")] = None,
 ) -> None:
     """Write the corpus as training files (LLaMA-Factory ShareGPT, LLaVA, JSON lines, Hugging Face parquet)."""
+    from .writer import ExportFilter, export  # here: `facecorpus --help` must not load the record models
+
     flt = ExportFilter(categories=_split(category), splits=_split(split), verdict=verdict)
     if fmt == "fairfacegpt":
         typer.echo(FAIRFACEGPT_WARNING, err=True)

@@ -21,6 +21,8 @@ from typing import Any
 
 from ..errors import UserError
 
+#: the dataset name an export writes into dataset_info.json unless --name says otherwise
+DEFAULT_NAME = "facecorpus_dataset"
 SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "assistant"}
 
 FAIRFACEGPT_WARNING = (

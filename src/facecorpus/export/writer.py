@@ -24,12 +24,11 @@ from typing import Any
 from ..errors import UserError
 from ..records import QAPair, Sample
 from .conversations import TURNS, conversation, grouped
-from .llamafactory import fairfacegpt_entry, llamafactory_entry, write_dataset_info
+from .llamafactory import DEFAULT_NAME, fairfacegpt_entry, llamafactory_entry, write_dataset_info
 
 EXPORT_FORMATS = ("sharegpt", "fairfacegpt", "llava", "jsonl", "parquet")
 VERDICT_FILTERS = ("any", "accepted", "not-rejected")
 IMAGES_DIR = "images"
-DEFAULT_NAME = "facecorpus_dataset"
 
 
 @dataclass

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import UserError
-from ..records import Face
+
+if TYPE_CHECKING:  # `facecorpus --help` must not load the record models
+    from ..records import Face
 
 
 def _describe(face: Face) -> list[str]:

@@ -6,12 +6,13 @@ import getpass
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .queue import QueueOptions, ReviewItem, build_queue, load_items, local_dir
-from .verdicts import VerdictLog, reviewer_states
+if TYPE_CHECKING:  # imported where used: `facecorpus --help` must not load the record models
+    from .queue import QueueOptions, ReviewItem
+    from .verdicts import VerdictLog
 
 
 def _split(values: list[str] | None) -> tuple[str, ...]:
@@ -29,6 +30,9 @@ def open_session(folder: Path, reviewer: str, opts: QueueOptions | None) -> tupl
     The queue arguments are logged ('open' event), so reopening without sampling options gives the
     same queue back, and the UI starts at the first item this reviewer has not judged.
     """
+    from .queue import QueueOptions, build_queue, load_items
+    from .verdicts import VerdictLog, reviewer_states
+
     log = VerdictLog(folder, reviewer)
     try:
         for line in log.unreadable:
@@ -62,6 +66,8 @@ def review(
     as_json: Annotated[bool, typer.Option("--json", help="With --summary: print JSON.")] = False,
 ) -> None:
     """Sample and judge generated QA in the terminal; --summary reports acceptance and agreement."""
+    from .queue import QueueOptions, local_dir
+
     folder = local_dir(out)
     if summary:
         from .summary import format_summary, review_summary

@@ -212,7 +212,8 @@ class CelebARows:
         if isinstance(faces, Reject):
             return faces
         return LabelRow(image=image, source_id=image, split=split, labels=labels, extra=extra,
-                        faces=faces, faces_source="celeba" if faces else None)
+                        faces=faces, faces_source="celeba" if faces else None,
+                        face_crop="align" in base_name(self.cfg.images))  # img_align_celeba: aligned face crops
 
     def _faces(self, image: str, side: dict[str, tuple[dict[str, list[str]], dict[str, str], str]]
                ) -> list[dict[str, Any]] | Reject | None:

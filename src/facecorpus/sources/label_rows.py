@@ -23,6 +23,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from ..errors import UserError
+from ..faces.priors import CROP, FACE_SIZE_CONTEXT
 from ..records import AttributeValue, Reject, SourceInfo
 from ..rejection import Rejection
 from ..stage import REJECTS, Counters, WorkItem, count_inputs, make_reject
@@ -50,6 +51,8 @@ class LabelRow:
     faces_source: str | None = None
     #: the image bytes, when the rows come from an archive read front to back (a .tar.gz)
     data: bytes | None = None
+    #: the image is a face crop (one large face): the face stage searches that scale only (faces/priors.py)
+    face_crop: bool = False
 
 
 def label(value: str | float | int | bool, raw: str) -> AttributeValue:
@@ -206,6 +209,8 @@ class _ReadImage(beam.DoFn):
         size = image_size(data) if row.faces else None
         if row.faces and size is not None:
             context.update(given_faces=row.faces, given_faces_size=list(size), given_faces_source=row.faces_source or p.dataset)
+        if row.face_crop:
+            context[FACE_SIZE_CONTEXT] = CROP
         counters.kept()
         yield WorkItem(
             key=make_key(p.dataset, row.source_id),

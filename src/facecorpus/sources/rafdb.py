@@ -82,7 +82,7 @@ class RafDbRows:
                 continue
             yield LabelRow(image=aligned_name(name) if self.aligned else name, source_id=name, split=m.group("split"),
                            labels={"expression": label(code, raw)},
-                           extra={"variant": "aligned" if self.aligned else "original"})
+                           extra={"variant": "aligned" if self.aligned else "original"}, face_crop=self.aligned)
 
 
 class ReadRafDb(ReadLabelledImages):

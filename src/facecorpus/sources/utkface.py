@@ -121,7 +121,8 @@ class UTKFaceRows:
             raw = {"age_years": parsed["age"], "age": parsed["age"], "gender": parsed["gender"], "race": parsed["race"]}
             yield LabelRow(image=name, source_id=name, split=self.cfg.split,
                            labels={k: label(v, raw[k]) for k, v in values.items()},  # type: ignore[arg-type]
-                           extra={"taken": parsed["taken"]}, data=data)
+                           extra={"taken": parsed["taken"]}, data=data,
+                           face_crop=name.lower().endswith(".chip.jpg"))  # the aligned-and-cropped release
 
 
 class ReadUTKFace(ReadLabelledImages):
