@@ -224,7 +224,7 @@ def test_shipped_laion_face_recipe_runs_with_portable_faces(laion_run, tmp_path)
     assert stats["inputs"] == stats["written"] + stats["rejected"] == 17
     records = read_records(out)
     astronaut = records["102"]  # scikit-image's astronaut: one face, found by the portable MTCNN
-    assert len(astronaut["faces"]) == 1 and astronaut["faces"][0]["detector"] == "portable:mtcnn"
+    assert len(astronaut["faces"]) == 1 and astronaut["faces"][0]["detector"] == "portable:blazeface"
     rejects = {(r.source_id, r.reason) for r in read_rejects(out)}
     assert ("101", "too_many_faces") in rejects  # t1.jpg's six faces exceed the recipe's max_faces: 5
     assert {"http_404", "blocked_address", "robots_optout", "not_image"} <= {reason for _, reason in rejects}
