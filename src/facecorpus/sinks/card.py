@@ -76,6 +76,53 @@ def _label_section(col: dict[str, list], stats: dict[str, Any], figs: _Figures) 
     return lines
 
 
+def _attribute_labels_section(stats: dict[str, Any]) -> list[str]:
+    """Every other dataset label: flags (present / absent) in one table, categories and numbers one each."""
+    labels = stats.get("attribute_labels") or {}
+    if not labels:
+        return []
+    lines = ["### Other dataset labels", ""]
+    flags = {a: d for a, d in labels.items() if set(d) <= {"true", "false"}}
+    if flags:
+        lines += ["| attribute | present | absent | % present |", "|---|---:|---:|---:|"]
+        for a, d in flags.items():
+            yes, no = d.get("true", 0), d.get("false", 0)
+            lines.append(f"| {a} | {yes} | {no} | {100.0 * yes / max(1, yes + no):.1f} |")
+        lines.append("")
+    for a, d in labels.items():
+        if a in flags:
+            continue
+        if a == "age_years":
+            years = sorted(int(float(k)) for k, n in d.items() for _ in range(n))
+            lines += [f"- {a}: {len(years)} labelled, median {statistics.median(years):g}, range {years[0]}-{years[-1]}", ""]
+            continue
+        lines += [*_table(d, sum(d.values()), a), ""]
+    return lines
+
+
+def _label_qa_section(stats: dict[str, Any]) -> list[str]:
+    """Balance of label-derived answers: the right MCQ letter and yes/no, which should be even."""
+    qa = stats.get("label_qa") or {}
+    if not qa:
+        return []
+    lines = ["### Answers derived from labels", "",
+             "Every answer below was checked against its sample's labels (`validation/label_answers.py`).", ""]
+    letters = qa.get("attribute_mcq")
+    if letters:
+        n = sum(letters.values())
+        chi2 = sum((letters.get(c, 0) - n / 4) ** 2 / (n / 4) for c in "ABCD")
+        lines += ["| right letter | questions | % |", "|---|---:|---:|"]
+        lines += [f"| {c} | {letters.get(c, 0)} | {100.0 * letters.get(c, 0) / n:.1f} |" for c in "ABCD"]
+        lines += ["", f"Chi-square against even letters: {chi2:.2f} (3 degrees of freedom; above 11.34 would be "
+                      "uneven at 1%).", ""]
+    yes_no = qa.get("attribute_yes_no")
+    if yes_no:
+        n = sum(yes_no.values())
+        lines += [f"Yes/no answers: {yes_no.get('yes', 0)} yes, {yes_no.get('no', 0)} no "
+                  f"({100.0 * yes_no.get('yes', 0) / n:.1f}% yes).", ""]
+    return lines
+
+
 def _faces_section(col: dict[str, list], figs: _Figures) -> list[str]:
     n = len(col["key"])
     faces = Counter(col["n_faces"])
@@ -206,6 +253,8 @@ def render_card(out: str, stats: dict[str, Any], recipe_yaml: str) -> str:
         "",
         *_tokens_section(stats),
         *_label_section(col, stats, figs),
+        *_attribute_labels_section(stats),
+        *_label_qa_section(stats),
         *_faces_section(col, figs),
         *_qa_section(col, stats, figs),
         *_rejects_section(stats, figs),

@@ -123,6 +123,11 @@ def manifest_row(sample: Sample, shard: str, members: list[tuple[str, bytes]] | 
         "label_age": label("age"),
         "label_gender": label("gender"),
         "label_race": label("race"),
+        # every dataset label (CelebA's 40 flags, RAF-DB's expression…) for the card's balance tables
+        "labels_json": json.dumps({k: v.value for k, v in sorted(attrs.items()) if v.source == "label"},
+                                  sort_keys=True, separators=(",", ":")),
+        # short answers of label-derived pairs ("attribute_mcq=B", "attribute_yes_no=no") for answer balance
+        "answer_keys": [f"{q.category}={q.answer_key}" for q in sample.qa if q.answer_key is not None],
         "age": attr("age"),
         "gender": attr("gender"),
         "race": attr("race"),
@@ -155,6 +160,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("generator", pa.string()), ("llm_model", pa.string()), ("n_qa", pa.int32()),
         ("categories", pa.list_(pa.string())), ("prompt_sha256", pa.string()), ("prompt_set", pa.string()),
         ("label_age", pa.string()), ("label_gender", pa.string()), ("label_race", pa.string()),
+        ("labels_json", pa.string()), ("answer_keys", pa.list_(pa.string())),
         ("age", pa.string()), ("gender", pa.string()), ("race", pa.string()), ("expression", pa.string()),
         ("pose_yaw", pa.float64()), ("pose_pitch", pa.float64()), ("pose_roll", pa.float64()),
         ("face_score", pa.float64()), ("face_size_px", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),

@@ -102,6 +102,29 @@ def _distribution(values: list[Any]) -> dict[str, int]:
     return dict(sorted(Counter("unknown" if v is None else str(v) for v in values).items()))
 
 
+def attribute_label_counts(labels_json: list[str | None]) -> dict[str, dict[str, int]]:
+    """{attribute: {value: samples}} over every dataset label but age, gender and race (those are in `labels`)."""
+    counts: dict[str, Counter] = {}
+    for text in labels_json:
+        for name, value in (json.loads(text) if text else {}).items():
+            if name in ("age", "gender", "race"):
+                continue
+            shown = str(value).lower() if isinstance(value, bool) else str(value)
+            counts.setdefault(name, Counter())[shown] += 1
+    return {name: dict(sorted(c.items())) for name, c in sorted(counts.items())}
+
+
+def label_qa_counts(answer_keys: list[list[str] | None]) -> dict[str, dict[str, int]]:
+    """{category: {short answer: pairs}} of label-derived pairs: MCQ letters, yes/no (counts are not shown)."""
+    counts: dict[str, Counter] = {}
+    for keys in answer_keys:
+        for entry in keys or []:
+            category, _, key = entry.partition("=")
+            if category in ("attribute_mcq", "attribute_yes_no"):
+                counts.setdefault(category, Counter())[key] += 1
+    return {c: dict(sorted(v.items())) for c, v in sorted(counts.items())}
+
+
 def compute_stats(out: str, inputs: int | None, run: dict[str, Any], llm: dict[str, Any] | None = None) -> dict[str, Any]:
     """stats.json content from the outputs on disk (plus the run's input count)."""
     manifest = read_manifest(out)
@@ -133,6 +156,8 @@ def compute_stats(out: str, inputs: int | None, run: dict[str, Any], llm: dict[s
             "gender": _distribution(col["label_gender"]),
             "race": _distribution(col["label_race"]),
         },
+        "attribute_labels": attribute_label_counts(col.get("labels_json", [])),
+        "label_qa": label_qa_counts(col.get("answer_keys", [])),
         "faces_per_sample": _distribution(col["n_faces"]),
         "llm": llm
         or {
