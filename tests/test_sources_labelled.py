@@ -16,7 +16,7 @@ from facecorpus.demo import photo_paths
 from facecorpus.demo_labelled import build_affectnet, build_celeba, build_rafdb, build_utkface
 from facecorpus.errors import UserError
 from facecorpus.sources.celeba import ReadCelebA, box_from_landmarks, read_listing
-from facecorpus.sources.labelled_config import CelebASource, LabelledSource, RafDbSource, UTKFaceSource
+from facecorpus.sources.config import CelebASource, LabelledSource, RafDbSource, UTKFaceSource
 from facecorpus.sources.labelled_table import ReadLabelledTable, TableRows
 from facecorpus.sources.licences import CELEBA, RAFDB, UTKFACE, licence_of
 from facecorpus.sources.rafdb import ReadRafDb

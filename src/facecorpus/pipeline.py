@@ -24,6 +24,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import __version__
+from .errors import UserError
 from .generation.accounting import llm_totals, sum_llm_totals
 from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage
@@ -89,6 +90,12 @@ def generation_transform(recipe: Recipe, out: str | None = None) -> beam.PTransf
         from .generation.transform import GenerateWithLLM
 
         return GenerateWithLLM.from_recipe(recipe, out)
+    if g.generator == "labels":
+        from .generation.label_qa import GenerateFromLabels, settings_of
+        from .sources.labelled_config import sources_vocabulary
+
+        stage = GenerateFromLabels(g.categories, g.seed, settings_of(g.labels), sources_vocabulary(recipe.sources))
+        return beam.ParDo(stage).with_outputs(REJECTS, main="main")
     return beam.ParDo(GenerateFromTemplates(g.categories, g.seed)).with_outputs(REJECTS, main="main")
 
 
@@ -114,6 +121,12 @@ def prepare(recipe: Recipe) -> None:
 
     check_ready(recipe.faces)
     check_holdout_lists(recipe.validation.holdout.lists)
+    from .sources.labelled_config import sources_vocabulary
+
+    try:
+        sources_vocabulary(recipe.sources)
+    except ValueError as e:
+        raise UserError(f"recipe {recipe.name}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------------ graph

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..config import EXECUTION_ONLY, Config, PositiveInt
 from ..records import DEFAULT_CATEGORIES
@@ -113,8 +113,23 @@ class BatchConfig(Config):
     state_dir: Annotated[str | None, EXECUTION_ONLY] = Field(default=None, description="Where batch ids are kept; null: <out>/llm_batches.")
 
 
+#: what the `labels` generator writes (generation/label_qa.py); validation/label_answers.py checks them
+LABEL_CATEGORIES: tuple[str, ...] = ("attribute_open", "attribute_yes_no", "attribute_mcq", "attribute_list", "face_count")
+
+
+class LabelQAConfig(Config):
+    """The `labels` generator: dataset labels as questions and answers, no LLM (docs/generation.md)."""
+
+    yes_no: int = Field(default=4, ge=0, le=40, description="Yes/no questions per sample (as many yes as no when the labels allow).")
+    list_size: int = Field(default=4, ge=2, le=10, description="Features a list question names.")
+    set_size: int = Field(default=2, ge=1, le=5, description="Features per option of a feature-set multiple-choice question.")
+    subjective: bool = Field(default=False, description="Also ask about subjective flags (CelebA's Attractive).")
+    only: list[str] = Field(default_factory=list, description="Ask only about these attributes; empty: every labelled one.")
+
+
 class GenerationConfig(Config):
-    generator: Literal["templates", "openai"] = "templates"
+    generator: Literal["templates", "openai", "labels"] = Field(
+        default="templates", description="templates, openai (an LLM), or labels (dataset labels as QA, no LLM).")
     categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES), min_length=1)
     seed: int = 0
     prompt_set: str = Field(default="fairfacegpt", description="A set in prompts/manifest.yaml (fairfacegpt, structured).")
@@ -131,6 +146,17 @@ class GenerationConfig(Config):
     prices: dict[str, PriceConfig] = Field(default_factory=_default_prices, description="Per model; merged over defaults.")
     batch_discount: float = Field(default=0.5, ge=0, le=1, description="Fraction off the price in batch mode.")
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    labels: LabelQAConfig = Field(default_factory=LabelQAConfig)
+
+    @model_validator(mode="after")
+    def _label_categories(self) -> GenerationConfig:
+        if self.generator == "labels":
+            if "categories" not in self.model_fields_set:
+                self.categories = list(LABEL_CATEGORIES)
+            unknown = [c for c in self.categories if c not in LABEL_CATEGORIES]
+            if unknown:
+                raise ValueError(f"the labels generator writes {', '.join(LABEL_CATEGORIES)}; not {', '.join(unknown)}")
+        return self
 
     @field_validator("prices", mode="before")
     @classmethod

@@ -31,10 +31,10 @@ from ..labels import VOCABULARY, Category, Flag, Vocabulary, Years
 from ..prompting.phrases import person_noun
 from ..records import AttributeValue, QAPair
 from ..stage import Stage, WorkItem
+from .config import LABEL_CATEGORIES, LabelQAConfig
 
 PROMPT_SET = "label_qa"
 PROMPT_VERSION = "1"
-LABEL_CATEGORIES: tuple[str, ...] = ("attribute_open", "attribute_yes_no", "attribute_mcq", "attribute_list", "face_count")
 LETTERS = "ABCD"
 MCQ_INSTRUCTION = "Answer with the letter of the correct option."
 FEATURES_QUESTION = "Which facial features and accessories can be seen in the image?"
@@ -54,6 +54,11 @@ class LabelQASettings:
     set_size: int = 2
     subjective: bool = False
     only: tuple[str, ...] = ()
+
+
+def settings_of(cfg: LabelQAConfig) -> LabelQASettings:
+    return LabelQASettings(yes_no=cfg.yes_no, list_size=cfg.list_size, set_size=cfg.set_size,
+                           subjective=cfg.subjective, only=tuple(cfg.only))
 
 
 def rng_for(seed: int, key: str, slot: str) -> random.Random:

@@ -32,7 +32,7 @@ from ..records import Reject
 from .label_rows import LabelRow, ReadLabelledImages, base_name, is_unsafe, label, reject, text_lines
 
 if TYPE_CHECKING:
-    from .labelled_config import CelebASource
+    from .config import CelebASource
 
 #: CelebA's 40 attribute columns in file order → (attribute, value when the column says 1, when -1)
 ATTRIBUTE_COLUMNS: tuple[str, ...] = (

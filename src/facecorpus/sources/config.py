@@ -11,10 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..config import Config, PositiveInt, resolve_path
 from ..download.config import DownloadConfig
+from ..labels import VOCABULARY, Category, Flag, Vocabulary, Years
+from .labelled_config import HOLDOUT_DOC, SNAKE_CASE, AttributeColumn, find_file
+from .licences import CELEBA, RAFDB, UTKFACE
 
 if TYPE_CHECKING:
     import apache_beam as beam
@@ -213,6 +216,176 @@ class Img2DatasetSource(LaionColumns):
         from .laion import ReadImg2Dataset
 
         return ReadImg2Dataset(self, finished=finished)
+
+
+# ------------------------------------------------------------------------------ labelled face datasets
+
+
+class CelebASource(SourceConfig):
+    """CelebA: images (img_align_celeba zip or folder) plus its Anno/ and Eval/ listings."""
+
+    gives_faces: ClassVar[bool] = True  # landmarks and boxes, when listed
+
+    type: Literal["celeba"]
+    root: str | None = Field(default=None, description="The CelebA folder (Anno/, Eval/, Img/): the paths below default to "
+                             "the files found there under their distribution names (set one to null to not read it).")
+    images: str | None = Field(default=None, description="img_align_celeba.zip or its folder (or img_celeba, in the wild).")
+    attributes: str | None = Field(default=None, description="list_attr_celeba.txt (the list of inputs).")
+    partitions: str | None = Field(default=None, description="list_eval_partition.txt (0 train, 1 val, 2 test).")
+    landmarks: str | None = Field(default=None, description="list_landmarks_align_celeba.txt (given faces).")
+    boxes: str | None = Field(default=None, description="list_bbox_celeba.txt (in-the-wild images only).")
+    identities: str | None = Field(default=None, description="identity_CelebA.txt (kept as source.extra.identity).")
+    split: Literal["train", "val", "test", "all"] = "all"
+    holdout: list[Literal["train", "val", "test"]] = Field(default_factory=lambda: ["test"], description=HOLDOUT_DOC)
+    limit: PositiveInt | None = None
+    dataset: str = "celeba"
+    licence: str = CELEBA.id
+
+    def reader(self, finished: beam.PCollection | None = None) -> beam.PTransform:
+        from .celeba import ReadCelebA
+
+        return ReadCelebA(self)
+
+    def resolve_paths(self, base: Path) -> None:
+        root = Path(resolve_path(self.root, base)) if self.root else None
+        defaults = {
+            "images": ("img_align_celeba.zip", "img_align_celeba"),
+            "attributes": ("list_attr_celeba.txt",),
+            "partitions": ("list_eval_partition.txt",),
+            "landmarks": ("list_landmarks_align_celeba.txt",),
+            "identities": ("identity_CelebA.txt",),
+        }
+        for key in ("images", "attributes", "partitions", "landmarks", "boxes", "identities"):
+            value = getattr(self, key)
+            if value is not None:
+                setattr(self, key, resolve_path(value, base))
+            elif root is not None and key in defaults and key not in self.model_fields_set:  # null: not read
+                setattr(self, key, find_file(root, defaults[key]))
+
+    @model_validator(mode="after")
+    def _needs_files(self) -> CelebASource:
+        if self.root is None and (self.images is None or self.attributes is None):
+            raise ValueError("CelebA needs root: (the CelebA folder) or both images: and attributes:")
+        return self
+
+
+class RafDbSource(SourceConfig):
+    """RAF-DB basic: EmoLabel/list_patition_label.txt plus Image/aligned (or Image/original)."""
+
+    type: Literal["rafdb"]
+    root: str | None = Field(default=None, description="The `basic` folder: labels and images default to "
+                             "EmoLabel/list_patition_label.txt and Image/aligned (or aligned.zip).")
+    labels: str | None = Field(default=None, description="EmoLabel/list_patition_label.txt.")
+    images: str | None = Field(default=None, description="Image/aligned or Image/original (a folder or a zip).")
+    variant: Literal["auto", "aligned", "original"] = Field(
+        default="auto", description="auto: aligned when the images path says so (names *_aligned.jpg).")
+    split: Literal["train", "test", "all"] = "all"
+    holdout: list[Literal["train", "test"]] = Field(default_factory=lambda: ["test"], description=HOLDOUT_DOC)
+    limit: PositiveInt | None = None
+    dataset: str = "rafdb"
+    licence: str = RAFDB.id
+
+    def reader(self, finished: beam.PCollection | None = None) -> beam.PTransform:
+        from .rafdb import ReadRafDb
+
+        return ReadRafDb(self)
+
+    def resolve_paths(self, base: Path) -> None:
+        root = Path(resolve_path(self.root, base)) if self.root else None
+        if self.labels is not None:
+            self.labels = resolve_path(self.labels, base)
+        elif root is not None:
+            self.labels = str(root / "EmoLabel" / "list_patition_label.txt")
+        if self.images is not None:
+            self.images = resolve_path(self.images, base)
+        elif root is not None:
+            found = [p for p in (root / "Image" / "aligned", root / "Image" / "aligned.zip") if p.exists()]
+            self.images = str(found[0] if found else root / "Image" / "aligned")
+
+    @model_validator(mode="after")
+    def _needs_files(self) -> RafDbSource:
+        if self.root is None and (self.images is None or self.labels is None):
+            raise ValueError("RAF-DB needs root: (the basic folder) or both labels: and images:")
+        return self
+
+
+class UTKFaceSource(SourceConfig):
+    """UTKFace: a folder, zip or .tar.gz of images whose names carry age, gender and race."""
+
+    type: Literal["utkface"]
+    images: str = Field(description="UTKFace/ (or crop_part1/, part1/…), a zip of it, or UTKFace.tar.gz.")
+    split: str | None = Field(default=None, description="Recorded on every sample (UTKFace has no official split).")
+    limit: PositiveInt | None = None
+    dataset: str = "utkface"
+    licence: str = UTKFACE.id
+
+    def reader(self, finished: beam.PCollection | None = None) -> beam.PTransform:
+        from .utkface import ReadUTKFace
+
+        return ReadUTKFace(self)
+
+    def resolve_paths(self, base: Path) -> None:
+        self.images = resolve_path(self.images, base)
+
+
+class LabelledSource(SourceConfig):
+    """A label table (CSV, TSV, JSON lines, parquet) + images, with a mapping of columns to attributes."""
+
+    type: Literal["labelled"]
+    table: str = Field(description="The label table: .csv, .tsv, .jsonl or .parquet.")
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    images: str = Field(description="Folder or zip holding the images the image column names.")
+    image_column: str = "image"
+    id_column: str | None = Field(default=None, description="Default: the image name.")
+    split_column: str | None = None
+    splits: dict[str, str] = Field(default_factory=dict, description="Raw split cell → split name, e.g. {'2': test}.")
+    split: str = Field(default="all", description="Only rows of this split; all: every split not held out.")
+    holdout: list[str] = Field(default_factory=lambda: ["test"], description=HOLDOUT_DOC)
+    attributes: dict[str, AttributeColumn] = Field(min_length=1)
+    limit: PositiveInt | None = None
+    dataset: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    licence: str = Field(description="The dataset's terms (recorded on every sample); required: say what they are.")
+
+    def reader(self, finished: beam.PCollection | None = None) -> beam.PTransform:
+        from .labelled_table import ReadLabelledTable
+
+        return ReadLabelledTable(self)
+
+    def split_name(self, raw: str | None) -> str | None:
+        if raw is None:
+            return None
+        return self.splits.get(raw, raw)
+
+    def resolve_paths(self, base: Path) -> None:
+        self.table = resolve_path(self.table, base)
+        self.images = resolve_path(self.images, base)
+
+    def declared_attributes(self) -> list[Category | Flag | Years]:
+        return [spec.declare.build(name) for name, spec in self.attributes.items() if spec.declare is not None]
+
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary(self.declared_attributes())
+
+    @model_validator(mode="after")
+    def _mapping_fits_vocabulary(self) -> LabelledSource:
+        vocab = self.vocabulary()
+        for name, spec in self.attributes.items():
+            if not SNAKE_CASE.match(name):
+                raise ValueError(f"attribute names are snake_case: {name!r}")
+            if spec.declare is not None and name in VOCABULARY:
+                raise ValueError(f"attribute {name!r} is in the vocabulary already; map onto it without declare:")
+            declared = vocab.get(name)
+            if declared is None:
+                raise ValueError(f"attribute {name!r} is not in the vocabulary (labels.py); declare it with declare:")
+            if spec.threshold is not None and not isinstance(declared, Flag):
+                raise ValueError(f"attribute {name!r}: threshold is for flags only")
+            if isinstance(declared, Category) and spec.values is not None:
+                unknown = sorted({str(v) for v in spec.values.values() if not isinstance(v, str) or v not in declared.words})
+                if unknown:
+                    raise ValueError(f"attribute {name!r}: {unknown} are not among its codes {list(declared.words)}")
+        return self
+
+
 
 
 def source_union() -> Any:

@@ -28,7 +28,8 @@ from .files import exists, read_bytes
 from .label_rows import LabelRow, ReadLabelledImages, base_name, is_unsafe, label, reject
 
 if TYPE_CHECKING:
-    from .labelled_config import AttributeColumn, LabelledSource
+    from .config import LabelledSource
+    from .labelled_config import AttributeColumn
 
 
 def cell_text(value: Any) -> str | None:

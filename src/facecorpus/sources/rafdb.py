@@ -23,7 +23,7 @@ from ..records import Reject
 from .label_rows import LabelRow, ReadLabelledImages, base_name, is_unsafe, label, reject, text_lines
 
 if TYPE_CHECKING:
-    from .labelled_config import RafDbSource
+    from .config import RafDbSource
 
 EXPRESSIONS = {"1": "surprise", "2": "fear", "3": "disgust", "4": "happy", "5": "sad", "6": "angry", "7": "neutral"}
 _NAME = re.compile(r"^(?P<split>train|test)_(?P<number>\d+)\.jpg$")

@@ -29,7 +29,7 @@ from .files import list_files
 from .label_rows import LabelRow, ReadLabelledImages, base_name, is_unsafe, label, reject
 
 if TYPE_CHECKING:
-    from .labelled_config import UTKFaceSource
+    from .config import UTKFaceSource
 
 GENDERS = {"0": "male", "1": "female"}
 RACES = {"0": "white", "1": "black", "2": "asian", "3": "indian", "4": "other"}

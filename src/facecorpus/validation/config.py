@@ -51,7 +51,7 @@ class ValidationConfig(Config):
         default=8, ge=3, le=100, description="Consecutive words shared with the source text that count as copying."
     )
     skippable_generators: list[str] = Field(
-        default_factory=lambda: ["templates"],
+        default_factory=lambda: ["templates", "labels"],
         description="Generators allowed to leave out a requested category (flagged `skipped:<category>`).",
     )
     dedup: DedupConfig = Field(default_factory=DedupConfig)

@@ -17,11 +17,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..generation.config import LABEL_CATEGORIES
 from ..labels import Category, Flag, Vocabulary, Years
 from ..records import QAPair, Sample
 
 #: the categories whose answers derive from labels (generation/label_qa.py writes them)
-CHECKED_CATEGORIES = frozenset({"attribute_open", "attribute_yes_no", "attribute_mcq", "attribute_list", "face_count"})
+CHECKED_CATEGORIES = frozenset(LABEL_CATEGORIES)
 _OPTION = re.compile(r"^([A-D])\. (.+)$")
 _ANSWER_LETTER = re.compile(r"^([A-D])\. (.+)$", re.S)
 _LIST = re.compile(r":\s*(.+)\?\s*$", re.S)

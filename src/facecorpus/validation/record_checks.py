@@ -59,7 +59,8 @@ def rules_for(recipe: Recipe) -> RecordRules:
     """The record rules of a recipe.
 
     Generators that may leave out a requested category: those in `validation.skippable_generators`
-    (default: `templates`, which writes only from facts it has and skips the rest), plus `openai` when
+    (default: `templates`, which writes only from facts it has and skips the rest, and `labels`, which
+    asks only what the labels can answer), plus `openai` when
     its recipe says `generation.openai.on_category_failure: skip`. Any other absence is `missing_category`.
     """
     skippable = set(recipe.validation.skippable_generators)

@@ -65,6 +65,10 @@ def prompts_sha256(recipe: Recipe) -> str:
         from ..generation.templates import templates_sha256
 
         return _sha({"templates_generator": templates_sha256()})
+    if g.generator == "labels":
+        from ..generation.label_qa import label_qa_sha256
+
+        return _sha({"labels_generator": label_qa_sha256()})
     from ..generation.preflight import load_checked_prompt_set
 
     return _sha({"prompt_set": load_checked_prompt_set(g).sha256})
