@@ -5,7 +5,9 @@
   too small), plus label rows that must be rejected (missing file, duplicate, unknown label, unsafe
   path, malformed);
 - a folder of photos in the formats web images come in: the 6-face group photo, grayscale, 16-bit,
-  CMYK, palette, alpha, EXIF-rotated.
+  CMYK, palette, alpha, EXIF-rotated;
+- CelebA, RAF-DB basic, UTKFace and an AffectNet-style table in their distribution layouts, from the
+  same real faces (`demo_labelled.py`), for the recipes pipelines/{celeba,rafdb,utkface,affectnet}_qa.yaml.
 
 Labels of the demo photos are illustrative (assigned here by hand), not ground truth.
 """
@@ -196,4 +198,7 @@ def build_demo_inputs(dest: Path) -> Path:
     photos = photo_paths()
     build_fairface(dest / "fairface", photos)
     build_photo_folder(dest, photos)
+    from .demo_labelled import build_labelled_inputs
+
+    build_labelled_inputs(dest, photos)
     return dest
