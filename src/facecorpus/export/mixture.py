@@ -222,6 +222,7 @@ class MixtureReport:
     path: Path
     stages: dict[str, dict[str, Any]]
     dataset_info: Path
+    names: dict[str, str]  # stage → its dataset_info entry
 
 
 def export_stages(outs: list[str], dest: Path, mixture: Path | None = None) -> MixtureReport:
@@ -269,4 +270,5 @@ def export_stages(outs: list[str], dest: Path, mixture: Path | None = None) -> M
     summary = {"seed": spec.seed, "outputs": outs, "samples_left_out": left_out, "stages": stages_report,
                "mixture": yaml.safe_load(text)}
     (dest / "mixture.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return MixtureReport(path=dest, stages=stages_report, dataset_info=info_path)
+    names = {name: f"{spec.name_prefix}_{name}" for name in plans}
+    return MixtureReport(path=dest, stages=stages_report, dataset_info=info_path, names=names)

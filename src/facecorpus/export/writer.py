@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..records import QAPair, Sample
+from ..sources.label_rows import HELD_OUT
 from .conversations import TURNS, conversation, grouped
 from .llamafactory import DEFAULT_NAME, fairfacegpt_entry, llamafactory_entry, write_dataset_info
 
@@ -132,6 +133,9 @@ def _kept_samples(out: str, flt: ExportFilter, rep: ExportReport) -> Iterator[tu
             rep.skip("incomplete_sample")
             continue
         sample = Sample.model_validate_json(members["json"])
+        if sample.source.extra.get(HELD_OUT) is True:  # an official test partition: evaluation only (mcq-eval)
+            rep.skip("held_out")
+            continue
         if flt.splits and (sample.source.split or "none") not in flt.splits:
             rep.skip("split")
             continue
