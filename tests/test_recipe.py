@@ -155,7 +155,10 @@ def test_every_source_type_is_registered_by_its_declaration_and_names_its_reader
     from facecorpus.sources.config import SOURCE_TYPES
 
     assert set(SOURCE_TYPES) >= {"fairface", "folder", "webdataset", "laion", "facecaption", "img2dataset"}
-    needs = {"fairface": {"images": "x.zip", "labels": ["l.csv"]}}
+    needs = {"fairface": {"images": "x.zip", "labels": ["l.csv"]}, "celeba": {"root": str(tmp_path)},
+             "rafdb": {"root": str(tmp_path)}, "utkface": {"images": str(tmp_path)},
+             "labelled": {"table": "t.csv", "images": str(tmp_path), "dataset": "d", "licence": "l",
+                          "attributes": {"smiling": {"column": "Smiling"}}}}
     for name, cls in SOURCE_TYPES.items():
         cfg = cls.model_validate({"type": name, **needs.get(name, {"path": str(tmp_path)})})
         assert isinstance(cfg.reader(None), beam.PTransform), name

@@ -92,11 +92,11 @@ def test_celeba_test_partition_is_read_when_asked_for_by_name(inputs):
 def test_celeba_refuses_settings_that_cannot_hold_out_or_do_not_match(inputs, tmp_path):
     with pytest.raises(UserError, match="list_eval_partition"):
         ReadCelebA(_celeba(inputs, partitions=None, root=None, images=str(inputs / "celeba/Img/img_align_celeba.zip"),
-                           attributes=str(inputs / "celeba/Anno/list_attr_celeba.txt")))
+                           attributes=str(inputs / "celeba/Anno/list_attr_celeba.txt"))).parser.check()
     bbox = tmp_path / "list_bbox_celeba.txt"
     bbox.write_text("1\nimage_id x_1 y_1 width height\n000001.jpg 95 71 226 313\n")
     with pytest.raises(UserError, match="in-the-wild"):
-        ReadCelebA(_celeba(inputs, boxes=str(bbox)))
+        ReadCelebA(_celeba(inputs, boxes=str(bbox))).parser.check()
     bad_header = tmp_path / "list_attr_celeba.txt"
     bad_header.write_text("1\nSmiling Young\n000001.jpg 1 -1\n")
     with pytest.raises(UserError, match="should name the columns"):
@@ -266,7 +266,7 @@ def test_labelled_table_mapping_mistakes_are_one_line(attributes, message):
 
 def test_labelled_table_missing_column_fails_before_the_run(inputs):
     with pytest.raises(UserError, match="no column"):
-        ReadLabelledTable(_affectnet(inputs, image_column="path"))
+        ReadLabelledTable(_affectnet(inputs, image_column="path")).parser.check()
 
 
 def test_licences_are_declared_once_per_source():

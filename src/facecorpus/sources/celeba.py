@@ -255,6 +255,4 @@ class ReadCelebA(ReadLabelledImages):
     """CelebA label files + images → WorkItems (bytes, 40 attributes, given faces) and source rejects."""
 
     def __init__(self, cfg: CelebASource) -> None:
-        rows = CelebARows(cfg)
-        rows.check()
-        super().__init__(rows)
+        super().__init__(CelebARows(cfg))

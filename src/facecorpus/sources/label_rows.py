@@ -229,6 +229,9 @@ class ReadLabelledImages(beam.PTransform):
         self.parser = parser
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
+        check = getattr(self.parser, "check", None)
+        if check is not None:  # the dataset's own launcher-side checks (settings that cannot work, columns)
+            check()
         if not exists(self.parser.images):
             raise UserError(f"{self.parser.dataset} images not found: {self.parser.images}")
         parsed = (

@@ -134,7 +134,7 @@ class TableRows:
     def partition_name(self, split: str) -> str:
         return f"{self.dataset}'s {split} split"
 
-    def check_columns(self) -> None:
+    def check(self) -> None:
         """Fail before the run when the table lacks a configured column (one line naming it)."""
         if self.format == "parquet":
             import pyarrow.parquet as pq
@@ -203,6 +203,4 @@ class ReadLabelledTable(ReadLabelledImages):
     """A label table + images → WorkItems (bytes, mapped labels) and source rejects."""
 
     def __init__(self, cfg: LabelledSource, vocabulary: Vocabulary | None = None) -> None:
-        rows = TableRows(cfg, vocabulary or cfg.vocabulary())
-        rows.check_columns()
-        super().__init__(rows)
+        super().__init__(TableRows(cfg, vocabulary or cfg.vocabulary()))
