@@ -49,7 +49,7 @@ class McqEvalReport:
     licences: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
 
-def _task(sample: Sample, attributes: list[str], vocab: Vocabulary) -> str:
+def _task(attributes: list[str], vocab: Vocabulary) -> str:
     if len(attributes) == 1 and isinstance(vocab.get(attributes[0]), Category):
         return attributes[0]
     return "attributes"
@@ -91,7 +91,7 @@ def export_mcq_eval(outs: list[str], dest: Path, vocab: Vocabulary | None = None
             if sample.source.extra.get(HELD_OUT) is not True:
                 continue
             held_out_samples += 1
-            bad = {p.category for p in check.check(sample)}
+            bad = {c for p in check.check(sample) for c in p.categories}
             for i, q in enumerate(sample.qa):
                 if q.category != "attribute_mcq":
                     continue
@@ -100,7 +100,7 @@ def export_mcq_eval(outs: list[str], dest: Path, vocab: Vocabulary | None = None
                     rep.skipped["failed_label_check"] += 1
                     continue
                 stem, options = parsed
-                task = _task(sample, q.attributes, vocab)
+                task = _task(q.attributes, vocab)
                 stem_name = f"{sample.source.dataset}_single_mcq_{task}"
                 entry = files.get(stem_name)
                 if entry is None:

@@ -255,5 +255,6 @@ def text_lines(path: str) -> list[str]:
     return read_bytes(path).decode("utf-8-sig", errors="replace").splitlines()
 
 
-def base_name(path: str) -> str:
-    return posixpath.basename(path.rstrip("/"))
+def base_name(path: str | None) -> str:
+    """The last part of a path ('' for none: a setting not resolved yet)."""
+    return posixpath.basename((path or "").rstrip("/"))

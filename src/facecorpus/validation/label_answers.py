@@ -15,24 +15,17 @@ list) and compare with the labels.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from ..generation.config import LABEL_CATEGORIES
 from ..labels import Category, Flag, Vocabulary, Years
 from ..records import QAPair, Sample
+from ..rejection import Rejection
 
 #: the categories whose answers derive from labels (generation/label_qa.py writes them)
 CHECKED_CATEGORIES = frozenset(LABEL_CATEGORIES)
 _OPTION = re.compile(r"^([A-D])\. (.+)$")
 _ANSWER_LETTER = re.compile(r"^([A-D])\. (.+)$", re.S)
 _LIST = re.compile(r":\s*(.+)\?\s*$", re.S)
-
-
-@dataclass(frozen=True)
-class AnswerProblem:
-    reason: str
-    detail: str
-    category: str
 
 
 def _labels(sample: Sample) -> dict[str, str | bool | int | float]:
@@ -72,7 +65,8 @@ class LabelAnswerCheck:
         self.vocab = vocab
         self.items = _flag_items(vocab)
 
-    def check(self, sample: Sample) -> list[AnswerProblem]:
+    def check(self, sample: Sample) -> list[Rejection]:
+        """Every label-derived pair whose answer the labels do not give, as a rejection naming its category."""
         labels = _labels(sample)
         problems = []
         for q in sample.qa:
@@ -80,8 +74,8 @@ class LabelAnswerCheck:
                 continue
             found = self._check_pair(q, labels, sample)
             if found is not None:
-                problems.append(AnswerProblem(found[0], f"the {q.category} pair {q.question.splitlines()[0]!r}: {found[1]}",
-                                              q.category))
+                problems.append(Rejection(found[0], f"the {q.category} pair {q.question.splitlines()[0]!r}: {found[1]}",
+                                          categories=(q.category,)))
         return problems
 
     def _check_pair(self, q: QAPair, labels: dict, sample: Sample) -> tuple[str, str] | None:

@@ -205,7 +205,7 @@ def check_record(sample: Sample, rules: RecordRules) -> list[Finding]:
 
     if any(q.category in CHECKED_CATEGORIES for q in sample.qa):
         for p in LabelAnswerCheck(rules.vocabulary).check(sample):
-            found.append(Finding(p.reason, p.detail, categories=[p.category]))
+            found.append(Finding(p.reason, p.detail, categories=p.categories))
 
     for where, text in [*texts, *((f"{q.category} question", q.question) for q in sample.qa)]:
         problem = charset_problem(text)
