@@ -1,9 +1,15 @@
 """The embedded OpenAI-compatible LLM server: llama.cpp (`xllamacpp`) serving a GGUF from the model store.
 
-`LocalLLMServer` starts llama.cpp's HTTP server on 127.0.0.1 inside this process. llama.cpp does not
-always notice a taken port (older builds only log "couldn't bind" and keep running, so a client can
-end up talking to a stale server), hence: the port is checked free first, the server must answer
-`/health` and list its model under our alias on `/v1/models`, and the port must then be held.
+`LocalLLMServer` starts llama.cpp's HTTP server on 127.0.0.1 in a child process
+(`python -m facecorpus.generation.local_server_process`). A child, not a thread of ours: releasing an
+in-process `xllamacpp.Server` joins llama.cpp's HTTP threads, and with requests still in its queue
+(a client that gave up on a busy machine) that join never returns — seen as a test suite hung for
+half an hour inside `~Server`. A process can always be stopped (SIGTERM, then SIGKILL), and it exits
+by itself when its parent is gone, so a killed run leaves no server behind.
+
+llama.cpp does not always notice a taken port (older builds only log "couldn't bind" and keep running,
+so a client can end up talking to a stale server), hence: the port is checked free first, the server
+must answer `/health` and list its model under our alias on `/v1/models`, and the port must then be held.
 
 - `local_llm_server()` — a context manager for the demo and tests: start, export the URL in
   `$FACECORPUS_LOCAL_LLM_URL` (so `generation.openai.base_url: local` resolves to it), stop on exit.
@@ -15,11 +21,13 @@ end up talking to a stale server), hence: the port is checked free first, the se
 from __future__ import annotations
 
 import atexit
-import gc
 import json
 import logging
 import os
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -89,7 +97,8 @@ class LocalLLMServer:
         self.parallel = parallel
         self.ctx_size = ctx_size
         self.verbose = verbose
-        self._server: Any = None
+        self._proc: subprocess.Popen | None = None
+        self._log: Any = None  # the child's stderr (a temporary file)
 
     @property
     def base_url(self) -> str:
@@ -97,25 +106,23 @@ class LocalLLMServer:
 
     def start(self, timeout_s: float = 120.0) -> LocalLLMServer:
         """Start and wait until healthy; raises UserError with the reason when it cannot."""
-        import xllamacpp
-
         if not port_is_free(self.port):
             raise UserError(f"port {self.port} on 127.0.0.1 is already in use; choose another with --port")
-        params = xllamacpp.CommonParams()
-        params.model.path = str(self.model_path)
-        params.model_alias = {self.pack}
-        params.hostnames = ["127.0.0.1"]
-        params.port = self.port
-        params.n_parallel = self.parallel
-        params.n_ctx = self.ctx_size * self.parallel  # llama.cpp splits the context among the slots
-        params.cpuparams.n_threads = self.threads
-        params.cpuparams_batch.n_threads = self.threads
-        params.verbosity = 3 if self.verbose else -1  # llama.cpp logs every slot at default verbosity
+        args = [
+            sys.executable, "-m", "facecorpus.generation.local_server_process",
+            "--model", str(self.model_path), "--alias", self.pack, "--port", str(self.port),
+            "--parallel", str(self.parallel), "--ctx-size", str(self.ctx_size * self.parallel),
+            "--threads", str(self.threads), "--parent", str(os.getpid()),
+        ]
+        if self.verbose:
+            args.append("--verbose")
         t0 = time.monotonic()
-        try:
-            self._server = xllamacpp.Server(params)
-        except RuntimeError as e:
-            raise UserError(f"the local LLM server did not start on port {self.port}: {e}") from None
+        # the child's stderr goes to a file, not a pipe: a pipe nobody reads would block llama.cpp's logging
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self._proc = subprocess.Popen(  # noqa: S603 - our own module, arguments we built
+            args, stdin=subprocess.DEVNULL, stdout=None if self.verbose else subprocess.DEVNULL,
+            stderr=None if self.verbose else self._log,
+        )
         self._wait_healthy(t0 + timeout_s)
         log.info("local LLM %s serving at %s (%.1fs to start)", self.pack, self.base_url, time.monotonic() - t0)
         return self
@@ -124,6 +131,10 @@ class LocalLLMServer:
         root = f"http://127.0.0.1:{self.port}"
         last = ""
         while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                detail = self._child_error() or f"exit code {self._proc.returncode}"
+                self.stop()
+                raise UserError(f"the local LLM server did not start on port {self.port}: {detail}")
             try:
                 if _get_json(root + "/health").get("status") == "ok":
                     models = _get_json(root + "/v1/models")
@@ -141,16 +152,33 @@ class LocalLLMServer:
         self.stop()
         raise UserError(f"the local LLM server on port {self.port} did not become healthy ({last or 'no answer'})")
 
-    def stop(self) -> None:
-        """Shut down: llama.cpp's server stops its loop and frees the model when the object is released."""
-        if self._server is None:
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Shut down: SIGTERM, then SIGKILL after `grace_s` (the child exits at once on SIGTERM)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
             return
-        self._server = None
-        gc.collect()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _child_error(self) -> str:
+        """The last line the child wrote to stderr (why it failed to start), or ''."""
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        lines = self._log.read().decode("utf-8", "replace").strip().splitlines()
+        return lines[-1][:300] if lines else ""
 
     @property
     def running(self) -> bool:
-        return self._server is not None
+        return self._proc is not None and self._proc.poll() is None
 
     def __enter__(self) -> LocalLLMServer:
         return self.start() if not self.running else self
