@@ -129,6 +129,27 @@ def test_holdout_list_lines_parse_and_fail_clearly():
             parse_holdout_line(bad, "f:9")
 
 
+def test_a_holdout_list_of_another_phash_version_is_refused(tmp_path: Path):
+    from facecorpus.errors import UserError
+    from facecorpus.records import PHASH_VERSION
+    from facecorpus.validation.holdout import HEADER, read_holdout_list
+
+    entry = json.dumps({"sha256": "a" * 64, "phash": "b" * 16, "id": "x"})
+    old = tmp_path / "old.jsonl"
+    old.write_text("# facecorpus hold-out list v1: sha256 of the file bytes, 64-bit DCT pHash (hex), id · 1 images\n" + entry + "\n")
+    with pytest.raises(UserError, match=f"version 1, this facecorpus computes version {PHASH_VERSION}.*holdout build"):
+        read_holdout_list(str(old))
+    sha_only = tmp_path / "sha.jsonl"  # sha256 entries do not depend on the pHash: still usable
+    sha_only.write_text(old.read_text().splitlines()[0] + "\n" + json.dumps({"sha256": "a" * 64, "id": "x"}) + "\n")
+    assert read_holdout_list(str(sha_only)) == [("a" * 64, None, "x")]
+    current = tmp_path / "new.jsonl"
+    current.write_text(f"{HEADER} · 1 images\n{entry}\n")
+    assert read_holdout_list(str(current)) == [("a" * 64, "b" * 16, "x")]
+    plain = tmp_path / "plain.txt"  # a list of the user's own, without our header: taken as it is
+    plain.write_text("b" * 16 + "\n")
+    assert read_holdout_list(str(plain)) == [(None, "b" * 16, f"{plain} line 1")]
+
+
 # ------------------------------------------------------------------------------------------ real runs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import numpy as np
@@ -9,9 +10,19 @@ import pytest
 from PIL import Image
 
 from facecorpus.demo import photo_paths
-from facecorpus.image_check import decode_image, hamming, perceptual_hash
+from facecorpus.image_check import (
+    CheckImage,
+    FinishImage,
+    check_image,
+    decode_image,
+    hamming,
+    perceptual_hash,
+)
 from facecorpus.image_config import ImageConfig
+from facecorpus.jpeg_segments import strip_metadata
+from facecorpus.records import SourceInfo
 from facecorpus.rejection import Rejected
+from facecorpus.stage import WorkItem
 
 CFG = ImageConfig(max_side=None)
 
@@ -82,9 +93,11 @@ def test_bad_bytes_are_rejected_with_reason(data, reason):
 
 def test_truncated_jpeg_is_rejected(astronaut):
     data = _save(astronaut, "JPEG")
-    with pytest.raises(Rejected) as e:
-        decode_image(data[: len(data) // 2], CFG)
-    assert e.value.reason == "corrupt_image"
+    for check in (decode_image, check_image):  # the stage's small (DCT-scaled) decode reads every coefficient too
+        for cut in (len(data) // 2, len(data) - 2):
+            with pytest.raises(Rejected) as e:
+                check(data[:cut], CFG)
+            assert e.value.reason == "corrupt_image"
 
 
 def test_decompression_bomb_is_refused_before_decoding():
@@ -116,3 +129,78 @@ def test_phash_survives_reencoding_and_separates_images(astronaut):
     c = perceptual_hash(cat)
     assert hamming(a, a2) <= 6
     assert hamming(a, c) >= 16
+
+
+def _with_metadata(img: Image.Image, **kw) -> bytes:
+    """A JPEG carrying what cameras and editors leave in one: EXIF with a GPS position, a comment, an ICC profile."""
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"
+    exif.get_ifd(0x8825)[2] = (51.0, 30.0, 0.0)  # GPSLatitude
+    for k, v in kw.pop("exif_tags", {}).items():
+        exif[k] = v
+    return _save(img, "JPEG", exif=exif.tobytes(), comment=b"taken at home", icc_profile=b"\0" * 128, **kw)
+
+
+def _stage(stage, item: WorkItem) -> WorkItem:
+    (out,) = list(stage.run(item))
+    return out
+
+
+def test_an_rgb_jpeg_is_stored_as_it_came_without_its_metadata(astronaut):
+    data = _with_metadata(astronaut, quality=85)
+    item = _stage(CheckImage(ImageConfig()), WorkItem(key="k", source=SourceInfo(dataset="d", id="a.jpg"), data=data))
+    assert item.pixels is None and item.data is None  # nothing decoded in full yet, nothing re-encoded
+    stored = item.jpeg
+    assert stored is not None and len(stored) < len(data)
+    assert b"CameraMaker" not in stored and b"taken at home" not in stored and b"ICC_PROFILE" not in stored
+    assert b"CameraMaker" in data and b"ICC_PROFILE" in data
+    kept = Image.open(io.BytesIO(stored))
+    assert not kept.getexif() and "icc_profile" not in kept.info
+    original = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(np.asarray(kept.convert("RGB")), original)  # the very same pixels
+    assert item.image.sha256 == hashlib.sha256(data).hexdigest() and item.image.bytes == len(data)
+    done = _stage(FinishImage(ImageConfig(), pixels=True), item)
+    assert done.jpeg == stored and np.array_equal(done.pixels, original)  # decoded once, for the face stage
+
+
+@pytest.mark.parametrize("case", ["exif_turned", "cmyk", "gray", "too_big"])
+def test_a_jpeg_that_must_change_is_reencoded_after_dedup(astronaut, case):
+    cfg = ImageConfig(max_side=256)
+    small = astronaut.resize((200, 120))
+    data = {
+        "exif_turned": _with_metadata(small, exif_tags={0x0112: 6}),
+        "cmyk": _save(small.convert("CMYK"), "JPEG"),
+        "gray": _save(small.convert("L"), "JPEG"),
+        "too_big": _with_metadata(astronaut),
+    }[case]
+    item = _stage(CheckImage(cfg), WorkItem(key="k", source=SourceInfo(dataset="d", id="a.jpg"), data=data))
+    assert item.jpeg is None and item.data == data and item.pixels is None
+    done = _stage(FinishImage(cfg, pixels=False), item)
+    assert done.data is None and done.pixels is None
+    stored = Image.open(io.BytesIO(done.jpeg))
+    expected = decode_image(data, cfg).rgb
+    assert stored.mode == "RGB" and stored.size == expected.size == (done.image.width, done.image.height)
+    assert b"CameraMaker" not in done.jpeg
+    if case == "exif_turned":
+        assert stored.size == (120, 200) and done.image.exif_transposed
+    if case == "too_big":
+        assert stored.size == (256, 256)
+    assert done.image.phash == decode_image(data, cfg).info.phash == check_image(data, cfg).info.phash
+
+
+def test_strip_metadata_refuses_what_it_cannot_parse(astronaut):
+    data = _with_metadata(astronaut.resize((64, 64)))
+    assert strip_metadata(data[:2] + b"\x00" + data[3:]) is None  # garbage where a marker should be
+    assert strip_metadata(b"\xff\xd8\xff\xd9") is None  # no scan
+    assert strip_metadata(b"not a jpeg") is None
+    assert strip_metadata(data[:40]) is None  # cut inside the header
+    adobe = _save(astronaut.resize((64, 64)).convert("CMYK"), "JPEG")
+    assert b"Adobe" in strip_metadata(adobe)  # the colour-transform marker decoders need stays
+
+
+def test_phash_version_2_is_cheap_and_stable_across_formats(astronaut):
+    png = _save(astronaut, "PNG")
+    jpeg = _save(astronaut, "JPEG", quality=90)
+    # the JPEG's hash comes from its 1/4-scale decode, the PNG's from box-averaged pixels: the same picture
+    assert hamming(check_image(png, CFG).info.phash, check_image(jpeg, CFG).info.phash) <= 2
+    assert check_image(jpeg, CFG).info.phash == decode_image(jpeg, CFG).info.phash  # one definition, both paths

@@ -97,3 +97,23 @@ def test_plots_draw_nothing_without_data() -> None:
     assert plots.label_heatmaps({}, [], [], []) is None
     assert plots.acceptance_chart({"x": {"rate": None}}, "t") is None
     assert plots.histograms({"yaw": [1.0, 2.0]}, "t", "deg").startswith(PNG)
+
+
+def test_card_without_figures_keeps_its_tables_and_drops_old_figures(out: Path) -> None:
+    from facecorpus.sinks.summary import write_card
+
+    stats = json.loads((out / "stats.json").read_text())
+    assert list((out / "plots").glob("*.png"))  # the run drew them
+    write_card(str(out), stats, "name: x", plots=False)
+    card = (out / "README.md").read_text()
+    assert "output.card.plots: false" in card and linked_plots(card) == []
+    assert not list((out / "plots").glob("*.png"))  # an earlier card's figures do not linger unlinked
+    for stage, reasons in stats["by_stage"].items():  # every number is still there, in the tables
+        for reason, n in reasons.items():
+            assert f"| {stage} | {reason} | {n} |" in card
+    info = json.loads((out / "run.json").read_text())
+    info["recipe_json"].setdefault("output", {})["card"] = {"plots": False}
+    (out / "run.json").write_text(json.dumps(info))
+    from facecorpus.cli import _recorded_card_plots
+
+    assert _recorded_card_plots(str(out)) is False  # `stats --write` keeps the run's choice

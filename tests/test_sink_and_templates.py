@@ -12,7 +12,7 @@ import pytest
 
 from facecorpus.generation.templates import generate_from_templates
 from facecorpus.records import AttributeValue, Expression, Face, FaceBox, ImageInfo, Pose, SourceInfo
-from facecorpus.sinks.shards import bucket_of, split_by_bytes, tar_bytes_for, write_atomically
+from facecorpus.sinks.shards import PackedSample, bucket_of, split_by_bytes, tar_bytes_for, write_atomically
 from facecorpus.stage import WorkItem
 
 from .conftest import REPO, run_cli
@@ -32,17 +32,9 @@ def test_buckets_are_stable():
     assert len({bucket_of(f"k{i}", 4) for i in range(100)}) == 4
 
 
-class _Fake:
-    def __init__(self, key: str, n: int) -> None:
-        self.key = key
-        self._n = n
-
-    def members(self):
-        return [(f"{self.key}.jpg", b"x" * self._n)]
-
-
 def test_split_by_bytes_respects_the_cap():
-    groups = split_by_bytes([_Fake(f"k{i}", 3000) for i in range(10)], max_bytes=10_000)
+    packed = [PackedSample(key=f"k{i}", members=[(f"k{i}.jpg", b"x" * 3000)], row={}) for i in range(10)]
+    groups = split_by_bytes(packed, max_bytes=10_000)
     assert sum(len(g) for g in groups) == 10
     assert all(1024 + sum(512 + 3072 for _ in g) <= 10_000 for g in groups)
 
@@ -118,3 +110,48 @@ def test_templates_are_deterministic_and_vary_across_keys(seed):
     questions = {q.question for i in range(20)
                  for q in generate_from_templates(_item(f"k{i}", {"gender": "male"}), ["demographics"], seed)[1]}
     assert len(questions) > 1
+
+
+def test_staged_path_writes_the_same_shards_from_one_file_per_bundle(tmp_path: Path):
+    from datetime import UTC, datetime
+
+    from facecorpus.records import Provenance, QAPair, Sample
+    from facecorpus.sinks.shards import (
+        ShardSample,
+        StageSample,
+        WriteShardBucket,
+        WriteStagedBucket,
+        remove_staging,
+    )
+
+    def sample(i: int) -> ShardSample:
+        s = Sample(key=f"k{i:03d}", source=SourceInfo(dataset="t", id=str(i)),
+                   image=ImageInfo(width=8, height=8, sha256="0" * 64, phash="0" * 16, bytes=3), caption=f"photo {i}",
+                   qa=[QAPair(category="detail", question="What?", answer=f"An image numbered {i}.")],
+                   provenance=Provenance(generator="templates", prompt_set="templates", prompt_version="1",
+                                         prompt_sha256="0" * 64, pipeline_version="t", recipe="t", recipe_sha256="0" * 64,
+                                         created_at=datetime(2026, 1, 1, tzinfo=UTC)))
+        return ShardSample(sample=s, jpeg=b"\xff\xd8jpeg" + bytes([i]))
+
+    samples = [sample(i) for i in range(30)]
+    staged, direct = tmp_path / "staged", tmp_path / "direct"
+    for out in (staged, direct):
+        (out / "shards" / "_tmp").mkdir(parents=True)
+        (out / "manifest").mkdir()
+    locators = []
+    for bundle in (samples[:20], samples[20:]):  # two bundles: two staging files, whatever the count of samples
+        stage = StageSample(str(staged))
+        stage.start_bundle()
+        locators += [loc for s in bundle for loc in stage.process(s)]
+        stage.finish_bundle()
+    files = sorted((staged / "shards" / "_tmp" / "staging").iterdir())
+    assert len(files) == 2 and {loc.path.rsplit("/", 1)[-1] for loc in locators} == {f.name for f in files}
+    rev = list(reversed(locators))  # a grouping hands locators over in any order
+    assert list(WriteStagedBucket(str(staged), 10**9).process((0, rev))) == list(
+        WriteShardBucket(str(direct), 10**9).process((0, list(reversed(samples)))))
+    assert (staged / "shards" / "shard-00000.tar").read_bytes() == (direct / "shards" / "shard-00000.tar").read_bytes()
+    assert (staged / "manifest" / "shard-00000.parquet").read_bytes() == (direct / "manifest" / "shard-00000.parquet").read_bytes()
+    assert len(files) == len(list((staged / "shards" / "_tmp" / "staging").iterdir()))  # writing deletes nothing
+    remove_staging(str(staged))
+    assert not [p for p in (staged / "shards" / "_tmp").rglob("*") if p.is_file()]
+    remove_staging(str(staged))  # nothing left to remove is fine

@@ -136,6 +136,14 @@ def validate(out: Annotated[str, typer.Argument(help="A run's output folder.")])
     typer.echo(f"valid: {rep.samples} samples in {rep.shards} shards, {rep.rejects} rejects")
 
 
+def _recorded_card_plots(out: str) -> bool:
+    """Whether the run asked for the card's figures (`output.card.plots`; outputs older than the key: yes)."""
+    from .validation.resume import read_run_info
+
+    recorded = (read_run_info(out) or {}).get("recipe_json") or {}
+    return bool(recorded.get("output", {}).get("card", {}).get("plots", True))
+
+
 def _recorded_recipe_yaml(out: str) -> str:
     """The recipe text run.json recorded (older outputs: its canonical JSON as YAML)."""
     import yaml
@@ -178,7 +186,7 @@ def stats(
         write_index(out, manifest, current.get("run", {}).get("recipe", "facecorpus"))
         current = compute_stats(out, current.get("inputs"), current.get("run", {}), current.get("llm"))
         write_stats(out, current)
-        write_card(out, current, _recorded_recipe_yaml(out))
+        write_card(out, current, _recorded_recipe_yaml(out), plots=_recorded_card_plots(out))
         typer.echo(f"rewrote stats.json, index.json, README.md and plots/ in {out}", err=True)
     if as_json:
         typer.echo(json.dumps(current, indent=2))

@@ -1,6 +1,6 @@
 """Builds and runs the Beam graph for a recipe. The only place where stages meet.
 
-    sources ─▶ image check ─▶ faces ─▶ generate ─▶ validate ─▶ shards + manifest
+    sources ─▶ image check ─▶ (dedup) ─▶ finish image ─▶ faces ─▶ generate ─▶ validate ─▶ shards + manifest
        └───────────┴────────────┴─────────┴───────────┴──▶ rejects/*.jsonl
     then, on the launcher: stats.json, index.json, README.md (from what was written)
 
@@ -27,10 +27,10 @@ from . import __version__
 from .errors import UserError
 from .generation.accounting import llm_totals, sum_llm_totals
 from .generation.templates import GenerateFromTemplates
-from .image_check import CheckImage
+from .image_check import CheckImage, FinishImage
 from .recipe import Recipe
 from .runners import is_local_runner
-from .sinks.shards import SHARDS_DIR, TMP_DIR, WriteShards, reject_line
+from .sinks.shards import SHARDS_DIR, TMP_DIR, WriteShards, reject_line, remove_staging
 from .sinks.summary import (
     REJECTS_DIR,
     compute_stats,
@@ -71,6 +71,13 @@ def source_transform(cfg: SourceConfig, finished: beam.PCollection | None = None
 def image_transform(recipe: Recipe) -> beam.PTransform:
     """Hook (image check)."""
     return beam.ParDo(CheckImage(recipe.image)).with_outputs(REJECTS, main="main")
+
+
+def finish_image_transform(recipe: Recipe, faces: bool) -> beam.PTransform:
+    """Hook (image check, after dedup): the stored JPEG of every item; its pixels when a later stage reads
+    them (the face stage; the templates generator measures brightness, contrast and sharpness)."""
+    pixels = faces or recipe.generation.generator == "templates"
+    return beam.ParDo(FinishImage(recipe.image, pixels)).with_outputs(REJECTS, main="main")
 
 
 def faces_transform(recipe: Recipe) -> beam.PTransform | None:
@@ -167,6 +174,7 @@ def build_pipeline(
     if screen is not None:
         items = _apply(items, screen, "Screen", rejects)  # skips finished keys too
     faces = faces_transform(recipe)
+    items = _apply(items, finish_image_transform(recipe, faces=faces is not None), "FinishImage", rejects)
     if faces is not None:
         items = _apply(items, faces, "Faces", rejects)
         if finished is not None:  # one sample per face: those keys are only known now
@@ -249,6 +257,7 @@ def run_recipe(
     log.info("running recipe %s into %s on %s (attempt %d)", recipe.name, out, recipe.runner.runner, state.attempt)
     result = p.run()
     result.wait_until_finish()
+    remove_staging(out)  # one call for every staged file: nothing in the pipeline deletes them (retries)
     inputs = _counter(result, "inputs")
     manifest = read_manifest(out)
     write_index(out, manifest, recipe.name)
@@ -275,5 +284,5 @@ def run_recipe(
     llm_all = sum_llm_totals([a["llm"] for a in info["attempts"] if "llm" in a]) if llm is not None else None
     stats = compute_stats(out, inputs, run_info, llm=llm_all)
     write_stats(out, stats)
-    write_card(out, stats, recipe_text)
+    write_card(out, stats, recipe_text, plots=recipe.output.card.plots)
     return RunResult(out=out, stats=stats)

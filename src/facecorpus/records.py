@@ -13,6 +13,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = 1
+#: the definition behind `ImageInfo.phash` (image_check.perceptual_hash); run.json and hold-out lists
+#: record it, because pHashes of two versions are not comparable. 1: 32×32 LANCZOS of the whole
+#: (max_side-shrunk) image; 2: of a small version of it (a JPEG decoded at 1/2–1/8 scale, else box-reduced)
+PHASH_VERSION = 2
 
 #: FairFaceGPT's eight QA categories; recipes may add their own.
 DEFAULT_CATEGORIES: tuple[str, ...] = (

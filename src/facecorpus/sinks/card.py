@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from . import plots
-from .summary import CARD_FILE, match_paths, read_manifest, write_text
+from .summary import CARD_FILE, PLOTS_DIR, match_paths, read_manifest, write_text
 
 AGE_ORDER = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+", "unknown")
 
@@ -26,24 +26,33 @@ def _table(counts: dict[str, int], total: int, header: str) -> list[str]:
 
 
 class _Figures:
-    """Writes figures under DIR/plots and remembers them, so stale ones from an earlier card are removed."""
+    """Writes figures under DIR/plots and remembers them, so stale ones from an earlier card are removed.
 
-    def __init__(self, out: str) -> None:
+    With `enabled` False (`output.card.plots: false`) nothing is drawn (matplotlib is not even
+    imported: it was about a tenth of a small run's CPU) and the card keeps its tables."""
+
+    def __init__(self, out: str, enabled: bool = True) -> None:
         self.out = out
+        self.enabled = enabled
         self.written: set[str] = set()
 
-    def add(self, name: str, png: bytes | None, alt: str) -> list[str]:
-        """Card lines linking the figure, or nothing when there was nothing to draw."""
+    def add(self, name: str, draw: Callable[[Any], bytes | None], alt: str) -> list[str]:
+        """Card lines linking the figure `draw(plots)` returns, or nothing when there was nothing to draw."""
+        if not self.enabled:
+            return []
+        from . import plots
+
+        png = draw(plots)
         if png is None:
             return []
-        path = FileSystems.join(self.out, plots.PLOTS_DIR, f"{name}.png")
+        path = FileSystems.join(self.out, PLOTS_DIR, f"{name}.png")
         with FileSystems.create(path) as f:
             f.write(png)
         self.written.add(path.rsplit("/", 1)[-1])
-        return [f"![{alt}]({plots.PLOTS_DIR}/{name}.png)", ""]
+        return [f"![{alt}]({PLOTS_DIR}/{name}.png)", ""]
 
     def remove_stale(self) -> None:
-        stale = [p for p in match_paths(FileSystems.join(self.out, plots.PLOTS_DIR, "*.png")) if p.rsplit("/", 1)[-1] not in self.written]
+        stale = [p for p in match_paths(FileSystems.join(self.out, PLOTS_DIR, "*.png")) if p.rsplit("/", 1)[-1] not in self.written]
         if stale:
             FileSystems.delete(stale)
 
@@ -72,7 +81,7 @@ def _label_section(col: dict[str, list], stats: dict[str, Any], figs: _Figures) 
     ages = sorted({k[0] for k in combos}, key=_age_key)
     genders = sorted({k[1] for k in combos})
     races = sorted({k[2] for k in combos})
-    lines += figs.add("labels_age_gender_race", plots.label_heatmaps(combos, ages, races, genders), "age × race × gender")
+    lines += figs.add("labels_age_gender_race", lambda plots: plots.label_heatmaps(combos, ages, races, genders), "age × race × gender")
     return lines
 
 
@@ -128,10 +137,9 @@ def _faces_section(col: dict[str, list], figs: _Figures) -> list[str]:
     faces = Counter(col["n_faces"])
     faces_table = {str(k): v for k, v in sorted(faces.items())}
     lines = ["## Faces", "", *_table(faces_table, n, "faces per image"), ""]
-    lines += figs.add("faces_per_image", plots.bar_chart(faces_table, "faces per image", "images"), "faces per image")
+    lines += figs.add("faces_per_image", lambda plots: plots.bar_chart(faces_table, "faces per image", "images"), "faces per image")
     pose = {"yaw": col["pose_yaw"], "pitch": col["pose_pitch"], "roll": col["pose_roll"]}
-    png = plots.histograms(pose, "head pose of the primary face", "degrees")
-    if png is None:
+    if not any(v is not None for values in pose.values() for v in values):
         lines += ["No head pose was measured in this output (no primary face with pose).", ""]
     else:
         lines += ["### Head pose", "", "| angle | n | median ° | p10 ° | p90 ° |", "|---|---:|---:|---:|---:|"]
@@ -139,12 +147,13 @@ def _faces_section(col: dict[str, list], figs: _Figures) -> list[str]:
             vs = sorted(v for v in values if v is not None)
             if vs:
                 lines.append(f"| {name} | {len(vs)} | {statistics.median(vs):.1f} | {_pct(vs, 10):.1f} | {_pct(vs, 90):.1f} |")
-        lines += ["", *figs.add("pose", png, "head pose histograms")]
+        lines += ["", *figs.add("pose", lambda plots: plots.histograms(pose, "head pose of the primary face", "degrees"),
+                                "head pose histograms")]
     expressions = Counter(e for e in col["expression"] if e)
     if expressions:
         dist = dict(expressions.most_common())
         lines += ["### Expression", "", *_table(dist, sum(dist.values()), "expression"), ""]
-        lines += figs.add("expression", plots.bar_chart(dist, "expression of the primary face", "faces"), "expressions")
+        lines += figs.add("expression", lambda plots: plots.bar_chart(dist, "expression of the primary face", "faces"), "expressions")
     else:
         lines += ["No facial expression was measured in this output.", ""]
     return lines
@@ -158,7 +167,7 @@ def _pct(sorted_values: list[float], p: float) -> float:
 
 def _qa_section(col: dict[str, list], stats: dict[str, Any], figs: _Figures) -> list[str]:
     lines = ["## QA pairs", "", *_table(stats["qa_by_category"], stats["qa_pairs"], "category"), ""]
-    lines += figs.add("qa_per_category", plots.bar_chart(stats["qa_by_category"], "QA pairs per category", "QA pairs"), "QA pairs per category")
+    lines += figs.add("qa_per_category", lambda plots: plots.bar_chart(stats["qa_by_category"], "QA pairs per category", "QA pairs"), "QA pairs per category")
     lengths: dict[str, list[int]] = defaultdict(list)
     for cats, chars in zip(col["categories"], col["answer_chars"], strict=True):
         for c, n in zip(cats, chars or [], strict=False):
@@ -170,7 +179,7 @@ def _qa_section(col: dict[str, list], stats: dict[str, Any], figs: _Figures) -> 
             lines.append(f"| {c} | {len(vs)} | {statistics.median(vs):.0f} | {_pct(vs, 10)} | {_pct(vs, 90)} | {vs[-1]} |")
         lines.append("")
         all_lengths = [n for vs in lengths.values() for n in vs]
-        lines += figs.add("answer_length", plots.histograms({"all categories": all_lengths}, "answer length", "characters"), "answer length")
+        lines += figs.add("answer_length", lambda plots: plots.histograms({"all categories": all_lengths}, "answer length", "characters"), "answer length")
     return lines
 
 
@@ -201,7 +210,7 @@ def _rejects_section(stats: dict[str, Any], figs: _Figures) -> list[str]:
             lines.append(f"| {stage} | {reason} | {n} | {100.0 * n / stats['rejected']:.1f} |")
             flat[f"{stage}: {reason}"] = n
     lines.append("")
-    lines += figs.add("rejects", plots.bar_chart(flat, "rejects by stage and reason", "inputs"), "rejects by stage and reason")
+    lines += figs.add("rejects", lambda plots: plots.bar_chart(flat, "rejects by stage and reason", "inputs"), "rejects by stage and reason")
     return lines
 
 
@@ -226,20 +235,20 @@ def _review_section(out: str, figs: _Figures) -> list[str]:
             ci = "-" if r["ci95"] is None else f"{100 * r['ci95'][0]:.1f}–{100 * r['ci95'][1]:.1f}%"
             lines.append(f"| {k} | {r['judged']} | {r['accepted']} | {r['rejected']} | {r['flagged']} | {rate} | {ci} |")
         lines.append("")
-    lines += figs.add("review_acceptance", plots.acceptance_chart(s["category"], "review acceptance per category"), "review acceptance per category")
+    lines += figs.add("review_acceptance", lambda plots: plots.acceptance_chart(s["category"], "review acceptance per category"), "review acceptance per category")
     for p in s["agreement"]:
         k = "undefined" if p["kappa"] is None else f"{p['kappa']:.3f}"
         lines.append(f"- agreement {p['reviewers'][0]} × {p['reviewers'][1]}: Cohen's kappa {k} over {p['units']} units")
     return [*lines, ""]
 
 
-def render_card(out: str, stats: dict[str, Any], recipe_yaml: str) -> str:
-    """README.md text for the output; writes the figures it links under DIR/plots/."""
+def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool = True) -> str:
+    """README.md text for the output; writes the figures it links under DIR/plots/ (none with `plots` False)."""
     run = stats.get("run", {})
     w = stats["written"]
     manifest = read_manifest(out)
     col = manifest.to_pydict()
-    figs = _Figures(out)
+    figs = _Figures(out, enabled=plots)
     lines = [
         f"# {run.get('recipe', 'facecorpus output')}",
         "",
@@ -251,6 +260,7 @@ def render_card(out: str, stats: dict[str, Any], recipe_yaml: str) -> str:
         f"(inputs == written + rejected: {'yes' if stats['invariant_ok'] else 'NO'})",
         f"- shards: {stats['shards']} · QA pairs: {stats['qa_pairs']}",
         "",
+        *([] if plots else ["Figures are off for this output (`output.card.plots: false`); the tables hold every number.", ""]),
         *_tokens_section(stats),
         *_label_section(col, stats, figs),
         *_attribute_labels_section(stats),
@@ -279,6 +289,6 @@ def render_card(out: str, stats: dict[str, Any], recipe_yaml: str) -> str:
     return "\n".join(lines)
 
 
-def write_card_files(out: str, stats: dict[str, Any], recipe_yaml: str) -> None:
-    """Write DIR/README.md and DIR/plots/*.png."""
-    write_text(FileSystems.join(out, CARD_FILE), render_card(out, stats, recipe_yaml))
+def write_card_files(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool = True) -> None:
+    """Write DIR/README.md and (with `plots`) DIR/plots/*.png."""
+    write_text(FileSystems.join(out, CARD_FILE), render_card(out, stats, recipe_yaml, plots))

@@ -6,6 +6,17 @@ tar shards under a byte cap. Tar bytes are reproducible: fixed member order, mti
 A shard is written aside (`shards/_tmp/`) and renamed into place, through Beam FileSystems, so a
 reader never sees a partial shard, locally or on object storage. Each shard's manifest rows go to
 `manifest/<shard>.parquet` the same way.
+
+Each sample is packed once (`pack`: its tar members serialised and its manifest row computed); the
+writer only sorts, splits and concatenates packed samples. With `staging=True` (local runners) a
+packed sample waits in a staging file instead of the runner's memory:
+- each StageSample bundle appends its packed samples to one file of its own under
+  `shards/_tmp/staging/` (pickles back to back) and passes on only a `Staged` locator (key, file,
+  offset, length); it closes the file when the bundle finishes, before any writer can read it (the
+  writers run after a grouping); a retried bundle writes a new file;
+- nothing in the pipeline deletes a staging file (a retried writer bundle must find its samples
+  again); `remove_staging` removes the staging folders in one call once the pipeline has succeeded,
+  and `--resume` clears `shards/_tmp/` after a kill.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import hashlib
 import io
 import json
 import math
+import pickle
 import tarfile
 import uuid
 import zlib
@@ -31,6 +43,8 @@ from ..records import Sample
 SHARDS_DIR = "shards"
 MANIFEST_DIR = "manifest"
 TMP_DIR = "_tmp"
+#: the dedup stage's staging folder under shards/_tmp/ (validation/screen.py)
+SCREEN_DIR = "screen"
 
 
 @dataclass
@@ -76,12 +90,27 @@ def tar_bytes_for(members: Iterable[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def split_by_bytes(samples: list[ShardSample], max_bytes: int) -> list[list[ShardSample]]:
+@dataclass
+class PackedSample:
+    """A sample ready for a shard: its tar members in order and its manifest row (`shard` set on writing)."""
+
+    key: str
+    members: list[tuple[str, bytes]]
+    row: dict[str, Any]
+
+
+def pack(s: ShardSample) -> PackedSample:
+    """Serialise a sample once: members and manifest row (with the sha256 of its record and JPEG)."""
+    members = s.members()
+    return PackedSample(key=s.key, members=members, row=manifest_row(s.sample, "", members))
+
+
+def split_by_bytes(samples: list[PackedSample], max_bytes: int) -> list[list[PackedSample]]:
     """Consecutive groups whose estimated tar size stays under max_bytes (a lone huge sample gets its own)."""
-    groups: list[list[ShardSample]] = [[]]
+    groups: list[list[PackedSample]] = [[]]
     size = 1024  # end-of-archive blocks
     for s in samples:
-        est = sum(512 + ((len(d) + 511) // 512) * 512 for _, d in s.members())
+        est = sum(512 + ((len(d) + 511) // 512) * 512 for _, d in s.members)
         if groups[-1] and size + est > max_bytes:
             groups.append([])
             size = 1024
@@ -199,14 +228,17 @@ class WriteShardBucket(beam.DoFn):
 
     def process(self, element: tuple[int, Iterable[ShardSample]]) -> Iterator[tuple[str, int, int]]:
         bucket, samples = element
+        yield from self.write(bucket, [pack(s) for s in samples])
+
+    def write(self, bucket: int, samples: list[PackedSample]) -> Iterator[tuple[str, int, int]]:
+        """The bucket's shard(s) and manifest(s) from packed samples (any order: sorted by key here)."""
         ordered = sorted(samples, key=lambda s: s.key)
         groups = split_by_bytes(ordered, self.max_shard_bytes)
         tmp_dir = FileSystems.join(self.out_dir, SHARDS_DIR, TMP_DIR)
         for part, group in enumerate(groups):
             name = f"{self.name_prefix}-{bucket:05d}" + (f"-{part}" if part else "")
-            members = [s.members() for s in group]
-            data = tar_bytes_for(m for ms in members for m in ms)
-            rows = [manifest_row(s.sample, f"{name}.tar", ms) for s, ms in zip(group, members, strict=True)]
+            data = tar_bytes_for(m for s in group for m in s.members)
+            rows = [{**s.row, "shard": f"{name}.tar"} for s in group]
             write_atomically(FileSystems.join(self.out_dir, SHARDS_DIR, f"{name}.tar"), data, tmp_dir)
             write_atomically(FileSystems.join(self.out_dir, MANIFEST_DIR, f"{name}.parquet"), manifest_bytes(rows), tmp_dir)
             yield name, len(group), len(data)
@@ -215,44 +247,83 @@ class WriteShardBucket(beam.DoFn):
 STAGING_DIR = "staging"
 
 
-class StageSample(beam.DoFn):
-    """Spill one sample to `shards/_tmp/staging/<key>.tar` and pass on only its key.
+@dataclass(frozen=True)
+class Staged:
+    """Where a staged sample waits: its key, its bundle's staging file, and its bytes there."""
 
-    Local runners hold a GroupByKey's whole input in memory; grouping keys instead of images keeps
+    key: str
+    path: str
+    offset: int
+    length: int
+
+
+class StageSample(beam.DoFn):
+    """Pack each sample and append it to this bundle's file under `shards/_tmp/staging/`; pass on only
+    its `Staged` locator (see the module docstring for what retries and kills may rely on).
+
+    Local runners hold a GroupByKey's whole input in memory; grouping locators instead of images keeps
     the run's memory flat however many samples it writes.
     """
 
     def __init__(self, out_dir: str) -> None:
         self.out_dir = out_dir
+        self._file: Any = None
+        self._path = ""
+        self._written = 0
 
-    def process(self, s: ShardSample) -> Iterator[str]:
-        path = FileSystems.join(self.out_dir, SHARDS_DIR, TMP_DIR, STAGING_DIR, f"{s.key}.tar")
-        with FileSystems.create(path) as f:
-            f.write(tar_bytes_for(s.members()))
-        yield s.key
+    def start_bundle(self) -> None:
+        self._file, self._path, self._written = None, "", 0
+
+    def process(self, s: ShardSample) -> Iterator[Staged]:
+        if self._file is None:
+            self._path = FileSystems.join(self.out_dir, SHARDS_DIR, TMP_DIR, STAGING_DIR, f"stage-{uuid.uuid4().hex}.pkl")
+            self._file = FileSystems.create(self._path)
+        data = pickle.dumps(pack(s), protocol=pickle.HIGHEST_PROTOCOL)
+        self._file.write(data)
+        offset, self._written = self._written, self._written + len(data)
+        yield Staged(key=s.key, path=self._path, offset=offset, length=len(data))
+
+    def finish_bundle(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
-def _load_staged(out_dir: str, key: str) -> tuple[ShardSample, str]:
-    path = FileSystems.join(out_dir, SHARDS_DIR, TMP_DIR, STAGING_DIR, f"{key}.tar")
-    with FileSystems.open(path) as f, tarfile.open(fileobj=io.BytesIO(f.read())) as tar:
-        parts = {m.name.rsplit(".", 1)[-1]: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
-    return ShardSample(sample=Sample.model_validate_json(parts["json"]), jpeg=parts["jpg"]), path
+def load_staged(locators: Iterable[Staged]) -> list[PackedSample]:
+    """The packed samples behind locators, each staging file opened once and read in file order."""
+    by_file: dict[str, list[Staged]] = {}
+    for loc in locators:
+        by_file.setdefault(loc.path, []).append(loc)
+    out: list[PackedSample] = []
+    for path, locs in by_file.items():
+        with FileSystems.open(path) as f:
+            for loc in sorted(locs, key=lambda x: x.offset):
+                f.seek(loc.offset)
+                out.append(pickle.loads(f.read(loc.length)))
+    return out
 
 
 class WriteStagedBucket(WriteShardBucket):
-    """(bucket, keys) → the same shards as WriteShardBucket, reading each sample back from staging."""
+    """(bucket, Staged locators) → the same shards as WriteShardBucket, reading each packed sample from staging."""
 
-    def process(self, element: tuple[int, Iterable[str]]) -> Iterator[tuple[str, int, int]]:  # type: ignore[override]
-        bucket, keys = element
-        loaded = [_load_staged(self.out_dir, k) for k in sorted(keys)]
-        yield from super().process((bucket, [s for s, _ in loaded]))
-        FileSystems.delete([p for _, p in loaded])
+    def process(self, element: tuple[int, Iterable[Staged]]) -> Iterator[tuple[str, int, int]]:  # type: ignore[override]
+        bucket, locators = element
+        yield from self.write(bucket, load_staged(locators))
+
+
+def remove_staging(out_dir: str) -> None:
+    """Remove every staging file (the dedup stage's and the sink's) in one call, once the pipeline has
+    succeeded: nothing reads them any more. Folders that were never made are fine."""
+    folders = [FileSystems.join(out_dir, SHARDS_DIR, TMP_DIR, sub) for sub in (STAGING_DIR, SCREEN_DIR)]
+    present = [f for f in folders if FileSystems.exists(f)]
+    if present:
+        FileSystems.delete(present)
 
 
 class WriteShards(beam.PTransform):
     """PCollection[ShardSample] → shards/ + manifest/; returns PCollection[(shard name, n, bytes)].
 
-    `staging=True` groups keys only (samples wait in staged files): flat memory on local runners.
+    `staging=True` groups locators only (packed samples wait in staging files): flat memory on local runners.
     `staging=False` groups whole samples through the runner's shuffle (Dataflow's shuffle spills to disk).
     Both write byte-identical shards.
     """
@@ -270,7 +341,7 @@ class WriteShards(beam.PTransform):
     def expand(self, samples: beam.PCollection) -> beam.PCollection:
         if self.staging:
             samples = samples | "Stage" >> beam.ParDo(StageSample(self.out_dir))
-            key_of = _identity
+            key_of = _staged_key
             writer: beam.DoFn = WriteStagedBucket(self.out_dir, self.max_shard_bytes, self.name_prefix)
         else:
             key_of = _key_of
@@ -283,8 +354,8 @@ class WriteShards(beam.PTransform):
         return keyed | "GroupBuckets" >> beam.GroupByKey() | "WriteBuckets" >> beam.ParDo(writer)
 
 
-def _identity(key: str) -> str:
-    return key
+def _staged_key(s: Staged) -> str:
+    return s.key
 
 
 def _key_of(s: ShardSample) -> str:

@@ -25,6 +25,8 @@ STATS_FILE = "stats.json"
 INDEX_FILE = "index.json"
 RUN_FILE = "run.json"
 CARD_FILE = "README.md"
+#: the card's figures (sinks/plots.py draws them)
+PLOTS_DIR = "plots"
 
 
 def match_paths(pattern: str) -> list[str]:
@@ -178,8 +180,8 @@ def write_stats(out: str, stats: dict[str, Any]) -> None:
     write_text(FileSystems.join(out, STATS_FILE), json.dumps(stats, indent=2, sort_keys=False))
 
 
-def write_card(out: str, stats: dict[str, Any], recipe_yaml: str) -> None:
-    """The dataset card README.md and its figures (plots/*.png): see `sinks.card`."""
+def write_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool = True) -> None:
+    """The dataset card README.md and (with `plots`) its figures (plots/*.png): see `sinks.card`."""
     from .card import write_card_files
 
-    write_card_files(out, stats, recipe_yaml)
+    write_card_files(out, stats, recipe_yaml, plots)

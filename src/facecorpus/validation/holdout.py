@@ -5,6 +5,12 @@ recipes name lists under `validation.holdout.lists`, and matching images are rej
 A list is UTF-8 text, one image per line: a JSON object `{"sha256": …, "phash": …, "id": …}` (either
 hash may be null), or a bare 64-hex sha256, or a bare 16-hex pHash. Blank lines and lines starting
 with `#` are ignored.
+
+pHashes are only comparable under one definition (`image_check.PHASH_VERSION`). A list written by
+`facecorpus holdout build` names its version in its first line; a list written under another version
+that holds pHashes is refused with the command that rebuilds it (its sha256 entries would still match,
+its pHashes would silently not). Lists without that header line are taken as they are: their pHashes
+must be facecorpus pHash v{version} values.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from ..errors import UserError
-from ..image_check import decode_image
+from ..image_check import PHASH_VERSION, decode_image
 from ..image_config import ImageConfig
 from ..rejection import Rejected
 from ..sources.config import FolderSource, WebDatasetSource
@@ -31,7 +37,8 @@ HoldoutEntry = tuple[str | None, str | None, str]
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _PHASH = re.compile(r"^[0-9a-f]{16}$")
-HEADER = "# facecorpus hold-out list v1: sha256 of the file bytes, 64-bit DCT pHash (hex), id"
+HEADER = f"# facecorpus hold-out list v1: sha256 of the file bytes, 64-bit DCT pHash v{PHASH_VERSION} (hex), id"
+_HEADER_LINE = re.compile(r"^# facecorpus hold-out list v1: .*?DCT pHash(?: v(\d+))? \(hex\)")
 
 
 def parse_holdout_line(line: str, where: str) -> HoldoutEntry | None:
@@ -70,14 +77,28 @@ def read_holdout_list(path: str) -> list[HoldoutEntry]:
     with FileSystems.open(path) as f:
         text = f.read().decode("utf-8", errors="replace")
     entries = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    lines = text.splitlines()
+    for n, line in enumerate(lines, start=1):
         try:
             entry = parse_holdout_line(line, f"{path} line {n}")
         except ValueError as e:
             raise UserError(f"hold-out list {e}") from None
         if entry is not None:
             entries.append(entry)
+    version = phash_version_of(lines[0] if lines else "")
+    if version is not None and version != PHASH_VERSION and any(p is not None for _, p, _ in entries):
+        raise UserError(f"hold-out list {path} holds pHashes of version {version}, this facecorpus computes version "
+                        f"{PHASH_VERSION}; rebuild it: facecorpus holdout build SOURCE --out {path}")
     return entries
+
+
+def phash_version_of(first_line: str) -> int | None:
+    """The pHash version a `facecorpus holdout build` header names (lists before versions: 1), None
+    when the line is not such a header."""
+    m = _HEADER_LINE.match(first_line.strip())
+    if m is None:
+        return None
+    return int(m.group(1)) if m.group(1) else 1
 
 
 def _parse_lines(line: str) -> Iterator[HoldoutEntry]:

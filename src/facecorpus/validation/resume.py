@@ -40,7 +40,7 @@ from apache_beam.io.filesystems import FileSystems
 from .. import __version__
 from ..errors import UserError
 from ..recipe import Recipe, source_identity
-from ..records import SCHEMA_VERSION, Reject
+from ..records import PHASH_VERSION, SCHEMA_VERSION, Reject
 from ..sinks.shards import MANIFEST_DIR, SHARDS_DIR, TMP_DIR
 from ..sinks.summary import CARD_FILE, INDEX_FILE, REJECTS_DIR, RUN_FILE, STATS_FILE, match_paths, read_text
 
@@ -84,7 +84,7 @@ def fingerprint(recipe: Recipe) -> dict[str, Any]:
         "recipe_sha256": recipe.sha256(),
         "sources_sha256": _sha([source_identity(s) for s in recipe.sources]),
         "prompts_sha256": prompts_sha256(recipe),
-        "versions": {"facecorpus": __version__, "schema": SCHEMA_VERSION},
+        "versions": {"facecorpus": __version__, "schema": SCHEMA_VERSION, "phash": PHASH_VERSION},
     }
     return {"sha256": _sha(parts), **parts}
 

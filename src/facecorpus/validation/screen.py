@@ -9,13 +9,21 @@
 Only light records are grouped. The item itself waits either in a staging file under
 `shards/_tmp/screen/` (local runners, whose GroupByKey holds everything in memory — the same choice
 as the shard sink's `output.grouping`) or travels through the runner's shuffle (Dataflow). Its decoded
-pixels are dropped while it waits and decoded again from the stored JPEG when it goes on, so both
-ways give the same result.
+pixels, if it has any, are dropped while it waits (FinishImage decodes the stored JPEG after dedup when
+the face stage needs pixels), so both ways give the same result.
+
+Staging semantics (what a retried or killed bundle may rely on):
+- each Park bundle appends its items to one file of its own, `park-<uuid>.pkl` (pickles back to back;
+  each Parked names its file, offset and length), and closes it when the bundle finishes; a retried
+  bundle writes a new file, and the failed attempt's file is never read (its outputs are discarded);
+- nothing in the pipeline deletes a staging file: Decide may run again on the same element and must
+  find it. The launcher removes the whole `shards/_tmp/` staging folders in one call once the pipeline
+  has succeeded (`sinks.shards.remove_staging`); after a kill they stay until `--resume` reconciles the
+  output (everything under `shards/_tmp/` is removed before the new attempt starts).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
 import uuid
@@ -24,32 +32,31 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from PIL import Image
 
 from ..records import SourceInfo
 from ..rejection import Rejection
-from ..sinks.shards import SHARDS_DIR, TMP_DIR
+from ..sinks.shards import SCREEN_DIR, SHARDS_DIR, TMP_DIR
 from ..stage import REJECTS, Counters, WorkItem, make_reject
 from .config import ValidationConfig
 from .dedup import ExactDuplicates, HoldoutMatches, NearDuplicates, Verdict
 from .holdout import ReadHoldout
 from .resume import HASHES_DIR, write_atomically
 
-SCREEN_DIR = "screen"
 STAGE = "dedup"
 
 
 @dataclass
 class Parked:
-    """An item waiting for its verdict: its light facts, and the item or the staging file that holds it."""
+    """An item waiting for its verdict: its light facts, and the item or where in a staging file it is."""
 
     key: str
     sha256: str
     phash: str
     source: SourceInfo
     path: str | None = None
+    offset: int = 0
+    length: int = 0
     item: WorkItem | None = None
 
 
@@ -65,11 +72,28 @@ class Park(beam.DoFn):
         self.out_dir = out_dir
         self.staging = staging
         self._hashes: list[str] = []
+        self._file: Any = None
+        self._path = ""
+        self._written = 0
 
     def start_bundle(self) -> None:
         self._hashes = []
+        self._file, self._path, self._written = None, "", 0
+
+    def _stage(self, item: WorkItem) -> tuple[str, int, int]:
+        """Append the item to this bundle's staging file: (path, offset, length)."""
+        if self._file is None:
+            self._path = FileSystems.join(self.out_dir, SHARDS_DIR, TMP_DIR, SCREEN_DIR, f"park-{uuid.uuid4().hex}.pkl")
+            self._file = FileSystems.create(self._path)
+        data = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+        self._file.write(data)
+        offset, self._written = self._written, self._written + len(data)
+        return self._path, offset, len(data)
 
     def finish_bundle(self) -> None:
+        if self._file is not None:
+            self._file.close()  # before any Decide reads it: those run after the grouping
+            self._file = None
         if self._hashes:
             path = FileSystems.join(self.out_dir, HASHES_DIR, f"hashes-{uuid.uuid4().hex}.jsonl")
             write_atomically(path, ("\n".join(self._hashes) + "\n").encode())
@@ -77,15 +101,13 @@ class Park(beam.DoFn):
 
     def process(self, item: WorkItem, finished: Any = None) -> Iterator[tuple[str, Parked]]:
         assert item.image is not None, "the image stage runs before dedup"
-        item.without_pixels()
+        item.pixels = None  # `data` stays: a JPEG that must be re-encoded is decoded after dedup
         parked = Parked(key=item.key, sha256=item.image.sha256, phash=item.image.phash, source=item.source)
         self._hashes.append(json.dumps([item.key, item.image.sha256, item.image.phash]))
         if finished is not None and list(finished[item.key]):
             pass  # finished by an earlier attempt: only its hashes take part (it may be the one a duplicate keeps)
         elif self.staging:
-            parked.path = FileSystems.join(self.out_dir, SHARDS_DIR, TMP_DIR, SCREEN_DIR, f"{item.key}.{uuid.uuid4().hex[:8]}.pkl")
-            with FileSystems.create(parked.path) as f:
-                f.write(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+            parked.path, parked.offset, parked.length = self._stage(item)
         else:
             parked.item = item
         yield item.key, parked
@@ -98,21 +120,11 @@ def _light(kv: tuple[str, Parked]) -> tuple[str, str, str]:
 
 def _pick_up(parked: Parked) -> WorkItem:
     if parked.item is not None:
-        item = parked.item
-    else:
-        assert parked.path is not None
-        with FileSystems.open(parked.path) as f:
-            item = pickle.loads(f.read())
-    if item.jpeg is not None:
-        with Image.open(io.BytesIO(item.jpeg)) as im:
-            item.pixels = np.asarray(im.convert("RGB"))
-    return item
-
-
-def _discard(parked: list[Parked]) -> None:
-    paths = [p.path for p in parked if p.path]
-    if paths:
-        FileSystems.delete(paths)
+        return parked.item
+    assert parked.path is not None
+    with FileSystems.open(parked.path) as f:
+        f.seek(parked.offset)
+        return pickle.loads(f.read(parked.length))
 
 
 def _reject(p: Parked, reason: str, detail: str, keyed: bool = True) -> beam.pvalue.TaggedOutput:
@@ -135,7 +147,6 @@ class Decide(beam.DoFn):
         if not parked:
             pass  # a verdict for an image that is not in this run
         elif finished is not None and list(finished[key]):
-            _discard(parked)
             Counters("resume").count("skipped", len(parked))
         else:
             yield from self._decide(key, parked, parts["verdicts"])
@@ -148,7 +159,6 @@ class Decide(beam.DoFn):
             # keyless: the key belongs to the input that keeps it
             yield _reject(p, "duplicate_key", f"another input ({first.source.dataset}:{first.source.id}) has the same "
                                               f"key {key}", keyed=False)
-        _discard(others)
         if verdicts:
             v = min(verdicts)
             self._counters.rejected(v.reason)
@@ -157,7 +167,6 @@ class Decide(beam.DoFn):
             item = _pick_up(first)
             self._counters.kept()
             yield item
-        _discard([first])
 
 
 class Screen(beam.PTransform):
