@@ -14,6 +14,12 @@ A rule applies to requests whose text contains `when` (any request if None), `ti
 None), first matching rule wins. Every request is recorded (`requests`) with its arrival time, and the
 server tracks the most requests it ever had in flight (`max_in_flight`).
 
+With `slots=N` it behaves like a model server with N decoding slots (llama.cpp, vLLM with a small
+batch): N chat requests are served at once, each for a service time drawn from `service_s=(lo, hi)`
+(seeded), the rest wait in a FIFO queue (`queue_max` bounds it; beyond it the server answers 503). A
+client that gives up does not free a slot early: the server finishes what it started, as real
+servers do. `served` counts answers actually delivered, `wasted` those whose client had left.
+
 Used by tests/test_generation*.py, the trust engineer's chaos tests, and benchmarks/llm.py (run as
 `python -m tests.llm_fault_server --port P --latency 0.2` in a child process).
 """
@@ -22,6 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
+import select
+import socket
 import threading
 import time
 import uuid
@@ -90,6 +99,16 @@ def instance_of(schema: dict[str, Any], name: str = "") -> Any:
     return text[: schema.get("maxLength", len(text))]
 
 
+def _client_left(h: BaseHTTPRequestHandler) -> bool:
+    """True when the client closed its connection while we worked (a client that timed out): a write
+    would still succeed into the socket buffer, so look for the end of stream instead."""
+    try:
+        readable, _, _ = select.select([h.connection], [], [], 0)
+        return bool(readable) and h.connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
 def _multipart(body: bytes, content_type: str) -> dict[str, bytes]:
     boundary = content_type.split("boundary=", 1)[1].strip().strip('"').encode()
     fields: dict[str, bytes] = {}
@@ -116,6 +135,10 @@ class FaultServer:
         batch_polls: int = 1,
         batch_fault: str | None = None,
         modalities: list[str] | None = None,
+        slots: int | None = None,
+        service_s: tuple[float, float] = (0.0, 0.0),
+        queue_max: int | None = None,
+        seed: int = 0,
     ) -> None:
         self.rules = list(rules or [])
         self.latency_s = latency_s
@@ -131,6 +154,16 @@ class FaultServer:
         self.batches: dict[str, dict[str, Any]] = {}
         self.in_flight = 0
         self.max_in_flight = 0
+        self.slots = slots
+        self.service_s = service_s
+        self.queue_max = queue_max
+        self._slot_sem = threading.Semaphore(slots) if slots else None
+        self._rng = random.Random(seed)
+        self.queued = 0
+        self.max_queued = 0
+        self.served = 0
+        self.wasted = 0
+        self.busy_s = 0.0  # slot-seconds of service given, delivered or not
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -227,7 +260,9 @@ class FaultServer:
             with self._lock:
                 chats = sorted(r.wall for r in self.requests if r.path.endswith("/chat/completions"))
             stats = {"chat_requests": len(chats), "first": min(chats, default=None),
-                     "last": max(chats, default=None), "max_in_flight": self.max_in_flight}
+                     "last": max(chats, default=None), "max_in_flight": self.max_in_flight,
+                     "served": self.served, "wasted": self.wasted, "max_queued": self.max_queued,
+                     "busy_s": self.busy_s}
             if "arrivals=1" in h.path:
                 stats["arrivals"] = chats
             self._send(h, 200, stats)
@@ -267,7 +302,8 @@ class FaultServer:
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None,
-              raw: bytes | None = None, ctype: str = "application/json") -> None:
+              raw: bytes | None = None, ctype: str = "application/json") -> bool:
+        """Send one response; False when the client had already gone."""
         data = raw if raw is not None else json.dumps(payload).encode()
         try:
             h.send_response(status)
@@ -277,8 +313,11 @@ class FaultServer:
                 h.send_header(k, v)
             h.end_headers()
             h.wfile.write(data)
+            h.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):  # the client timed out and left: expected here
             h.close_connection = True
+            return False
+        return True
 
     # ------------------------------------------------------------------------------------------- chat
 
@@ -325,6 +364,10 @@ class FaultServer:
         rule = self._pick(body)
         fault = rule.fault if rule else None
         record.fault = fault or "ok"
+        if self._slot_sem is not None and not self._serve_in_a_slot():
+            leave()
+            self._send(h, 503, {"error": {"message": "the server's queue is full", "type": "server_error"}})
+            return
         if self.latency_s:
             time.sleep(self.latency_s)
         if fault == "timeout":
@@ -345,7 +388,33 @@ class FaultServer:
         status, payload, headers = self.completion(body if isinstance(body, dict) else {}, fault)
         if rule is not None and rule.retry_after is not None:
             headers["Retry-After"] = f"{rule.retry_after:g}"
-        self._send(h, status, payload, headers)
+        delivered = not _client_left(h) and self._send(h, status, payload, headers)
+        if status == 200:
+            with self._lock:
+                if delivered:
+                    self.served += 1
+                else:
+                    self.wasted += 1
+
+    def _serve_in_a_slot(self) -> bool:
+        """Wait in the queue for a slot, hold it for one service time; False when the queue is full."""
+        assert self._slot_sem is not None
+        with self._lock:
+            if self.queue_max is not None and self.queued >= self.queue_max:
+                return False
+            self.queued += 1
+            self.max_queued = max(self.max_queued, self.queued)
+            service = self._rng.uniform(*self.service_s)
+        self._slot_sem.acquire()
+        with self._lock:
+            self.queued -= 1
+        try:
+            time.sleep(service)
+        finally:
+            self._slot_sem.release()
+            with self._lock:
+                self.busy_s += service
+        return True
 
     # ---------------------------------------------------------------------------------- files/batches
 
@@ -437,8 +506,12 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--model", default="fake-model")
+    ap.add_argument("--slots", type=int, default=None, help="serve N at once, queue the rest")
+    ap.add_argument("--service", type=float, nargs=2, default=(0.0, 0.0), metavar=("LO", "HI"),
+                    help="service time of one request in a slot, uniform in [LO, HI] seconds")
     args = ap.parse_args()
-    srv = FaultServer(latency_s=args.latency, model=args.model).start(args.port)
+    srv = FaultServer(latency_s=args.latency, model=args.model, slots=args.slots,
+                      service_s=tuple(args.service)).start(args.port)
     print(srv.base_url, flush=True)
     try:
         while True:

@@ -49,10 +49,11 @@ class LLMClient:
         api_key: str | None,
         cache_dir: str | None,
         endpoint: str,
+        server_slots: int | None = None,
     ) -> None:
         self.cfg = cfg
         self.endpoint = endpoint
-        self.transport = Transport(cfg, base_url, api_key)
+        self.transport = Transport(cfg, base_url, api_key, server_slots)
         self.cache = ResponseCache(cache_dir if cfg.cache.enabled else None)
         self.model = model_name(cfg)
         self._flights = SingleFlight()

@@ -43,7 +43,14 @@ class OpenAIConfig(Config):
         default_factory=dict, description="More body fields, e.g. {frequency_penalty: 0.5} or llama.cpp's repeat_penalty."
     )
     timeout_s: Annotated[float, EXECUTION_ONLY] = Field(default=120.0, gt=0, description="Per request.")
-    concurrency: Annotated[PositiveInt, EXECUTION_ONLY] = Field(default=16, description="Requests in flight per worker.")
+    concurrency: Annotated[PositiveInt, EXECUTION_ONLY] = Field(
+        default=16, description="Most requests in flight per worker (for base_url 'local': at most the server's slots)."
+    )
+    adaptive_concurrency: Annotated[bool, EXECUTION_ONLY] = Field(
+        default=True,
+        description="Adapt the requests in flight to the endpoint (AIMD on 429s, 503s, timeouts and rising latency), "
+        "up to concurrency; false: always concurrency.",
+    )
     batch_requests: Annotated[PositiveInt | None, EXECUTION_ONLY] = Field(
         default=None, description="Requests per RunInference batch; null: 8 x concurrency."
     )

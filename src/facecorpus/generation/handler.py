@@ -59,11 +59,13 @@ class OpenAIChatHandler(RemoteModelHandler[WorkItem, PredictionResult, LLMClient
 
     def create_client(self) -> LLMClient:
         o = self.cfg.openai
+        slots = None
         if o.base_url == "local":
-            from .local_server import shared_local_server
+            from .local_server import server_slots, shared_local_server
 
             base_url = shared_local_server(o.local_model)
             api_key = None
+            slots = server_slots(base_url)  # never more in flight than it decodes at once
         else:
             base_url = o.base_url
             api_key = os.environ.get(o.api_key_env) if o.api_key_env else None
@@ -71,7 +73,8 @@ class OpenAIChatHandler(RemoteModelHandler[WorkItem, PredictionResult, LLMClient
                 raise UserError(
                     f"environment variable {o.api_key_env} (generation.openai.api_key_env) is not set on this worker"
                 )
-        client = LLMClient(self.cfg, base_url, api_key, self.cache_dir, endpoint_id(o.base_url, o.local_model))
+        client = LLMClient(self.cfg, base_url, api_key, self.cache_dir, endpoint_id(o.base_url, o.local_model),
+                           server_slots=slots)
         # Everything loaded so far (Beam, the pipeline, libraries, models) lives as long as the worker:
         # collect once, then exempt it from the cycle collector. Otherwise each full collection walks
         # those ~0.5 M objects holding the GIL — measured 0.2-0.5 s pauses of every request thread,

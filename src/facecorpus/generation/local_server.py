@@ -207,6 +207,17 @@ def local_llm_server(pack: str = "smollm2", port: int = 0, **kwargs: Any) -> Ite
         server.stop()
 
 
+def server_slots(base_url: str) -> int | None:
+    """How many requests a llama.cpp server decodes at once (`total_slots` of its `/props`), or None
+    when it does not say. More in flight than that only wait in its queue, inside their timeout."""
+    try:
+        props = _get_json(base_url.removesuffix("/v1").rstrip("/") + "/props", timeout=10.0)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    slots = props.get("total_slots") if isinstance(props, dict) else None
+    return slots if isinstance(slots, int) and slots > 0 else None
+
+
 _shared: dict[str, LocalLLMServer] = {}
 _shared_lock = threading.Lock()
 

@@ -31,6 +31,10 @@ class MalformedResponse(Exception):
     """A 200 whose body is not a chat completion (a proxy's HTML error page, say): retried like a 502."""
 
 
+#: answers that say the endpoint is overloaded (as opposed to this request being wrong)
+OVERLOAD_STATUS = frozenset({429, 502, 503, 504, 529})
+
+
 def status_of(exc: BaseException) -> int | None:
     return exc.status_code if isinstance(exc, openai.APIStatusError) else None
 
@@ -43,6 +47,14 @@ def is_transient(exc: BaseException) -> bool:
         return True
     status = status_of(exc)
     return status is not None and (status in RETRY_STATUS or status >= 500)
+
+
+def is_overload(exc: BaseException) -> bool:
+    """True for failures that say the endpoint has too much to do: rate limits, overloaded or gateway
+    errors, timeouts, refused or dropped connections. What adaptive concurrency backs off from."""
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return True
+    return status_of(exc) in OVERLOAD_STATUS
 
 
 def retry_after_s(exc: BaseException | None, now: float | None = None) -> float | None:
@@ -86,12 +98,30 @@ class BackoffWait(tenacity.wait.wait_base):
         return self.rng.uniform(0.0, ceiling)
 
 
-def retrying(cfg: RetryConfig, on_retry: Callable[[tenacity.RetryCallState], None] | None = None) -> tenacity.Retrying:
-    """A tenacity policy for one request; the last exception is re-raised when it gives up."""
+class StopAfterBusyDelay(tenacity.stop.stop_base):
+    """Give up once `max_s` have passed since the first attempt, not counting `excluded()` seconds
+    (the time the request spent waiting for a free slot: a queue on our side is not the endpoint
+    failing, and must not use up a request's retry budget)."""
+
+    def __init__(self, max_s: float, excluded: Callable[[], float]) -> None:
+        self.max_s = max_s
+        self.excluded = excluded
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return (retry_state.seconds_since_start or 0.0) - self.excluded() >= self.max_s
+
+
+def retrying(
+    cfg: RetryConfig,
+    on_retry: Callable[[tenacity.RetryCallState], None] | None = None,
+    excluded: Callable[[], float] = lambda: 0.0,
+) -> tenacity.Retrying:
+    """A tenacity policy for one request; the last exception is re-raised when it gives up.
+    `excluded()`: seconds of the request's life that do not count towards `max_total_s`."""
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
         wait=BackoffWait(cfg.initial_s, cfg.max_s),
-        stop=tenacity.stop_after_attempt(cfg.max_attempts) | tenacity.stop_after_delay(cfg.max_total_s),
+        stop=tenacity.stop_after_attempt(cfg.max_attempts) | StopAfterBusyDelay(cfg.max_total_s, excluded),
         before_sleep=on_retry,
         reraise=True,
     )

@@ -6,8 +6,13 @@ RPM/TPM budgets, the one retry layer (tenacity) and the price of each response. 
 returns the response as a cache entry (content, refusal, finish reason, model, usage, cost) or
 raises `GenerationFailed` (`llm_error`) with a one-line, secret-free reason.
 
-At most `openai.concurrency` requests are at the endpoint at once (slots); the pool has twice as
-many threads, so threads busy judging, caching or waiting for the GIL do not leave slots empty.
+The requests at the endpoint at once (slots) follow the endpoint (`concurrency.ConcurrencyLimit`:
+AIMD on overload and rising latency, up to `openai.concurrency`, and for `base_url: local` never more
+than the embedded server's slots). A request's timeout starts once it has a slot: waiting for one is
+not part of it, nor of the retry layer's `max_total_s`. Retries back off (full jitter, Retry-After)
+and then wait for a slot like any request, so they do not pile onto a saturated endpoint. The pool
+has twice `concurrency` threads, so threads busy judging, caching or waiting for the GIL do not
+leave slots empty.
 Each pool thread has its own openai client (one keep-alive connection each, one shared TLS
 context): a single client's connection pool takes a lock and scans all its connections on every
 request, which cost ~0.5 ms of CPU a request at 64 threads.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -25,11 +31,12 @@ import openai
 import tenacity
 
 from .accounting import Spend, TokenUsage, cost_usd, price_for
+from .concurrency import OK, OTHER, OVERLOAD, ConcurrencyLimit
 from .config import GenerationConfig
 from .estimate import request_tokens
 from .limits import RateLimits
 from .outcome import Failure, GenerationFailed
-from .retries import MalformedResponse, describe_error, is_transient, retrying, status_of
+from .retries import MalformedResponse, describe_error, is_overload, is_transient, retrying, status_of
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -39,7 +46,9 @@ def _text_or_none(value: Any) -> str | None:
 class Transport:
     """One per worker: the pool, per-thread openai clients, slots, budgets, retries, prices."""
 
-    def __init__(self, cfg: GenerationConfig, base_url: str, api_key: str | None) -> None:
+    def __init__(
+        self, cfg: GenerationConfig, base_url: str, api_key: str | None, server_slots: int | None = None
+    ) -> None:
         self.cfg = cfg
         self.secrets = (api_key,) if api_key else ()
         # max_retries=0: tenacity below is the only retry layer
@@ -55,7 +64,8 @@ class Transport:
         self._clients_lock = threading.Lock()
         # `concurrency` bounds the requests at the endpoint (the slots), not the threads: twice as many
         # threads let some judge, cache and wait for the GIL while others hold every slot
-        self._slots = threading.BoundedSemaphore(cfg.openai.concurrency)
+        ceiling = min(cfg.openai.concurrency, server_slots) if server_slots else cfg.openai.concurrency
+        self.slots = ConcurrencyLimit(ceiling, adaptive=cfg.openai.adaptive_concurrency)
         self.pool = ThreadPoolExecutor(max_workers=2 * cfg.openai.concurrency, thread_name_prefix="facecorpus-llm")
         self.limits = RateLimits(cfg.limits.rpm, cfg.limits.tpm)
 
@@ -80,18 +90,12 @@ class Transport:
         estimate = request_tokens(body) if self.limits.tokens is not None else 0  # only a TPM budget needs it
         policy = self._retrying()
         self._local.spend = spend  # read by _on_retry: this thread's request
+        self._local.slot_wait = 0.0  # read by the retry layer's stop: time in the slot queue is not spent
         try:
             for attempt in policy:
                 with attempt:
                     self.limits.acquire(estimate)
-                    spend.add("attempts")
-                    # the body as rendered, byte for byte (the same JSON a Batch API line carries);
-                    # `chat.completions.create` would re-walk it against its TypedDicts, ~4 ms a request,
-                    # and the answer is read as plain JSON (building a ChatCompletion model: ~0.1 ms more)
-                    with self._slots:
-                        response = self.api().post("/chat/completions", cast_to=dict, body=body)
-                    if not isinstance(response, dict) or not isinstance(response.get("choices"), list):
-                        raise MalformedResponse("the endpoint answered with something that is not a chat completion")
+                    response = self._post(body, spend)
         except Exception as e:  # noqa: BLE001 - every endpoint failure becomes a reject, never a crash
             transient = is_transient(e)
             detail = describe_error(e, self.secrets)
@@ -105,6 +109,29 @@ class Transport:
         entry = self._entry(response, body["model"], usage)
         spend.fresh_response(usage, entry["cost_usd"])
         return entry
+
+    def _post(self, body: dict[str, Any], spend: Spend) -> dict[str, Any]:
+        """One HTTP attempt in a slot; what it says about the endpoint's load goes back to the limit."""
+        asked = time.monotonic()
+        ticket = self.slots.acquire()
+        self._local.slot_wait += ticket[0] - asked
+        spend.add("attempts")
+        signal = OTHER
+        try:
+            # the body as rendered, byte for byte (the same JSON a Batch API line carries);
+            # `chat.completions.create` would re-walk it against its TypedDicts, ~4 ms a request,
+            # and the answer is read as plain JSON (building a ChatCompletion model: ~0.1 ms more)
+            response = self.api().post("/chat/completions", cast_to=dict, body=body)
+            if isinstance(response, dict) and isinstance(response.get("choices"), list):
+                signal = OK
+        except Exception as e:
+            signal = OVERLOAD if is_overload(e) else OTHER
+            raise
+        finally:
+            self.slots.release(ticket, signal)
+        if signal != OK:
+            raise MalformedResponse("the endpoint answered with something that is not a chat completion")
+        return response
 
     def _entry(self, response: dict[str, Any], model: str, usage: TokenUsage) -> dict[str, Any]:
         choice = response["choices"][0] if response["choices"] else None
@@ -131,8 +158,11 @@ class Transport:
         ~35 us and a reference cycle each, left for the garbage collector's pauses)."""
         policy: tenacity.Retrying | None = getattr(self._local, "retrying", None)
         if policy is None:
-            policy = self._local.retrying = retrying(self.cfg.retries, self._on_retry)
+            policy = self._local.retrying = retrying(self.cfg.retries, self._on_retry, self._slot_wait)
         return policy
+
+    def _slot_wait(self) -> float:
+        return float(getattr(self._local, "slot_wait", 0.0))
 
     def _on_retry(self, state: tenacity.RetryCallState) -> None:
         spend: Spend = self._local.spend
