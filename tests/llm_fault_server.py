@@ -164,6 +164,8 @@ class FaultServer:
         self.served = 0
         self.wasted = 0
         self.busy_s = 0.0  # slot-seconds of service given, delivered or not
+        self._go = threading.Event()  # cleared by hold(): chat answers wait until release()
+        self._go.set()
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -213,6 +215,14 @@ class FaultServer:
         self.stop()
 
     # ------------------------------------------------------------------------------------- inspection
+
+    def hold(self) -> None:
+        """From now on chat requests are received but not answered, until `release()` (tests freeze
+        a client with requests in flight this way, then kill it)."""
+        self._go.clear()
+
+    def release(self) -> None:
+        self._go.set()
 
     def chat_requests(self) -> list[Recorded]:
         with self._lock:
@@ -372,6 +382,7 @@ class FaultServer:
             time.sleep(self.latency_s)
         if fault == "timeout":
             time.sleep(self.timeout_sleep_s)
+        self._go.wait()
         leave()
         if fault == "disconnect":
             h.close_connection = True

@@ -25,7 +25,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import __version__
 from .errors import UserError
-from .generation.accounting import llm_totals, sum_llm_totals
+from .generation.accounting import llm_totals, sum_llm_totals, with_ledger
+from .generation.ledger import ledger_totals
 from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage, FinishImage
 from .recipe import Recipe
@@ -282,6 +283,10 @@ def run_recipe(
         }
     )
     llm_all = sum_llm_totals([a["llm"] for a in info["attempts"] if "llm" in a]) if llm is not None else None
+    if llm_all is not None:
+        # what was sent and paid for, from the spend ledger: it survives kills, the counters of a killed
+        # attempt do not (generation/ledger.py)
+        llm_all = with_ledger(llm_all, ledger_totals(out))
     stats = compute_stats(out, inputs, run_info, llm=llm_all)
     write_stats(out, stats)
     write_card(out, stats, recipe_text, plots=recipe.output.card.plots)

@@ -151,3 +151,16 @@ def sum_llm_totals(parts: list[dict[str, Any]]) -> dict[str, Any]:
         out["cost_usd"] = round(out["cost_usd"], 6)
     out.setdefault("failures", {})
     return out
+
+
+#: the keys of stats.json's `llm` that the spend ledger knows for every attempt, killed ones included
+LEDGER_KEYS = ("attempts", "requests", "unanswered", "batch_requests", "prompt_tokens", "completion_tokens",
+               "cached_tokens", "cost_usd")
+
+
+def with_ledger(totals: dict[str, Any], ledger: dict[str, Any] | None) -> dict[str, Any]:
+    """stats.json's `llm`: the counters' totals, with what was sent and paid for taken from the spend
+    ledger when the output has one (cache hits, retries, re-asks and failures stay the counters')."""
+    if ledger is None:
+        return totals
+    return {**totals, **{k: ledger[k] for k in LEDGER_KEYS}}

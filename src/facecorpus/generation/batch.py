@@ -38,6 +38,7 @@ from .cache import ResponseCache, cache_key
 from .config import GenerationConfig
 from .endpoint import chat_body, endpoint_id
 from .handler import PROMPT
+from .ledger import process_ledger
 from .retries import describe_error, redact
 
 log = logging.getLogger("facecorpus")
@@ -104,10 +105,11 @@ class _Batch:
 class SubmitAndWait(beam.DoFn):
     """One bucket of pending requests → batches submitted (or re-attached), awaited, cached."""
 
-    def __init__(self, cfg: GenerationConfig, cache_dir: str | None, state_dir: str) -> None:
+    def __init__(self, cfg: GenerationConfig, cache_dir: str | None, state_dir: str, out: str | None = None) -> None:
         self.cfg = cfg
         self.cache_dir = cache_dir
         self.state_dir = state_dir
+        self.out = out
 
     def setup(self) -> None:
         import openai
@@ -119,6 +121,7 @@ class SubmitAndWait(beam.DoFn):
         self.client = openai.OpenAI(api_key=self._key or "no-key-required", base_url=o.base_url, max_retries=3,
                                     timeout=max(o.timeout_s, 600.0))
         self.cache = ResponseCache(self.cache_dir)
+        self.ledger = process_ledger(self.out)
 
     # --------------------------------------------------------------------------------------- state files
 
@@ -295,6 +298,8 @@ class SubmitAndWait(beam.DoFn):
                 "batch_id": batch.state["batch_id"],
                 "created_at": datetime.now(tz=UTC).replace(microsecond=0).isoformat(),
             })
+            if self.ledger is not None:
+                self.ledger.batch_result(cid, usage, dollars)
             spend.fresh_response(usage, dollars)
             spend.add("batch_requests")
             got.add(cid)
@@ -338,11 +343,12 @@ class SubmitBatches(beam.PTransform):
         self.cfg = cfg
         self.cache_dir = cache_dir
         self.state_dir = state_dir
+        self.out = out
 
     def expand(self, items: beam.PCollection) -> beam.PCollection:
         return (
             items
             | "PendingRequests" >> beam.ParDo(PendingRequests(self.cfg, self.cache_dir))
             | "ByBucket" >> beam.GroupByKey()
-            | "SubmitAndWait" >> beam.ParDo(SubmitAndWait(self.cfg, self.cache_dir, self.state_dir))
+            | "SubmitAndWait" >> beam.ParDo(SubmitAndWait(self.cfg, self.cache_dir, self.state_dir, self.out))
         )

@@ -31,6 +31,7 @@ from .cache import ResponseCache, SingleFlight, cache_key
 from .config import GenerationConfig
 from .endpoint import chat_body, model_name
 from .judging import judge
+from .ledger import SpendLedger
 from .outcome import Answer, BatchContext, Completion, Failure, GenerationFailed, GenerationOutcome
 from .reask import follow_up, should_reask
 from .retries import describe_error
@@ -50,10 +51,11 @@ class LLMClient:
         cache_dir: str | None,
         endpoint: str,
         server_slots: int | None = None,
+        ledger: SpendLedger | None = None,
     ) -> None:
         self.cfg = cfg
         self.endpoint = endpoint
-        self.transport = Transport(cfg, base_url, api_key, server_slots)
+        self.transport = Transport(cfg, base_url, api_key, server_slots, ledger)
         self.cache = ResponseCache(cache_dir if cfg.cache.enabled else None)
         self.model = model_name(cfg)
         self._flights = SingleFlight()

@@ -186,7 +186,7 @@ class GenerateWithLLM(beam.PTransform):
 
             reports = ready | "BatchAPI" >> SubmitBatches(self.cfg, self.cache_dir, self.out)
             ready = ready | "AwaitBatches" >> beam.Map(_attach_batch_context, beam.pvalue.AsList(reports))
-        handler = OpenAIChatHandler(self.cfg, self.cache_dir, self.prompt_mode)
+        handler = OpenAIChatHandler(self.cfg, self.cache_dir, self.prompt_mode, self.out)
         applied = (
             ready
             | "CallLLM" >> RunInference(handler)

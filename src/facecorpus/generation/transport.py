@@ -30,13 +30,38 @@ from typing import Any
 import openai
 import tenacity
 
+try:  # the openai client ships its own copy of httpx (httpx2) since 3.x; older ones use httpx
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover - depends on the installed openai
+    import httpx  # type: ignore[no-redef]
+
 from .accounting import Spend, TokenUsage, cost_usd, price_for
 from .concurrency import OK, OTHER, OVERLOAD, ConcurrencyLimit
 from .config import GenerationConfig
 from .estimate import request_tokens
+from .ledger import SpendLedger
 from .limits import RateLimits
 from .outcome import Failure, GenerationFailed
 from .retries import MalformedResponse, describe_error, is_overload, is_transient, retrying, status_of
+
+#: the openai client's own default (a thread's client only ever opens one connection)
+CONNECTION_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+
+
+class _SentTransport(httpx.HTTPTransport):
+    """httpx's transport, telling `on_sent` (a thread-local callback) the moment a request's body has
+    been written to the socket: the point from which the endpoint has the request. The spend ledger
+    records a request then, not before (a request that never left is not an attempt)."""
+
+    def __init__(self, local: threading.local, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._local = local
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        on_sent = getattr(self._local, "on_sent", None)
+        if on_sent is not None:
+            request.extensions["trace"] = on_sent
+        return super().handle_request(request)
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -47,9 +72,15 @@ class Transport:
     """One per worker: the pool, per-thread openai clients, slots, budgets, retries, prices."""
 
     def __init__(
-        self, cfg: GenerationConfig, base_url: str, api_key: str | None, server_slots: int | None = None
+        self,
+        cfg: GenerationConfig,
+        base_url: str,
+        api_key: str | None,
+        server_slots: int | None = None,
+        ledger: SpendLedger | None = None,
     ) -> None:
         self.cfg = cfg
+        self.ledger = ledger
         self.secrets = (api_key,) if api_key else ()
         # max_retries=0: tenacity below is the only retry layer
         self.openai = openai.OpenAI(
@@ -79,7 +110,12 @@ class Transport:
         with its own connection pool, so that request threads never share a pool lock or connection list."""
         mine: openai.OpenAI | None = getattr(self._local, "client", None)
         if mine is None:
-            mine = self.openai.copy(http_client=openai.DefaultHttpxClient(verify=self._tls))
+            if self.ledger is not None:  # a transport that says when the body has left
+                http = openai.DefaultHttpxClient(
+                    transport=_SentTransport(self._local, verify=self._tls, limits=CONNECTION_LIMITS))
+            else:
+                http = openai.DefaultHttpxClient(verify=self._tls)
+            mine = self.openai.copy(http_client=http)
             self._local.client = mine
             with self._clients_lock:
                 self._thread_clients.append(mine)
@@ -111,11 +147,13 @@ class Transport:
         return entry
 
     def _post(self, body: dict[str, Any], spend: Spend) -> dict[str, Any]:
-        """One HTTP attempt in a slot; what it says about the endpoint's load goes back to the limit."""
+        """One HTTP attempt in a slot; what it says about the endpoint's load goes back to the limit,
+        and the ledger hears of it (sent, then answered or failed) before the slot is free again."""
         asked = time.monotonic()
         ticket = self.slots.acquire()
         self._local.slot_wait += ticket[0] - asked
         spend.add("attempts")
+        rid = self._ledger_id() if self.ledger is not None else None
         signal = OTHER
         try:
             # the body as rendered, byte for byte (the same JSON a Batch API line carries);
@@ -124,14 +162,37 @@ class Transport:
             response = self.api().post("/chat/completions", cast_to=dict, body=body)
             if isinstance(response, dict) and isinstance(response.get("choices"), list):
                 signal = OK
+                if rid is not None:
+                    raw_usage = response.get("usage")
+                    usage = TokenUsage.from_api(raw_usage if isinstance(raw_usage, dict) else None)
+                    self.ledger.answered(rid, usage, self.cost(body["model"], usage, batch=False))  # type: ignore[union-attr]
         except Exception as e:
             signal = OVERLOAD if is_overload(e) else OTHER
+            if rid is not None:
+                self.ledger.failed(rid, status_of(e) or type(e).__name__)  # type: ignore[union-attr]
             raise
         finally:
             self.slots.release(ticket, signal)
         if signal != OK:
+            if rid is not None:
+                self.ledger.failed(rid, "malformed")  # type: ignore[union-attr]
             raise MalformedResponse("the endpoint answered with something that is not a chat completion")
         return response
+
+    def _ledger_id(self) -> str:
+        """A ledger id for the attempt about to go out; its "sent" line is written by the transport's
+        trace once the body is on the wire (`_SentTransport`), so an attempt that fails to connect is
+        not counted as received."""
+        assert self.ledger is not None
+        rid = self.ledger.new_id()
+        ledger = self.ledger
+
+        def on_sent(event: str, _info: dict[str, Any]) -> None:
+            if event.endswith("send_request_body.complete"):
+                ledger.sent(rid)
+
+        self._local.on_sent = on_sent
+        return rid
 
     def _entry(self, response: dict[str, Any], model: str, usage: TokenUsage) -> dict[str, Any]:
         choice = response["choices"][0] if response["choices"] else None

@@ -197,7 +197,9 @@ def _tokens_section(stats: dict[str, Any]) -> list[str]:
         "",
         f"That is {per}; generators: {', '.join(f'{k} ({v})' for k, v in stats['by_generator'].items()) or '-'}.",
         "",
-    ]
+    ] + ([f"{llm['attempts']} HTTP requests were sent in all (retries included); {llm['unanswered']} of them were "
+          "in flight when a run was killed: the endpoint received them, their tokens and cost are unknown and not "
+          "counted above.", ""] if llm.get("unanswered") else [])
 
 
 def _rejects_section(stats: dict[str, Any], figs: _Figures) -> list[str]:
