@@ -163,7 +163,7 @@ def test_rpm_budget_holds_against_the_server():
         elapsed = time.monotonic() - t0
         assert all(o.failure is None for o in outs)
         times = sorted(r.t for r in srv.chat_requests())
-        assert len(times) == 40
+        assert len(times) >= 40  # more when a request timed out (0.5 s) on a busy machine and was retried
         assert elapsed >= (40 - 20) / 20 * 0.95  # the 20 beyond the burst waited for refills
         for t in times:
             assert sum(1 for s in times if t <= s < t + 1.0) <= 20 + 20 + 1
