@@ -107,13 +107,11 @@ class Category:
 
     def yes_no(self, code: str) -> str:
         """'Does the person look happy?' — the verb turned into a question."""
-        verb = self.verb
-        if verb.startswith("is "):
-            return f"Is the person {verb.removeprefix('is ')} {self.words[code]}?"
-        if verb.endswith("s") and " " not in verb:  # looks → does … look
-            return f"Does the person {verb[:-1]} {self.words[code]}?"
-        head, _, rest = verb.partition(" ")  # appears to be → does … appear to be
-        return f"Does the person {head[:-1] if head.endswith('s') else head} {rest} {self.words[code]}?".replace("  ", " ")
+        head, _, rest = self.verb.partition(" ")
+        if head == "is":
+            return f"Is the person {rest} {self.words[code]}?"
+        base = {"has": "have", "looks": "look", "appears": "appear", "seems": "seem"}.get(head, head)
+        return " ".join(p for p in ("Does the person", base, rest, self.words[code]) if p) + "?"
 
     def compatible(self, a: str, b: str) -> bool:
         """True when a label `a` does not rule out `b` (equal, or one group holds the other)."""
@@ -222,6 +220,24 @@ EXPRESSION = _category(
      ("angry", "angry", "Angry"), ("contempt", "contemptuous", "Contemptuous")],
 )
 AGE_YEARS = Years("age_years", "age", "How old is the person in the image, in years?")
+GLASSES = _category(
+    "glasses", "kind of glasses", "is wearing", "What kind of glasses, if any, is the person wearing?",
+    "Which kind of glasses is the person in the image wearing?",
+    [("none", "no glasses", "No glasses"), ("eyeglasses", "eyeglasses", "Eyeglasses"),
+     ("sunglasses", "sunglasses", "Sunglasses")],
+)
+OCCLUSION = _category(
+    "occlusion", "occlusion of the face", "has", "How much of the person's face is hidden?",
+    "How much of the face in the image is hidden (by hands, a mask, hair or objects)?",
+    [("none", "a fully visible face", "None of it"), ("partial", "a partly hidden face", "Part of it"),
+     ("heavy", "a mostly hidden face", "Most of it")],
+)
+HEAD_POSE = _category(
+    "head_pose", "head pose", "is seen", "From which angle is the person's face seen?",
+    "From which angle is the face in the image seen?",
+    [("frontal", "from the front", "From the front"), ("three_quarter", "at a three-quarter angle", "At a three-quarter angle"),
+     ("profile", "in profile", "In profile")],
+)
 
 
 def _flags(rows: Iterable[tuple[str, FlagForm, str, str | None]], **kw: object) -> list[Flag]:
@@ -273,7 +289,19 @@ FLAGS: list[Flag] = [
     Flag("attractive", "look", "attractive", None, subjective=True),
 ]
 
-BUILTIN: tuple[Attribute, ...] = (GENDER, AGE, RACE, EXPRESSION, AGE_YEARS, *FLAGS)
+BUILTIN: tuple[Attribute, ...] = (GENDER, AGE, RACE, EXPRESSION, AGE_YEARS, GLASSES, OCCLUSION, HEAD_POSE, *FLAGS)
+
+#: what the LLM re-annotates (Face-MLLM on LAION-Face): CelebA's 40 attributes (Male as `gender`),
+#: expression, apparent age range, glasses, occlusion and head pose
+ANNOTATED: tuple[str, ...] = ("gender", "age", "expression", "glasses", "occlusion", "head_pose",
+                              *(f.name for f in FLAGS))
+
+
+def head_pose_of(yaw: float) -> str:
+    """The `head_pose` code a measured yaw (degrees) falls in: under 20 frontal, 20-60 three-quarter, over
+    60 profile (the bounds by which annotators usually tell them apart)."""
+    turn = abs(yaw)
+    return "frontal" if turn < 20 else ("three_quarter" if turn <= 60 else "profile")
 
 
 class Vocabulary:

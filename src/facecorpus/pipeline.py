@@ -107,6 +107,16 @@ def generation_transform(recipe: Recipe, out: str | None = None) -> beam.PTransf
     return beam.ParDo(GenerateFromTemplates(g.categories, g.seed)).with_outputs(REJECTS, main="main")
 
 
+def annotation_transform(recipe: Recipe) -> beam.PTransform | None:
+    """Hook (generation, before it): the LLM's attribute re-annotation, when the recipe asks for it
+    (pre-flight checked here); None otherwise."""
+    if not recipe.generation.annotation.enabled:
+        return None
+    from .generation.annotation import AnnotateWithLLM
+
+    return AnnotateWithLLM.from_recipe(recipe)
+
+
 def validation_transform(recipe: Recipe, created_at: datetime) -> beam.PTransform:
     """Hook (validation): WorkItem → ShardSample (schema-valid record + JPEG), held to the record rules."""
     return beam.ParDo(AssembleSample(recipe.name, recipe.sha256(), __version__, created_at, rules_for(recipe))).with_outputs(
@@ -180,6 +190,9 @@ def build_pipeline(
         items = _apply(items, faces, "Faces", rejects)
         if finished is not None:  # one sample per face: those keys are only known now
             items = items | "SkipFinishedFaces" >> beam.ParDo(SkipFinished(), finished=beam.pvalue.AsMultiMap(finished))
+    annotate = annotation_transform(recipe)
+    if annotate is not None:
+        items = _apply(items, annotate, "Annotate", rejects)
     items = _apply(items, generation_transform(recipe, out), "Generate", rejects)
     samples = _apply(items, validation_transform(recipe, created_at), "Validate", rejects)
     o = recipe.output

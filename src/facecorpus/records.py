@@ -182,6 +182,16 @@ class LLMUsage(_Record):
     cost_usd: float = 0.0
 
 
+class AnnotationInfo(_Record):
+    """How the sample's `annotations` were made: the LLM, the prompt set, what it took."""
+
+    llm_model: str
+    prompt_set: str
+    prompt_version: str
+    prompt_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    usage: LLMUsage = Field(default_factory=LLMUsage)
+
+
 class Provenance(_Record):
     generator: str = Field(description="'templates' or 'openai'.")
     llm_model: str | None = None
@@ -193,6 +203,7 @@ class Provenance(_Record):
     recipe_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     created_at: datetime
     usage: LLMUsage = Field(default_factory=LLMUsage)
+    annotation: AnnotationInfo | None = Field(default=None, description="When an LLM re-annotated the attributes.")
 
 
 class Sample(_Record):
@@ -207,6 +218,10 @@ class Sample(_Record):
     primary_face: int | None = Field(default=None, ge=0)
     attributes: dict[str, AttributeValue] = Field(default_factory=dict)
     attribute_conflicts: list[AttributeConflict] = Field(default_factory=list)
+    annotations: dict[str, AttributeValue] = Field(
+        default_factory=dict, description="Every value an LLM gave for the fixed attribute vocabulary (source "
+        "'model:<llm model>'), kept whether or not it agrees with a label or face model; `attributes` holds the "
+        "ones nothing else gave.")
     caption: str = Field(min_length=1)
     qa: list[QAPair] = Field(min_length=1)
     flags: list[str] = Field(default_factory=list, description="Non-fatal findings, e.g. 'label_conflict'.")

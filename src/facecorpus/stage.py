@@ -21,6 +21,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from .records import (
+    AnnotationInfo,
     AttributeConflict,
     AttributeValue,
     Crop,
@@ -59,6 +60,9 @@ class WorkItem:
     #: merged attributes (labels ∪ models) and disagreements
     attributes: dict[str, AttributeValue] = field(default_factory=dict)
     attribute_conflicts: list[AttributeConflict] = field(default_factory=list)
+    #: set by the LLM's attribute annotation (generation/annotation.py)
+    annotations: dict[str, AttributeValue] = field(default_factory=dict)
+    annotation: AnnotationInfo | None = None
     #: set by generation
     caption: str | None = None
     qa: list[QAPair] = field(default_factory=list)

@@ -2,6 +2,7 @@
 
 - `structured`: one answer holds the caption and every category's question and answer (or only the
   answers, when the prompt set fixes the questions);
+- `annotate`: one answer holding attribute values (generation/annotation.py applies them);
 - `per_category`: one answer per category; the caption is the first paragraph of the `caption_from`
   category's answer (else the first). A category that failed rejects the item, or is skipped and
   flagged `skipped:<category>` under `on_category_failure: skip` (when some category worked).
@@ -53,6 +54,9 @@ def assemble(prompt: RenderedPrompt, answers: list[Answer], spend: Spend, defaul
         spend.add(f"failure.{a.failure.reason}")  # type: ignore[union-attr]
     if prompt.mode == "structured":
         return _structured(prompt, answers[0], out)
+    if prompt.mode == "annotate":  # attributes, not text: generation/annotation.py reads them
+        out.failure, out.data = answers[0].failure, answers[0].data
+        return out
     return _per_category(prompt, answers, failed, out, on_category_failure)
 
 

@@ -132,6 +132,20 @@ class LabelQAConfig(Config):
     set_size: int = Field(default=2, ge=1, le=5, description="Features per option of a feature-set multiple-choice question.")
     subjective: bool = Field(default=False, description="Also ask about subjective flags (CelebA's Attractive).")
     only: list[str] = Field(default_factory=list, description="Ask only about these attributes; empty: every labelled one.")
+    from_models: bool = Field(
+        default=False, description="Also ask about model-made attributes (the LLM's annotations, face-model estimates), "
+        "not only dataset labels; answers then derive from those values.")
+    min_confidence: float = Field(default=0.5, ge=0, le=1, description="with from_models: model values below are not asked about.")
+
+
+class AnnotationConfig(Config):
+    """Attribute re-annotation by the LLM (Face-MLLM on LAION-Face), before generation, on the endpoint
+    of `generation.openai` (docs/labelled.md#attribute-re-annotation-by-the-llm)."""
+
+    enabled: bool = Field(default=False, description="Ask the LLM for the fixed attribute vocabulary of every sample.")
+    prompt_set: str = Field(default="attributes", description="A prompt set of mode annotate.")
+    min_confidence: float = Field(default=0.0, ge=0, le=1, description="Values the model is less sure of are not kept.")
+    max_tokens: PositiveInt = Field(default=2000, description="Completion budget of the annotation (45 values with confidences).")
 
 
 class GenerationConfig(Config):
@@ -154,6 +168,7 @@ class GenerationConfig(Config):
     batch_discount: float = Field(default=0.5, ge=0, le=1, description="Fraction off the price in batch mode.")
     batch: BatchConfig = Field(default_factory=BatchConfig)
     labels: LabelQAConfig = Field(default_factory=LabelQAConfig)
+    annotation: AnnotationConfig = Field(default_factory=AnnotationConfig)
 
     @model_validator(mode="after")
     def _label_categories(self) -> GenerationConfig:

@@ -54,11 +54,20 @@ class LabelQASettings:
     set_size: int = 2
     subjective: bool = False
     only: tuple[str, ...] = ()
+    from_models: bool = False
+    min_confidence: float = 0.5
+
+    def usable(self, av: AttributeValue) -> bool:
+        """A dataset label, or with `from_models` a model's value at least `min_confidence` sure."""
+        if av.source == "label":
+            return True
+        return self.from_models and av.source.startswith("model:") and (av.confidence or 0.0) >= self.min_confidence
 
 
 def settings_of(cfg: LabelQAConfig) -> LabelQASettings:
     return LabelQASettings(yes_no=cfg.yes_no, list_size=cfg.list_size, set_size=cfg.set_size,
-                           subjective=cfg.subjective, only=tuple(cfg.only))
+                           subjective=cfg.subjective, only=tuple(cfg.only), from_models=cfg.from_models,
+                           min_confidence=cfg.min_confidence)
 
 
 def rng_for(seed: int, key: str, slot: str) -> random.Random:
@@ -89,7 +98,7 @@ class Known:
     def of(cls, labels: dict[str, AttributeValue], vocab: Vocabulary, s: LabelQASettings) -> Known:
         known = cls({}, {}, {})
         for name, av in labels.items():
-            if av.source != "label" or (s.only and name not in s.only):
+            if not s.usable(av) or (s.only and name not in s.only):
                 continue
             decl = vocab.get(name)
             value = av.value

@@ -81,6 +81,8 @@ class GenerationOutcome:
     spend: Spend = field(default_factory=Spend)
     failure: Failure | None = None
     flags: list[str] = field(default_factory=list)
+    #: `annotate` prompt sets: the judged JSON answer (attribute → value and confidence)
+    data: dict[str, Any] | None = None
 
 
 @dataclass

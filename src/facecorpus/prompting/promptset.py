@@ -135,9 +135,10 @@ def load_prompt_set(
         hashes[role] = actual
     mode = entry.get("mode")
     questions = entry.get("questions", "model")
-    needed = {"per_category": {"system", "instruction", "question"}, "structured": {"system", "user"}}.get(mode or "")
+    needed = {"per_category": {"system", "instruction", "question"}, "structured": {"system", "user"},
+              "annotate": {"system", "user"}}.get(mode or "")
     if needed is None:
-        raise UserError(f"prompt set '{name}': mode must be per_category or structured (got {mode!r})")
+        raise UserError(f"prompt set '{name}': mode must be per_category, structured or annotate (got {mode!r})")
     if questions not in ("model", "fixed"):
         raise UserError(f"prompt set '{name}': questions must be model or fixed (got {questions!r})")
     if questions == "fixed":

@@ -247,7 +247,7 @@ def _response_format(categories: tuple[str, ...], bounds: tuple[tuple[str, int],
 # ----------------------------------------------------------------------------------------------- render
 
 
-def _user_content(text: str, image_url: str | None, opts: ImageOptions) -> str | list[dict[str, Any]]:
+def user_content(text: str, image_url: str | None, opts: ImageOptions) -> str | list[dict[str, Any]]:
     if image_url is None:
         return text
     image: dict[str, Any] = {"url": image_url}
@@ -290,7 +290,7 @@ def render_prompt(
                     question=question,
                     messages=[
                         {"role": "system", "content": system},
-                        {"role": "user", "content": _user_content(instruction, image_url, image)},
+                        {"role": "user", "content": user_content(instruction, image_url, image)},
                     ],
                 )
             )
@@ -309,7 +309,7 @@ def render_prompt(
                 category=None,
                 messages=[
                     {"role": "system", "content": system},
-                    {"role": "user", "content": _user_content(user, image_url, image)},
+                    {"role": "user", "content": user_content(user, image_url, image)},
                 ],
                 response_format=_response_format(tuple(categories), tuple(sorted(prompt_set.bounds.items())), fixed),
             )

@@ -132,6 +132,24 @@ def _label_qa_section(stats: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _annotation_section(stats: dict[str, Any]) -> list[str]:
+    """How often the LLM's attribute annotations agree with dataset labels and face-model estimates."""
+    table = stats.get("annotation_agreement") or {}
+    if not table:
+        return []
+    lines = ["## LLM attribute annotations: agreement", "",
+             "The LLM saw only the image. Agreement with the dataset's labels and with what the face models "
+             "measured on the primary face (head pose: frontal under 20° of yaw, profile over 60°); kappa is "
+             "Cohen's, '-' where it is undefined (one value throughout).", "",
+             "| attribute | compared with | samples | agree | rate | kappa |", "|---|---|---:|---:|---:|---:|"]
+    for name, kinds in table.items():
+        for kind, r in kinds.items():
+            kappa = "-" if r["kappa"] is None else f"{r['kappa']:.3f}"
+            who = "dataset labels" if kind == "label" else "face models"
+            lines.append(f"| {name} | {who} | {r['n']} | {r['agree']} | {100.0 * r['rate']:.1f}% | {kappa} |")
+    return [*lines, ""]
+
+
 def _faces_section(col: dict[str, list], figs: _Figures) -> list[str]:
     n = len(col["key"])
     faces = Counter(col["n_faces"])
@@ -267,6 +285,7 @@ def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool =
         *_label_section(col, stats, figs),
         *_attribute_labels_section(stats),
         *_label_qa_section(stats),
+        *_annotation_section(stats),
         *_faces_section(col, figs),
         *_qa_section(col, stats, figs),
         *_rejects_section(stats, figs),

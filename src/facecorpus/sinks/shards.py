@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from ..records import Sample
+from .agreement import annotation_pairs
 
 SHARDS_DIR = "shards"
 MANIFEST_DIR = "manifest"
@@ -157,6 +158,8 @@ def manifest_row(sample: Sample, shard: str, members: list[tuple[str, bytes]] | 
                                   sort_keys=True, separators=(",", ":")),
         # short answers of label-derived pairs ("attribute_mcq=B", "attribute_yes_no=no") for answer balance
         "answer_keys": [f"{q.category}={q.answer_key}" for q in sample.qa if q.answer_key is not None],
+        # the LLM's annotations beside the labels and face models they can be compared with (the card's agreement)
+        "annotation_pairs": annotation_pairs(sample),
         "age": attr("age"),
         "gender": attr("gender"),
         "race": attr("race"),
@@ -189,7 +192,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("generator", pa.string()), ("llm_model", pa.string()), ("n_qa", pa.int32()),
         ("categories", pa.list_(pa.string())), ("prompt_sha256", pa.string()), ("prompt_set", pa.string()),
         ("label_age", pa.string()), ("label_gender", pa.string()), ("label_race", pa.string()),
-        ("labels_json", pa.string()), ("answer_keys", pa.list_(pa.string())),
+        ("labels_json", pa.string()), ("answer_keys", pa.list_(pa.string())), ("annotation_pairs", pa.list_(pa.string())),
         ("age", pa.string()), ("gender", pa.string()), ("race", pa.string()), ("expression", pa.string()),
         ("pose_yaw", pa.float64()), ("pose_pitch", pa.float64()), ("pose_roll", pa.float64()),
         ("face_score", pa.float64()), ("face_size_px", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),

@@ -18,6 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from ..records import Reject
 from ..validation.counts import validation_counts
+from .agreement import agreement
 from .shards import MANIFEST_DIR, MANIFEST_SCHEMA, SHARDS_DIR
 
 REJECTS_DIR = "rejects"
@@ -160,6 +161,7 @@ def compute_stats(out: str, inputs: int | None, run: dict[str, Any], llm: dict[s
         },
         "attribute_labels": attribute_label_counts(col.get("labels_json", [])),
         "label_qa": label_qa_counts(col.get("answer_keys", [])),
+        "annotation_agreement": agreement(col.get("annotation_pairs", [])),
         "faces_per_sample": _distribution(col["n_faces"]),
         "llm": llm
         or {

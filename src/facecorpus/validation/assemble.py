@@ -32,6 +32,7 @@ def build_sample(item: WorkItem, recipe_name: str, recipe_sha256: str, version: 
             primary_face=item.primary_face,
             attributes=item.attributes or item.labels,
             attribute_conflicts=item.attribute_conflicts,
+            annotations=item.annotations,
             caption=item.caption or "",
             qa=item.qa,
             flags=item.flags,
@@ -46,6 +47,7 @@ def build_sample(item: WorkItem, recipe_name: str, recipe_sha256: str, version: 
                 recipe_sha256=recipe_sha256,
                 created_at=created_at,
                 usage=item.usage,
+                annotation=item.annotation,
             ),
         )
     except ValidationError as e:

@@ -28,8 +28,11 @@ _ANSWER_LETTER = re.compile(r"^([A-D])\. (.+)$", re.S)
 _LIST = re.compile(r":\s*(.+)\?\s*$", re.S)
 
 
-def _labels(sample: Sample) -> dict[str, str | bool | int | float]:
-    return {k: v.value for k, v in sample.attributes.items() if v.source == "label"}
+def _labels(sample: Sample, from_models: bool, min_confidence: float) -> dict[str, str | bool | int | float]:
+    """The values answers may derive from: dataset labels; with `from_models` (generation.labels), also
+    model values (LLM annotations, face models) at least `min_confidence` sure."""
+    return {k: v.value for k, v in sample.attributes.items()
+            if v.source == "label" or (from_models and v.source.startswith("model:") and (v.confidence or 0.0) >= min_confidence)}
 
 
 def _flag_items(vocab: Vocabulary) -> dict[str, str]:
@@ -61,13 +64,15 @@ def split_list(text: str) -> list[str]:
 class LabelAnswerCheck:
     """Checks label-derived QA pairs of a sample against its labels (see the module docstring)."""
 
-    def __init__(self, vocab: Vocabulary) -> None:
+    def __init__(self, vocab: Vocabulary, from_models: bool = False, min_confidence: float = 0.5) -> None:
         self.vocab = vocab
         self.items = _flag_items(vocab)
+        self.from_models = from_models
+        self.min_confidence = min_confidence
 
     def check(self, sample: Sample) -> list[Rejection]:
         """Every label-derived pair whose answer the labels do not give, as a rejection naming its category."""
-        labels = _labels(sample)
+        labels = _labels(sample, self.from_models, self.min_confidence)
         problems = []
         for q in sample.qa:
             if q.category not in CHECKED_CATEGORIES:

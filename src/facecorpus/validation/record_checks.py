@@ -48,6 +48,9 @@ class RecordRules:
     categories: tuple[str, ...]
     skippable: frozenset[str] = frozenset({"templates"})
     vocabulary: Vocabulary = VOCABULARY
+    #: generation.labels.from_models / min_confidence: which values label-derived answers may come from
+    answers_from_models: bool = False
+    answer_min_confidence: float = 0.5
 
     def allows_skip(self, generator: str, category: str, flags: list[str]) -> bool:
         """A requested category may be absent only when its generator may skip and said so with a
@@ -68,8 +71,9 @@ def rules_for(recipe: Recipe) -> RecordRules:
     if getattr(openai_cfg, "on_category_failure", None) == "skip":
         skippable.add("openai")
     declared = [a for src in recipe.sources for a in getattr(src, "declared_attributes", list)()]
+    lab = recipe.generation.labels
     return RecordRules(recipe.validation, tuple(recipe.generation.categories), frozenset(skippable),
-                       Vocabulary(declared) if declared else VOCABULARY)
+                       Vocabulary(declared) if declared else VOCABULARY, lab.from_models, lab.min_confidence)
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,8 @@ def check_record(sample: Sample, rules: RecordRules) -> list[Finding]:
         seen[k] = q.category
 
     if any(q.category in CHECKED_CATEGORIES for q in sample.qa):
-        for p in LabelAnswerCheck(rules.vocabulary).check(sample):
+        check = LabelAnswerCheck(rules.vocabulary, rules.answers_from_models, rules.answer_min_confidence)
+        for p in check.check(sample):
             found.append(Finding(p.reason, p.detail, categories=p.categories))
 
     for where, text in [*texts, *((f"{q.category} question", q.question) for q in sample.qa)]:
