@@ -218,9 +218,9 @@ def test_crop_prior_without_a_face_gets_the_full_search(store: Path, monkeypatch
 
 
 def test_search_plan_tiles_only_where_faces_would_be_too_small() -> None:
-    assert search_plan(512, 512, 40) == [View(0, 0, 512, 512)]  # 40 px faces are 15 px in BlazeFace's input
+    assert search_plan(512, 512, 40) == [View(0, 0, 512, 512, scale=192 / 512)]  # 40 px faces: 15 px in BlazeFace's input
     views = search_plan(709, 1024, 40)
-    assert views[0] == View(0, 0, 1024, 709) and len(views) == 5
+    assert views[0] == View(0, 0, 1024, 709, scale=192 / 1024) and len(views) == 5
     tiles = views[1:]
     side = tiles[0].width
     assert side * REACH / 192 <= 40  # a 40 px face reaches REACH px in a tile's input

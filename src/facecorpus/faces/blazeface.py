@@ -93,7 +93,10 @@ def letterbox(rgb: np.ndarray, side: int) -> tuple[np.ndarray, Letterbox]:
     h, w = rgb.shape[:2]
     scale = side / float(max(h, w))
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    if (nw, nh) == (w, h):
+        resized = rgb  # already the input's size (a tile cut from an image shrunk for it)
+    else:
+        resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     canvas = np.zeros((side, side, 3), dtype=np.uint8)
     x0, y0 = (side - nw) // 2, (side - nh) // 2
     canvas[y0 : y0 + nh, x0 : x0 + nw] = resized

@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace
@@ -50,13 +51,15 @@ MERGE_IOU = 0.5
 
 @dataclass(frozen=True)
 class View:
-    """A region of the image (x0, y0, width, height) in image pixels, run through one BlazeFace model."""
+    """A region of the image (x0, y0, width, height) in image pixels, run through one BlazeFace model
+    at `scale` (model input px per image px; 0: whatever fits the region into the input)."""
 
     x0: int
     y0: int
     width: int
     height: int
     model: str = FULL_RANGE
+    scale: float = 0.0
 
 
 def _axis(length: int, tile: int, overlap: int) -> list[int]:
@@ -71,8 +74,8 @@ def _axis(length: int, tile: int, overlap: int) -> list[int]:
 def search_plan(height: int, width: int, min_face: float, side: int = 192) -> list[View]:
     """The views that find faces of `min_face` px and larger in a height × width image with the
     full-range model (`side` px input): the whole image, then levels of tiles as fine as needed."""
-    views = [View(0, 0, width, height)]
     scale = side / float(max(height, width))  # input px per image px at the whole-image level
+    views = [View(0, 0, width, height, scale=scale)]
     needed = REACH / float(max(min_face, 1.0))
     while scale < needed:
         finer = min(needed, scale * FINER)
@@ -82,9 +85,21 @@ def search_plan(height: int, width: int, min_face: float, side: int = 192) -> li
         overlap = min(tile // 2, math.ceil(REACH / scale * (1.0 + OVERLAP_MARGIN)))
         for y0 in _axis(height, tile, overlap):
             for x0 in _axis(width, tile, overlap):
-                views.append(View(x0, y0, min(tile, width - x0), min(tile, height - y0)))
+                views.append(View(x0, y0, min(tile, width - x0), min(tile, height - y0), scale=side / tile))
         scale = finer
     return views
+
+
+def _levels(rgb: np.ndarray, scales: set[float]) -> dict[float, np.ndarray]:
+    """The image shrunk (area-averaged) to each scale below 1, the finest first and each coarser one
+    from the last: the full-resolution image is averaged once."""
+    h, w = rgb.shape[:2]
+    out: dict[float, np.ndarray] = {}
+    source = rgb
+    for scale in sorted((s for s in scales if 0.0 < s < 1.0), reverse=True):
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        source = out[scale] = cv2.resize(source, size, interpolation=cv2.INTER_AREA)
+    return out
 
 
 class FaceFinder:
@@ -107,13 +122,22 @@ class FaceFinder:
         return search_plan(h, w, self.min_face, self.models[FULL_RANGE].side)
 
     def propose(self, rgb: np.ndarray, views: list[View]) -> np.ndarray:
-        """(n, 4) square candidate boxes in image pixels from every view, one per face."""
+        """(n, 4) square candidate boxes in image pixels from every view, one per face.
+
+        Views of one scale share one shrunk copy of the image (`_levels`): area-averaging a 1024 px photo
+        costs more than a BlazeFace pass, so it is done once per scale, not once per tile."""
+        levels = _levels(rgb, {v.scale for v in views})
         boxes, scores = [], []
         for v in views:
-            region = rgb if (v.width, v.height) == (rgb.shape[1], rgb.shape[0]) else rgb[v.y0 : v.y0 + v.height, v.x0 : v.x0 + v.width]
+            level = levels.get(v.scale, rgb)
+            sx, sy = level.shape[1] / rgb.shape[1], level.shape[0] / rgb.shape[0]
+            x0, y0 = round(v.x0 * sx), round(v.y0 * sy)
+            x1, y1 = max(x0 + 1, round((v.x0 + v.width) * sx)), max(y0 + 1, round((v.y0 + v.height) * sy))
+            region = level if (x0, y0, x1, y1) == (0, 0, level.shape[1], level.shape[0]) else level[y0:y1, x0:x1]
             found = self.models[v.model].detect(np.ascontiguousarray(region))
             if len(found):
-                boxes.append(found.boxes + np.array([v.x0, v.y0, v.x0, v.y0], dtype=np.float32))
+                offset = np.array([x0, y0, x0, y0], dtype=np.float32)
+                boxes.append((found.boxes + offset) / np.array([sx, sy, sx, sy], dtype=np.float32))
                 scores.append(found.scores)
         if not boxes:
             return np.zeros((0, 4), np.float32)
