@@ -245,8 +245,8 @@ def test_rotated_photo_is_turned_upright_with_its_given_faces(servers):
     assert out.item is not None
     img = Image.open(io.BytesIO(out.item.data))
     assert img.size == (h_raw, w_raw)  # upright: wide again
-    assert out.item.context["given_faces_size"] == [h_raw, w_raw]
-    (moved,) = out.item.context["given_faces"]
+    assert out.item.given_faces.size == [h_raw, w_raw]
+    (moved,) = out.item.given_faces.faces
     # orientation 6: (x, y) → (H - y, x)
     assert moved["box"] == pytest.approx([h_raw - 90, 10, h_raw - 20, 60])
     assert moved["landmarks5"][0] == pytest.approx([h_raw - 40, 20])

@@ -22,7 +22,7 @@ from facecorpus.faces.given import given_faces_of, scale_given_faces
 from facecorpus.faces.stage import FaceStage
 from facecorpus.pipeline import run_recipe
 from facecorpus.recipe import validate_recipe
-from facecorpus.records import Reject, Sample
+from facecorpus.records import Reject, Sample, SourceFaces
 from facecorpus.rejection import Rejected
 from facecorpus.stage import METRICS_NAMESPACE, REJECTS, WorkItem
 
@@ -71,10 +71,10 @@ def test_unusable_given_boxes_say_why():
             scale_given_faces(bad, [10, 10], 10, 10, "farl")
         assert e.value.reason == "bad_box", bad
     with pytest.raises(Rejected, match="without the size"):
-        given_faces_of({"given_faces": [{"box": [0, 0, 5, 5]}]}, 10, 10)
+        given_faces_of(SourceFaces(faces=[{"box": [0, 0, 5, 5]}], size=None, source="farl"), 10, 10)
     # no given faces, or an empty list: the detector's job
-    assert given_faces_of({}, 10, 10) is None
-    assert given_faces_of({"given_faces": [], "given_faces_size": [10, 10]}, 10, 10) is None
+    assert given_faces_of(None, 10, 10) is None
+    assert given_faces_of(SourceFaces(faces=[], size=[10, 10], source="farl"), 10, 10) is None
 
 
 # ------------------------------------------------------------------------------ the stage on Beam
@@ -91,8 +91,8 @@ def given_item(name: str, key: str, faces: list[dict] | None, frame_scale: float
     item.key = key
     if faces is not None:
         h, w = item.pixels.shape[:2]
-        item.context.update({"given_faces": faces, "given_faces_source": "facecaption15m",
-                             "given_faces_size": [round(w * frame_scale), round(h * frame_scale)]})
+        item.given_faces = SourceFaces(faces=faces, source="facecaption15m",
+                                       size=[round(w * frame_scale), round(h * frame_scale)])
     return item
 
 
@@ -128,7 +128,7 @@ def test_given_faces_skip_detection_on_beam_and_are_counted(store: Path, tmp_pat
         given_item("hanks", "all_outside", [{"box": [500, 500, 600, 600], "score": None}]),
         given_item("hanks", "malformed", [{"box": [10, 10, 5, 5], "score": None}]),
     ]
-    (fw, fh), (h, w) = items[0].context["given_faces_size"], items[0].pixels.shape[:2]
+    (fw, fh), (h, w) = items[0].given_faces.size, items[0].pixels.shape[:2]
     kept, rejects, counts = run_face_stage(items, cfg, tmp_path)
     assert set(kept) == {"one_given", "detected", "clipped_and_outside"}
     (face,) = kept["one_given"].faces  # six people in the photo, one given box: one face

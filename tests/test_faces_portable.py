@@ -16,7 +16,7 @@ from facecorpus.faces.config import FaceCropConfig, FacesConfig
 from facecorpus.faces.crops import crop_face, faces_in_crop
 from facecorpus.faces.mtcnn import nms, pyramid_scales
 from facecorpus.faces.nms import overlaps, weighted_nms
-from facecorpus.faces.priors import CROP, FACE_SIZE_CONTEXT, item_prior
+from facecorpus.faces.priors import CROP, item_prior
 from facecorpus.faces.quality import face_quality
 from facecorpus.faces.search import REACH, View, search_plan
 from facecorpus.faces.selection import select_faces
@@ -257,6 +257,5 @@ def test_weighted_nms_blends_one_face_and_keeps_two() -> None:
 
 
 def test_item_prior_follows_the_recipe() -> None:
-    hinted = {FACE_SIZE_CONTEXT: CROP}
-    assert item_prior(hinted, "auto") == CROP and item_prior({}, "auto") is None
-    assert item_prior(hinted, "any") is None and item_prior({}, "crop") == CROP
+    assert item_prior(CROP, "auto") == CROP and item_prior(None, "auto") is None
+    assert item_prior(CROP, "any") is None and item_prior(None, "crop") == CROP

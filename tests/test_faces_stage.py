@@ -209,7 +209,7 @@ def test_model_failures_become_rejects(store: Path, tmp_path: Path, monkeypatch:
 def test_size_prior_travels_from_the_item_to_the_search(
     store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str
 ) -> None:
-    from facecorpus.faces.priors import CROP, FACE_SIZE_CONTEXT
+    from facecorpus.faces.priors import CROP
     from facecorpus.faces.search import FaceFinder
 
     planned: dict[tuple[int, int], list[str]] = {}
@@ -222,7 +222,7 @@ def test_size_prior_travels_from_the_item_to_the_search(
 
     monkeypatch.setattr(FaceFinder, "plan", spy)
     crop = work_item("hanks")  # a face crop, as FairFace's items are
-    crop.context[FACE_SIZE_CONTEXT] = CROP
+    crop.face_size = CROP
     cfg = FacesConfig(backend="portable", models_dir=str(store), providers="cpu", size_prior=setting)  # type: ignore[arg-type]
     kept, rejects, _ = run_stage([crop, work_item("astronaut")], cfg, tmp_path)
     assert sorted(i.key for i in kept) == ["astronaut", "hanks"] and rejects == []

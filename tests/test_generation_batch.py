@@ -57,10 +57,10 @@ def test_files_respect_the_limits_and_answers_come_back_by_custom_id(tmp_path: P
         assert {s["batch_id"] for s in saved} == set(srv.batches)
         assert totals["requests"] == totals["batch_requests"] == 14 and totals["cache_hits"] == 0
         for item in kept:  # half price: the batch discount
-            u = item.usage
+            u = item.provenance.usage
             assert u.requests == 2 and u.cache_hits == 0
             assert u.cost_usd == pytest.approx((u.prompt_tokens * 2.5 + u.completion_tokens * 10.0) / 1e6 * 0.5, rel=1e-6)
-        assert totals["cost_usd"] == pytest.approx(sum(i.usage.cost_usd for i in kept), abs=1e-5)
+        assert totals["cost_usd"] == pytest.approx(sum(i.provenance.usage.cost_usd for i in kept), abs=1e-5)
 
         kept2, _, totals2 = run_generation(cfg, work_items(7), str(cache))
         assert len(srv.batches) == 3 and srv.count() == 0  # the re-run submits nothing

@@ -126,12 +126,13 @@ def test_stage_counters_add_up(tmp_path: Path):
         assert totals["requests"] == 11 and totals["retries"] == 2 and totals["cache_hits"] == 0
         assert totals["attempts"] == 11 + 2 + 1  # the answers, the two 500s, the 400
         assert totals["failures"] == {"llm_error": 1}
-        assert totals["prompt_tokens"] == sum(i.usage.prompt_tokens for i in kept)
-        assert totals["completion_tokens"] == sum(i.usage.completion_tokens for i in kept)
-        assert totals["cost_usd"] == pytest.approx(sum(i.usage.cost_usd for i in kept), abs=2e-5)
+        assert totals["prompt_tokens"] == sum(i.provenance.usage.prompt_tokens for i in kept)
+        assert totals["completion_tokens"] == sum(i.provenance.usage.completion_tokens for i in kept)
+        assert totals["cost_usd"] == pytest.approx(sum(i.provenance.usage.cost_usd for i in kept), abs=2e-5)
         assert totals["cost_usd"] > 0
-        assert all(i.generator == "openai" and i.prompt_version and len(i.prompt_sha256 or "") == 64 for i in kept)
-        assert all("llm_prompt" not in i.context for i in kept)  # the base64 image is not carried on
+        p = [i.provenance for i in kept]
+        assert all(x.generator == "openai" and x.prompt_version and len(x.prompt_sha256 or "") == 64 for x in p)
+        assert all(i.prompt is None for i in kept)  # the base64 image is not carried on
 
         _, rej2, totals2 = run_generation(cfg, items, str(tmp_path / "c"))
         # only the failed one is asked again (a 400 has no answer to cache); the rest costs nothing

@@ -64,7 +64,7 @@ def test_downloaded_shards_are_read_without_the_network(downloaded):
     assert t1.source.dataset == "laion" and t1.source.text == "alt 11" and t1.source.licence is None
     assert t1.source.extra["similarity"] == pytest.approx(0.31) and t1.source.extra["nsfw"] == "UNLIKELY"
     assert t1.data[:3] == b"\xff\xd8\xff"  # the JPEG img2dataset wrote
-    assert t1.context["given_faces"][0]["box"] == pytest.approx([10, 20, 90, 120])  # resize_mode no: same frame
+    assert t1.given_faces.faces[0]["box"] == pytest.approx([10, 20, 90, 120])  # resize_mode no: same frame
     assert {(r.source_id, r.stage, r.reason) for r in rejects} == {
         ("12", "download", "http_404"),
         ("14", "download", "not_image"),

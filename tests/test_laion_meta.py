@@ -168,12 +168,12 @@ def test_farl_boxes_replace_detection_and_follow_the_resize(tmp_path, web):
     assert set(by_id) == {"7", "8"}  # id 99 has detections but no row: not an input
     t1 = by_id["7"]
     scale = 640 / max(w0, h0)
-    assert t1.context["given_faces_source"] == "farl"
-    assert t1.context["given_faces_size"] == [round(w0 * scale), round(h0 * scale)]
-    (face,) = t1.context["given_faces"]
+    assert t1.given_faces.source == "farl"
+    assert t1.given_faces.size == [round(w0 * scale), round(h0 * scale)]
+    (face,) = t1.given_faces.faces
     assert face["box"] == pytest.approx([80 * scale, 60 * scale, 160 * scale, 180 * scale], rel=1e-2)
     assert face["score"] == pytest.approx(0.98) and face["landmarks5"][2] == pytest.approx([120 * scale, 120 * scale], rel=1e-2)
-    assert "given_faces" not in by_id["8"].context
+    assert by_id["8"].given_faces is None
 
 
 # ------------------------------------------------------------------------------------------ FaceCaption
@@ -194,8 +194,8 @@ def test_facecaption_rows_keep_caption_and_box(tmp_path, web):
     assert astro.source.dataset == "facecaption15m"
     assert astro.source.source_caption == "A woman with short dark hair smiles."
     assert astro.source.text == "astronaut portrait"
-    assert astro.context["given_faces"] == [{"box": [170.0, 30.0, 290.0, 190.0], "score": None, "landmarks5": None}]
-    assert astro.context["given_faces_source"] == "facecaption15m"
+    assert astro.given_faces.faces == [{"box": [170.0, 30.0, 290.0, 190.0], "score": None, "landmarks5": None}]
+    assert astro.given_faces.source == "facecaption15m"
 
 
 def test_parse_box_forms():

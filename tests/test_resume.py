@@ -245,7 +245,7 @@ def _refusal_with_hashes_fixed(out: Path) -> str:
             row["record_sha256"] = new
     import pyarrow as pa
 
-    from facecorpus.sinks.shards import MANIFEST_SCHEMA
+    from facecorpus.sinks.manifest import MANIFEST_SCHEMA
 
     pq.write_table(pa.Table.from_pylist(t, schema=MANIFEST_SCHEMA), mpath)
     return "breaks the recipe's record rules (refusal)"
@@ -290,7 +290,7 @@ def _manifest_row_edited(out: Path) -> str:
     path = sorted((out / "manifest").glob("*.parquet"))[0]
     import pyarrow as pa
 
-    from facecorpus.sinks.shards import MANIFEST_SCHEMA
+    from facecorpus.sinks.manifest import MANIFEST_SCHEMA
 
     rows = pq.read_table(path).to_pylist()
     rows[0]["label_gender"] = "female" if rows[0]["label_gender"] != "female" else "male"

@@ -50,7 +50,7 @@ def _llm_like(item: WorkItem) -> None:
     item.qa += [QAPair(category=c, question=f"Describe the {c.replace('_', ' ')} of the image.", answer="It looks ordinary.")
                 for c in CATS if c not in have]
     item.flags = [f for f in item.flags if not f.startswith("skipped:")]
-    item.generator = "openai"
+    item.provenance.generator = "openai"
 
 
 CASES = {

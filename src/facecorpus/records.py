@@ -7,8 +7,9 @@ The JSON Schema in `schemas/sample.schema.json` is generated from `Sample` (`fac
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -250,6 +251,17 @@ class Reject(_Record):
     categories: list[str] = Field(
         default_factory=list, description="QA categories the reject is about (refusal, label_conflict…), if any."
     )
+
+
+@dataclass
+class SourceFaces:
+    """Face boxes as a source gave them (never written as such; the faces stage turns them into `Face`s,
+    see faces/given.py): raw entries {box, score, landmarks5}, the [width, height] of the image their
+    coordinates refer to (None when the source did not say), and who found them (`farl`, …)."""
+
+    faces: list[Any]
+    size: list[int] | tuple[int, int] | None
+    source: str | None
 
 
 def is_valid_key(key: str) -> bool:

@@ -1,6 +1,7 @@
 """The unit of work that flows through the Beam graph, and the base every stage is built on.
 
-A `WorkItem` carries one input from its source to the sink; stages fill in its fields. A `Stage` is a
+A `WorkItem` carries one input from its source to the sink: the `Sample` it is becoming, as a draft
+that stages fill, plus typed fields for what stages hand each other. A `Stage` is a
 Beam DoFn with two outputs: the main output (items that go on) and `REJECTS` (one `Reject` line per
 item that stops). Stage code, and the pure functions it calls, raise `rejection.Rejected`; the base
 class turns it into the reject line, counts kept and rejected items per reason (and per QA category)
@@ -14,72 +15,120 @@ import logging
 import time
 import traceback
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from pydantic import BaseModel, ConfigDict, Field
 
-from .records import (
-    AnnotationInfo,
-    AttributeConflict,
-    AttributeValue,
-    Crop,
-    Face,
-    ImageInfo,
-    LLMUsage,
-    QAPair,
-    Reject,
-    SourceInfo,
-)
+from .records import AttributeValue, Face, Provenance, Reject, Sample, SourceFaces
 from .rejection import Rejected, Rejection
+
+if TYPE_CHECKING:  # the types of the hand-over fields; never validated, so never resolved at run time
+    from .faces.given import GivenFaces
+    from .generation.outcome import BatchContext, GenerationOutcome
+    from .prompting.render import RenderedPrompt
 
 REJECTS = "rejects"
 METRICS_NAMESPACE = "facecorpus"
 log = logging.getLogger("facecorpus")
 
 
-@dataclass
-class WorkItem:
-    """One input on its way through the stages. Only `key` and `source` are set by every source."""
+#: provenance fields without a value until generation (prompt, generator) or the run (the rest) sets them
+_PROVENANCE_UNSET = [name for name, f in Provenance.model_fields.items() if f.is_required()]
 
-    key: str
-    source: SourceInfo
+
+def _draft(cls: type[BaseModel], values: dict[str, Any], into: BaseModel | None = None) -> Any:
+    """An instance of `cls` holding `values` (defaults for the rest), without validation. Does what
+    pydantic's `model_construct` does, minus its signature inspection of every default factory
+    (milliseconds per item)."""
+    unknown = set(values) - set(cls.model_fields)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+    fields: dict[str, Any] = {}
+    for name, f in cls.model_fields.items():
+        if name in values:
+            fields[name] = values[name]
+        elif f.default_factory is not None:
+            fields[name] = f.default_factory()  # type: ignore[call-arg]
+        elif f.is_required():
+            fields[name] = [] if name == "qa" else None
+        else:
+            fields[name] = f.default
+    made = into if into is not None else cls.__new__(cls)
+    object.__setattr__(made, "__dict__", fields)
+    object.__setattr__(made, "__pydantic_fields_set__", set(values))
+    object.__setattr__(made, "__pydantic_extra__", None)
+    object.__setattr__(made, "__pydantic_private__", None)
+    return made
+
+
+#: what the record says when a generator did not fill a provenance field
+_PROVENANCE_UNKNOWN = {"generator": "unknown", "prompt_set": "unknown", "prompt_version": "unknown", "prompt_sha256": "0" * 64}
+
+
+class WorkItem(Sample):
+    """One input on its way through the stages: the `Sample` it is becoming, as a draft.
+
+    The record is declared once, as `records.Sample`; a WorkItem has all its fields (so a field added
+    there exists here, is copied into the written record and is in its JSON schema) but is never
+    validated while stages fill it: `image`, `caption` are None and `qa` empty until their stage sets
+    them, and `provenance` holds what generation sets (generator, prompt, model, usage). `to_sample`
+    validates it once, in stage `validate`. Only `key` and `source` are set by every source.
+
+    The fields below are not part of the record (never written): what stages hand each other.
+    """
+
+    model_config = ConfigDict(defer_build=True, arbitrary_types_allowed=True)
+
     #: dataset labels, already normalised ('label' source); faces/generation read these
-    labels: dict[str, AttributeValue] = field(default_factory=dict)
+    labels: dict[str, AttributeValue] = Field(default_factory=dict, exclude=True)
     #: raw input bytes as read (sources set it, the image stage consumes it)
-    data: bytes | None = None
-    #: set by the image stage
-    image: ImageInfo | None = None
-    jpeg: bytes | None = None  # the image as it will be stored in the shard (RGB JPEG)
-    pixels: Any = None  # decoded RGB uint8 array (H, W, 3); transient, dropped before the sink
-    #: set by the faces stage
-    faces: list[Face] = field(default_factory=list)
-    primary_face: int | None = None
-    crop: Crop | None = None
-    #: merged attributes (labels ∪ models) and disagreements
-    attributes: dict[str, AttributeValue] = field(default_factory=dict)
-    attribute_conflicts: list[AttributeConflict] = field(default_factory=list)
-    #: set by the LLM's attribute annotation (generation/annotation.py)
-    annotations: dict[str, AttributeValue] = field(default_factory=dict)
-    annotation: AnnotationInfo | None = None
-    #: set by generation
-    caption: str | None = None
-    qa: list[QAPair] = field(default_factory=list)
-    generator: str | None = None
-    llm_model: str | None = None
-    prompt_set: str | None = None
-    prompt_version: str | None = None
-    prompt_sha256: str | None = None
-    usage: LLMUsage = field(default_factory=LLMUsage)
-    flags: list[str] = field(default_factory=list)
-    #: free-form facts stages hand to later stages (not stored)
-    context: dict[str, Any] = field(default_factory=dict)
+    data: bytes | None = Field(default=None, exclude=True, repr=False)
+    #: the image as it will be stored in the shard (RGB JPEG); set by the image stage
+    jpeg: bytes | None = Field(default=None, exclude=True, repr=False)
+    #: decoded RGB uint8 array (H, W, 3); dropped before the sink
+    pixels: Any = Field(default=None, exclude=True, repr=False)
+    #: face boxes the source gave (FaRL, FaceCaption-15M, CelebA landmarks): read by the faces stage
+    given_faces: SourceFaces | None = Field(default=None, exclude=True)
+    #: what the source knows of its faces' size: "crop" = one large face fills the image (faces/priors.py)
+    face_size: str | None = Field(default=None, exclude=True)
+    #: faces stage: the given faces scaled to the pixels (for its counters), and the models' outcome
+    #: waiting for selection (the faces found, or why none could be)
+    given_scaled: GivenFaces | None = Field(default=None, exclude=True, repr=False)
+    found_faces: list[Face] | Rejection | None = Field(default=None, exclude=True, repr=False)
+    #: generate stage (openai): the rendered requests, the Batch API's report, the LLM's outcome
+    prompt: RenderedPrompt | None = Field(default=None, exclude=True, repr=False)
+    batch: BatchContext | None = Field(default=None, exclude=True, repr=False)
+    llm_outcome: GenerationOutcome | None = Field(default=None, exclude=True, repr=False)
+
+    def __init__(self, **values: Any) -> None:
+        # A draft is not validated (see the class docstring): its values are taken as they are. Unknown
+        # names are still mistakes, as they would be for a dataclass.
+        values.setdefault("provenance", _draft(Provenance, dict.fromkeys(_PROVENANCE_UNSET)))
+        _draft(type(self), values, into=self)
+
+    def to_sample(self, run: dict[str, Any]) -> Sample:
+        """The record, validated (pydantic's ValidationError when it is not one). `run` fills the
+        provenance that only the run knows: pipeline_version, recipe, recipe_sha256, created_at."""
+        record = {name: getattr(self, name) for name in Sample.model_fields}
+        record["attributes"] = self.attributes or self.labels
+        record["caption"] = self.caption or ""
+        made = {name: getattr(self.provenance, name, None) for name in Provenance.model_fields}
+        for name, unknown in _PROVENANCE_UNKNOWN.items():  # a generator that did not say (as before)
+            made[name] = made[name] or unknown
+        record["provenance"] = {**made, **run}
+        return Sample.model_validate(record)
 
     def without_pixels(self) -> WorkItem:
         self.pixels = None
         self.data = None
         return self
+
+    def copy_as(self, key: str, **update: Any) -> WorkItem:
+        """A copy under another key (one sample per face), with its own labels, flags and provenance."""
+        fresh = {"labels": dict(self.labels), "flags": list(self.flags), "provenance": self.provenance.model_copy(deep=True)}
+        return self.model_copy(update={**fresh, "key": key, **update})
 
 
 def make_reject(

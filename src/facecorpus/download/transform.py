@@ -18,7 +18,7 @@ from typing import Any
 import apache_beam as beam
 
 from .. import __version__
-from ..records import Reject, SourceInfo
+from ..records import Reject, SourceFaces, SourceInfo
 from ..rejection import Rejection
 from ..sources.keys import make_key
 from ..stage import REJECTS, Counters, Progress, WorkItem, make_reject
@@ -146,12 +146,11 @@ def item_from_bytes(row: WebRow, data: bytes, resize: ResizeSettings | None, fin
         extra["final_url"] = final_url
     if orientation != 1:
         extra["exif_orientation_applied"] = orientation
-    context: dict[str, Any] = {}
+    given = None
     if row.given_faces is not None:
         frame = raw_size or (checked.original_width, checked.original_height)
-        context["given_faces"] = map_faces(row.given_faces, orientation, frame, (checked.width, checked.height))
-        context["given_faces_size"] = [checked.width, checked.height]
-        context["given_faces_source"] = row.given_faces_source
+        given = SourceFaces(faces=map_faces(row.given_faces, orientation, frame, (checked.width, checked.height)),
+                            size=[checked.width, checked.height], source=row.given_faces_source)
     return WorkItem(
         key=make_key(row.dataset, row.source_id),
         source=SourceInfo(
@@ -159,7 +158,7 @@ def item_from_bytes(row: WebRow, data: bytes, resize: ResizeSettings | None, fin
             text=row.text, source_caption=row.source_caption, extra=extra,
         ),
         data=checked.data,
-        context=context,
+        given_faces=given,
     )
 
 

@@ -1,8 +1,8 @@
 """Face boxes a source dataset already found: FaRL's RetinaFace detections, FaceCaption-15M's boxes.
 
-Sources put them on `WorkItem.context` (docs/laion.md): `given_faces` (a list of {box: [x1, y1, x2, y2],
-score: float | None, landmarks5: [[x, y] × 5] | None}), `given_faces_size` ([width, height] of the image
-the coordinates are in) and `given_faces_source` (`farl`, `facecaption15m`). Here they are scaled to the
+Sources put them on `WorkItem.given_faces` as a `SourceFaces` (docs/laion.md): `faces` (a list of
+{box: [x1, y1, x2, y2], score: float | None, landmarks5: [[x, y] × 5] | None}), `size` ([width, height]
+of the image the coordinates are in) and `source` (`farl`, `facecaption15m`). Here they are scaled to the
 decoded pixels (the image stage may have shrunk the image), clipped to them, and handed to the analyzer
 in place of its detector. An empty list is not read as "no face": the detector runs as usual.
 """
@@ -15,14 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from ..records import Face, FaceBox
+from ..records import Face, FaceBox, SourceFaces
 from ..rejection import Rejected
 from .quality import face_quality
 
 #: `Face.detector` of a given face starts with this, then names the source: 'given:farl'
 GIVEN_PREFIX = "given:"
-#: where the face stage keeps an item's prepared given faces (never stored)
-GIVEN_CONTEXT = "faces.given"
 #: a given face without a score: the source vouches for it (FaceCaption-15M kept RetinaFace scores > 0.98)
 UNSCORED = 1.0
 #: a box that keeps less than this many pixels on either side once clipped lies outside the image
@@ -114,16 +112,15 @@ def scale_given_faces(raw: Any, frame: Any, width: int, height: int, source: str
     return GivenFaces(faces=faces, clipped=clipped, outside=outside)
 
 
-def given_faces_of(context: dict[str, Any], width: int, height: int) -> GivenFaces | None:
+def given_faces_of(given: SourceFaces | None, width: int, height: int) -> GivenFaces | None:
     """The item's given faces scaled to its width × height pixels; None when its source gave none (or
     an empty list). Raises Rejected as `scale_given_faces`."""
-    raw = context.get("given_faces")
-    if raw is None or (isinstance(raw, list) and not raw):
+    if given is None or given.faces is None or (isinstance(given.faces, list) and not given.faces):
         return None
-    source = str(context.get("given_faces_source") or "source")
-    if "given_faces_size" not in context:
+    source = str(given.source or "source")
+    if given.size is None:
         raise Rejected("bad_box", f"given faces from {source} come without the size of the image they refer to")
-    return scale_given_faces(raw, context["given_faces_size"], width, height, source)
+    return scale_given_faces(given.faces, given.size, width, height, source)
 
 
 def given_face_record(rgb: np.ndarray, given: GivenFace) -> Face:

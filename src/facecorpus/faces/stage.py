@@ -6,7 +6,7 @@ with BatchElements), then selection, crops and the attribute merge per item.
                                                                      too_many_faces / model_error /
                                                                      bad_box / given_box_outside rejects
 
-Items whose source gave face boxes (`given_faces` on their context, see faces/given.py) skip detection:
+Items whose source gave face boxes (`WorkItem.given_faces`, see faces/given.py) skip detection:
 the analyzer measures the given boxes. With `backend: none` only those items are touched
 (`GivenFacesOnly`): their boxes become faces, no model runs.
 Counters: `faces.found` = `faces.given` + `faces.detected`; `faces.given_clipped`, `faces.given_outside`.
@@ -14,7 +14,6 @@ Counters: `faces.found` = `faces.given` + `faces.detected`; `faces.given_clipped
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -38,7 +37,6 @@ from .attributes import CONFLICT_FLAG, merge_attributes, model_attributes
 from .config import FacesConfig
 from .crops import crop_face, faces_in_crop
 from .given import (
-    GIVEN_CONTEXT,
     GIVEN_PREFIX,
     GivenFace,
     GivenFaces,
@@ -50,7 +48,6 @@ from .priors import item_prior
 from .selection import select_faces
 
 STAGE = "faces"
-_OUTCOME = "faces.outcome"
 
 
 class FaceModelHandler(ModelHandler[WorkItem, "list[Face] | Rejection", FaceAnalyzer]):
@@ -72,7 +69,7 @@ class FaceModelHandler(ModelHandler[WorkItem, "list[Face] | Rejection", FaceAnal
         analysed = model.analyze_batch(
             [batch[i].pixels for i in todo],  # type: ignore[misc]
             [_faces_of(prepared[i]) for i in todo],  # type: ignore[arg-type]
-            [item_prior(batch[i].context, self.cfg.size_prior) for i in todo],
+            [item_prior(batch[i].face_size, self.cfg.size_prior) for i in todo],
         )
         outcomes: list[Any] = list(prepared)
         for i, outcome in zip(todo, analysed, strict=True):
@@ -101,11 +98,12 @@ class SelectFaces(Stage):
 
     def process(self, result: PredictionResult) -> Iterator[Any]:  # type: ignore[override]
         item: WorkItem = result.example
-        item.context[_OUTCOME] = result.inference
+        item.found_faces = result.inference
         yield from super().process(item)
 
     def run(self, item: WorkItem) -> Iterable[WorkItem]:
-        outcome = item.context.pop(_OUTCOME)
+        outcome, item.found_faces = item.found_faces, None
+        assert outcome is not None
         if isinstance(outcome, Rejection):
             raise Rejected.of(outcome)
         yield from self._select(item, outcome)
@@ -121,13 +119,10 @@ class SelectFaces(Stage):
             return
         per_face = [
             self._finish(
-                dataclasses.replace(
-                    item,
-                    key=f"{item.key}_f{i}",
+                item.copy_as(
+                    f"{item.key}_f{i}",
                     # dataset labels describe the image's subject: only the primary face's sample inherits them
                     labels=dict(item.labels) if i == selection.primary else {},
-                    flags=list(item.flags),
-                    context=dict(item.context),
                     attributes={},
                     attribute_conflicts=[],
                     qa=[],
@@ -147,7 +142,7 @@ class SelectFaces(Stage):
         self.counters.count("found", len(found))
         self.counters.count("given", given)
         self.counters.count("detected", len(found) - given)
-        prepared = item.context.pop(GIVEN_CONTEXT, None)
+        prepared, item.given_scaled = item.given_scaled, None
         if isinstance(prepared, GivenFaces):
             self.counters.count("given_clipped", prepared.clipped)
             self.counters.count("given_outside", prepared.outside)
@@ -192,20 +187,20 @@ class GivenFacesOnly(SelectFaces):
 
 
 def prepare_given(item: WorkItem) -> GivenFaces | Rejection | None:
-    """The item's given faces in its pixels (kept on its context for the counters), None when its
-    source gave none, or why they cannot be used (`no_pixels`, `bad_box`, `given_box_outside`)."""
-    if "given_faces" not in item.context:
+    """The item's given faces in its pixels (kept on it for the counters), None when its source gave
+    none, or why they cannot be used (`no_pixels`, `bad_box`, `given_box_outside`)."""
+    if item.given_faces is None:
         return None
     problem = check_pixels(item.pixels)
     if problem is not None:
         return problem
     height, width = item.pixels.shape[:2]
     try:
-        prepared = given_faces_of(item.context, width, height)
+        prepared = given_faces_of(item.given_faces, width, height)
     except Rejected as e:
         return e.rejection
     if prepared is not None:
-        item.context[GIVEN_CONTEXT] = prepared
+        item.given_scaled = prepared
     return prepared
 
 

@@ -43,9 +43,8 @@ from ..records import AnnotationInfo, AttributeConflict, AttributeValue
 from ..rejection import Rejected
 from ..stage import REJECTS, Stage, WorkItem
 from .config import GenerationConfig
-from .handler import PROMPT, OpenAIChatHandler
-from .outcome import GenerationOutcome
-from .transform import OUTCOME, AwaitOutcomes, image_options, pending_window
+from .handler import OpenAIChatHandler
+from .transform import AwaitOutcomes, image_options, pending_window
 
 SCHEMA_NAME = "FaceAttributes"
 
@@ -139,7 +138,7 @@ class RenderAnnotation(Stage):
     def run(self, item: WorkItem) -> Iterable[WorkItem]:
         assert self._set is not None
         try:
-            item.context[PROMPT] = render_annotation(self._set, item.jpeg, image_options(self.cfg))
+            item.prompt = render_annotation(self._set, item.jpeg, image_options(self.cfg))
         except (jinja2.TemplateError, OSError) as e:
             raise Rejected("prompt_error", f"the annotation prompt could not be rendered: {e}"[:300]) from None
         yield item
@@ -155,8 +154,9 @@ class ApplyAnnotation(Stage):
         self.min_confidence = min_confidence
 
     def run(self, item: WorkItem) -> Iterable[WorkItem]:
-        outcome: GenerationOutcome = item.context.pop(OUTCOME)
-        prompt: RenderedPrompt = item.context.pop(PROMPT)
+        outcome, item.llm_outcome = item.llm_outcome, None
+        prompt, item.prompt = item.prompt, None  # the prompt holds the base64 image; not needed downstream
+        assert outcome is not None and prompt is not None  # RenderAnnotation and AwaitOutcomes ran first
         outcome.spend.flush()
         if outcome.failure is not None or outcome.data is None:
             reason = outcome.failure.reason if outcome.failure is not None else "llm_empty"
@@ -169,8 +169,9 @@ class ApplyAnnotation(Stage):
         if dropped:
             self.counters.count("dropped_values", dropped)
         merge_annotations(item, values)
-        item.annotation = AnnotationInfo(llm_model=model, prompt_set=prompt.prompt_set, prompt_version=prompt.prompt_version,
-                                         prompt_sha256=prompt.sha256, usage=outcome.usage)
+        item.provenance.annotation = AnnotationInfo(llm_model=model, prompt_set=prompt.prompt_set,
+                                                    prompt_version=prompt.prompt_version, prompt_sha256=prompt.sha256,
+                                                    usage=outcome.usage)
         yield item
 
 

@@ -37,7 +37,6 @@ from .accounting import Spend, TokenUsage, cost_usd, price_for
 from .cache import ResponseCache, cache_key
 from .config import GenerationConfig
 from .endpoint import chat_body, endpoint_id
-from .handler import PROMPT
 from .ledger import process_ledger
 from .retries import describe_error, redact
 
@@ -87,7 +86,7 @@ class PendingRequests(beam.DoFn):
         self.cache = ResponseCache(self.cache_dir)
 
     def process(self, item: WorkItem) -> Iterator[tuple[int, tuple[str, bytes]]]:
-        prompt = item.context[PROMPT]
+        prompt = item.prompt
         for r in prompt.requests:
             body = chat_body(self.cfg, r.messages, r.response_format)
             key = cache_key(self.endpoint, body, prompt.prompt_version)

@@ -27,7 +27,6 @@ from .cache import ResponseCache, cache_key
 from .config import GenerationConfig
 from .endpoint import chat_body, endpoint_id, model_name
 from .estimate import request_tokens
-from .handler import PROMPT
 from .preflight import load_checked_prompt_set, resolve_cache_dir, without_images_for_local
 from .transform import RenderPrompts
 
@@ -45,7 +44,7 @@ class _Describe(beam.DoFn):
         self.endpoint = endpoint_id(self.cfg.openai.base_url, self.cfg.openai.local_model)
 
     def process(self, item: WorkItem) -> Iterator[str]:
-        prompt = item.context[PROMPT]
+        prompt = item.prompt
         bodies = [chat_body(self.cfg, r.messages, r.response_format) for r in prompt.requests]
         if self.key is not None:
             if item.key == self.key:

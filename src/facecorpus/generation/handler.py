@@ -30,10 +30,6 @@ from .client import LLMClient, PendingOutcome
 from .config import GenerationConfig
 from .endpoint import endpoint_id
 from .ledger import process_ledger
-from .outcome import BatchContext
-
-PROMPT = "llm_prompt"
-BATCH = "llm_batch"
 
 
 def _never_retry(_: Exception) -> bool:
@@ -91,8 +87,8 @@ class OpenAIChatHandler(RemoteModelHandler[WorkItem, PredictionResult, LLMClient
         """Submit every request of the batch; inference = the item's PendingOutcome (never raises)."""
         out = []
         for item in batch:
-            context: BatchContext | None = item.context.get(BATCH)
-            pending: PendingOutcome = model.submit(item.context[PROMPT], context)
+            assert item.prompt is not None  # RenderPrompts ran first
+            pending: PendingOutcome = model.submit(item.prompt, item.batch)
             out.append(PredictionResult(example=item, inference=pending))
         return out
 

@@ -330,8 +330,8 @@ class GenerateFromLabels(Stage):
         item.caption = caption
         item.qa = qa
         item.flags.extend(f"skipped:{c}" for c in skipped)
-        item.generator = "labels"
-        item.prompt_set = PROMPT_SET
-        item.prompt_version = PROMPT_VERSION
-        item.prompt_sha256 = self._sha
+        item.provenance.generator = "labels"
+        item.provenance.prompt_set = PROMPT_SET
+        item.provenance.prompt_version = PROMPT_VERSION
+        item.provenance.prompt_sha256 = self._sha
         yield item

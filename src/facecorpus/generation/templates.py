@@ -312,8 +312,8 @@ class GenerateFromTemplates(Stage):
         item.caption = caption
         item.qa = qa
         item.flags.extend(f"skipped:{c}" for c in skipped)
-        item.generator = "templates"
-        item.prompt_set = PROMPT_SET
-        item.prompt_version = PROMPT_VERSION
-        item.prompt_sha256 = self._sha
+        item.provenance.generator = "templates"
+        item.provenance.prompt_set = PROMPT_SET
+        item.provenance.prompt_version = PROMPT_VERSION
+        item.provenance.prompt_sha256 = self._sha
         yield item

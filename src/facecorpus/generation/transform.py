@@ -31,11 +31,9 @@ from ..rejection import Rejected
 from ..stage import REJECTS, Stage, WorkItem
 from .client import PendingOutcome
 from .config import GenerationConfig
-from .handler import BATCH, PROMPT, OpenAIChatHandler
-from .outcome import BatchContext, GenerationOutcome
+from .handler import OpenAIChatHandler
+from .outcome import BatchContext
 from .preflight import load_checked_prompt_set, preflight, resolve_cache_dir
-
-OUTCOME = "llm_outcome"
 
 
 def image_options(cfg: GenerationConfig) -> ImageOptions:
@@ -77,10 +75,10 @@ class RenderPrompts(Stage):
             prompt = render_item(item, self._set, self.cfg)
         except (jinja2.TemplateError, UserError) as e:
             raise Rejected("prompt_error", f"the prompt could not be rendered: {e}"[:300]) from None
-        item.context[PROMPT] = prompt
-        item.prompt_set = prompt.prompt_set
-        item.prompt_version = prompt.prompt_version
-        item.prompt_sha256 = prompt.sha256
+        item.prompt = prompt
+        item.provenance.prompt_set = prompt.prompt_set
+        item.provenance.prompt_version = prompt.prompt_version
+        item.provenance.prompt_sha256 = prompt.sha256
         yield item
 
 
@@ -119,7 +117,7 @@ class AwaitOutcomes(beam.DoFn):
     def _release(self, entry: tuple[WorkItem, PendingOutcome, Any, Any]) -> WindowedValue:
         item, pending, timestamp, window = entry
         self._pending -= pending.requests
-        item.context[OUTCOME] = pending.outcome()
+        item.llm_outcome = pending.outcome()
         return WindowedValue(item, timestamp, (window,))
 
 
@@ -129,18 +127,19 @@ class ApplyGeneration(Stage):
     name = "generate"
 
     def run(self, item: WorkItem) -> Iterable[WorkItem]:
-        outcome: GenerationOutcome = item.context.pop(OUTCOME)
-        item.context.pop(PROMPT, None)  # holds the base64 image; not needed downstream
-        item.context.pop(BATCH, None)
+        outcome, item.llm_outcome = item.llm_outcome, None
+        assert outcome is not None
+        item.prompt = None  # holds the base64 image; not needed downstream
+        item.batch = None
         outcome.spend.flush()  # Beam counters only count on the DoFn's own thread
         if outcome.failure is not None:
             f = outcome.failure
             raise Rejected(f.reason, f.detail, f.retryable)
         item.caption = outcome.caption
         item.qa = outcome.qa
-        item.generator = "openai"
-        item.llm_model = outcome.llm_model
-        item.usage = outcome.usage
+        item.provenance.generator = "openai"
+        item.provenance.llm_model = outcome.llm_model
+        item.provenance.usage = outcome.usage
         item.flags.extend(outcome.flags)
         yield item
 
@@ -151,7 +150,7 @@ def _attach_batch_context(item: WorkItem, reports: list[dict[str, Any]]) -> Work
     for r in reports:
         failures.update(r.get("failures", {}))
         fresh.update(r.get("fresh_batch_ids", []))
-    item.context[BATCH] = BatchContext(failures=failures, fresh_batch_ids=frozenset(fresh))
+    item.batch = BatchContext(failures=failures, fresh_batch_ids=frozenset(fresh))
     return item
 
 

@@ -4,8 +4,8 @@ Samples are spread over buckets by a stable hash of their key (bucket count = wr
 target per shard, known from a side input), each bucket is sorted by key and written as one or more
 tar shards under a byte cap. Tar bytes are reproducible: fixed member order, mtime, owner and mode.
 A shard is written aside (`shards/_tmp/`) and renamed into place, through Beam FileSystems, so a
-reader never sees a partial shard, locally or on object storage. Each shard's manifest rows go to
-`manifest/<shard>.parquet` the same way.
+reader never sees a partial shard, locally or on object storage. Each shard's manifest rows
+(sinks/manifest.py) go to `manifest/<shard>.parquet` the same way.
 
 Each sample is packed once (`pack`: its tar members serialised and its manifest row computed); the
 writer only sorts, splits and concatenates packed samples. With `staging=True` (local runners) a
@@ -21,7 +21,6 @@ packed sample waits in a staging file instead of the runner's memory:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -34,12 +33,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from ..records import Sample
-from .agreement import annotation_pairs
+from .manifest import manifest_bytes, manifest_row
 
 SHARDS_DIR = "shards"
 MANIFEST_DIR = "manifest"
@@ -118,97 +115,6 @@ def split_by_bytes(samples: list[PackedSample], max_bytes: int) -> list[list[Pac
         groups[-1].append(s)
         size += est
     return groups
-
-
-def manifest_row(sample: Sample, shard: str, members: list[tuple[str, bytes]] | None = None) -> dict[str, Any]:
-    """One manifest row: the contract columns plus flat fields worth querying. With the sample's tar
-    members, also the sha256 of its KEY.json and KEY.jpg (so `facecorpus validate` notices edits)."""
-    by_ext = {name.rsplit(".", 1)[-1]: data for name, data in members or []}
-    face = sample.faces[sample.primary_face] if sample.primary_face is not None and sample.faces else None
-    attrs = sample.attributes
-
-    def attr(name: str) -> str | None:
-        v = attrs.get(name)
-        return None if v is None else str(v.value)
-
-    def label(name: str) -> str | None:
-        v = attrs.get(name)
-        return str(v.value) if v is not None and v.source == "label" else None
-
-    return {
-        "key": sample.key,
-        "shard": shard,
-        "source_dataset": sample.source.dataset,
-        "source_id": sample.source.id,
-        "split": sample.source.split,
-        "url": sample.source.url,
-        "licence": sample.source.licence,
-        "n_faces": len(sample.faces),
-        "generator": sample.provenance.generator,
-        "llm_model": sample.provenance.llm_model,
-        "n_qa": len(sample.qa),
-        "categories": [q.category for q in sample.qa],
-        "prompt_sha256": sample.provenance.prompt_sha256,
-        "prompt_set": sample.provenance.prompt_set,
-        "label_age": label("age"),
-        "label_gender": label("gender"),
-        "label_race": label("race"),
-        # every dataset label (CelebA's 40 flags, RAF-DB's expression…) for the card's balance tables
-        "labels_json": json.dumps({k: v.value for k, v in sorted(attrs.items()) if v.source == "label"},
-                                  sort_keys=True, separators=(",", ":")),
-        # short answers of label-derived pairs ("attribute_mcq=B", "attribute_yes_no=no") for answer balance
-        "answer_keys": [f"{q.category}={q.answer_key}" for q in sample.qa if q.answer_key is not None],
-        # the LLM's annotations beside the labels and face models they can be compared with (the card's agreement)
-        "annotation_pairs": annotation_pairs(sample),
-        "age": attr("age"),
-        "gender": attr("gender"),
-        "race": attr("race"),
-        "expression": face.expression.label if face and face.expression else None,
-        "pose_yaw": face.pose.yaw if face and face.pose else None,
-        "pose_pitch": face.pose.pitch if face and face.pose else None,
-        "pose_roll": face.pose.roll if face and face.pose else None,
-        "face_score": face.score if face else None,
-        "face_size_px": face.quality.size_px if face and face.quality else None,
-        "width": sample.image.width,
-        "height": sample.image.height,
-        "sha256": sample.image.sha256,
-        "phash": sample.image.phash,
-        "caption_chars": len(sample.caption),
-        "answer_chars": [len(q.answer) for q in sample.qa],
-        "n_conflicts": len(sample.attribute_conflicts),
-        "flags": list(sample.flags),
-        "prompt_tokens": sample.provenance.usage.prompt_tokens,
-        "completion_tokens": sample.provenance.usage.completion_tokens,
-        "cost_usd": sample.provenance.usage.cost_usd,
-        "record_sha256": hashlib.sha256(by_ext["json"]).hexdigest() if "json" in by_ext else None,
-        "jpeg_sha256": hashlib.sha256(by_ext["jpg"]).hexdigest() if "jpg" in by_ext else None,
-    }
-
-
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()), ("shard", pa.string()), ("source_dataset", pa.string()), ("source_id", pa.string()),
-        ("split", pa.string()), ("url", pa.string()), ("licence", pa.string()), ("n_faces", pa.int32()),
-        ("generator", pa.string()), ("llm_model", pa.string()), ("n_qa", pa.int32()),
-        ("categories", pa.list_(pa.string())), ("prompt_sha256", pa.string()), ("prompt_set", pa.string()),
-        ("label_age", pa.string()), ("label_gender", pa.string()), ("label_race", pa.string()),
-        ("labels_json", pa.string()), ("answer_keys", pa.list_(pa.string())), ("annotation_pairs", pa.list_(pa.string())),
-        ("age", pa.string()), ("gender", pa.string()), ("race", pa.string()), ("expression", pa.string()),
-        ("pose_yaw", pa.float64()), ("pose_pitch", pa.float64()), ("pose_roll", pa.float64()),
-        ("face_score", pa.float64()), ("face_size_px", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
-        ("sha256", pa.string()), ("phash", pa.string()), ("caption_chars", pa.int32()),
-        ("answer_chars", pa.list_(pa.int32())), ("n_conflicts", pa.int32()), ("flags", pa.list_(pa.string())),
-        ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("cost_usd", pa.float64()),
-        ("record_sha256", pa.string()), ("jpeg_sha256", pa.string()),
-    ]
-)
-
-
-def manifest_bytes(rows: list[dict[str, Any]]) -> bytes:
-    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()
 
 
 def write_atomically(final_path: str, data: bytes, tmp_dir: str) -> None:

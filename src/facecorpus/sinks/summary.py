@@ -19,7 +19,8 @@ from apache_beam.io.filesystems import FileSystems
 from ..records import Reject
 from ..validation.counts import validation_counts
 from .agreement import agreement
-from .shards import MANIFEST_DIR, MANIFEST_SCHEMA, SHARDS_DIR
+from .manifest import MANIFEST_SCHEMA
+from .shards import MANIFEST_DIR, SHARDS_DIR
 
 REJECTS_DIR = "rejects"
 STATS_FILE = "stats.json"

@@ -20,7 +20,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from ..errors import UserError
-from ..faces.priors import CROP, FACE_SIZE_CONTEXT
+from ..faces.priors import CROP
 from ..labels import normalise
 from ..records import AttributeValue, Reject, SourceInfo
 from ..rejection import Rejection
@@ -209,7 +209,7 @@ class _ReadImage(beam.DoFn):
             source=SourceInfo(dataset=self.cfg.dataset, id=row.file, split=row.split, licence=self.cfg.licence, extra=extra),
             labels=labels,
             data=data,
-            context={FACE_SIZE_CONTEXT: CROP},  # FairFace images are face crops: one large face each
+            face_size=CROP,  # FairFace images are face crops: one large face each
         )
 
 

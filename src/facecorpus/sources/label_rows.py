@@ -23,8 +23,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from ..errors import UserError
-from ..faces.priors import CROP, FACE_SIZE_CONTEXT
-from ..records import AttributeValue, Reject, SourceInfo
+from ..faces.priors import CROP
+from ..records import AttributeValue, Reject, SourceFaces, SourceInfo
 from ..rejection import Rejection
 from ..stage import REJECTS, Counters, WorkItem, count_inputs, make_reject
 from .files import exists, read_bytes
@@ -205,19 +205,18 @@ class _ReadImage(beam.DoFn):
             yield beam.pvalue.TaggedOutput(REJECTS, reject(
                 p.dataset, row.source_id, "missing_file", f"{row.image} is listed in the labels but not in {p.images}"))
             return
-        context: dict[str, Any] = {}
         size = image_size(data) if row.faces else None
+        given = None
         if row.faces and size is not None:
-            context.update(given_faces=row.faces, given_faces_size=list(size), given_faces_source=row.faces_source or p.dataset)
-        if row.face_crop:
-            context[FACE_SIZE_CONTEXT] = CROP
+            given = SourceFaces(faces=row.faces, size=list(size), source=row.faces_source or p.dataset)
         counters.kept()
         yield WorkItem(
             key=make_key(p.dataset, row.source_id),
             source=SourceInfo(dataset=p.dataset, id=row.source_id, split=row.split, licence=p.licence, extra=row.extra),
             labels=row.labels,
             data=data,
-            context=context,
+            given_faces=given,
+            face_size=CROP if row.face_crop else None,
         )
 
 

@@ -5,7 +5,7 @@
         ─▶ group by SAMPLE_ID (+ FaRL detections)  → first row wins      ─▶ rejects duplicate_id
         ─▶ batches of `download.batch_size` ─▶ DownloadRows (download/)  ─▶ rejects (stage download)
         ─▶ WorkItems: data = image bytes; SourceInfo.id = SAMPLE_ID, .text = alt-text (untrusted),
-           .licence = LICENSE, .extra = similarity, NSFW, declared size; given faces in context
+           .licence = LICENSE, .extra = similarity, NSFW, declared size; given faces on .given_faces
 
 Every row that passes the id filter is one input (`count_inputs`); rows outside the id list are not
 part of the dataset and are not counted. Column names are matched case-insensitively.

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from ..records import Provenance, Sample
+from ..records import Sample
 from ..rejection import Rejected
 from ..sinks.shards import ShardSample
 from ..stage import Stage, WorkItem
@@ -22,34 +22,9 @@ def build_sample(item: WorkItem, recipe_name: str, recipe_sha256: str, version: 
         raise Rejected("no_qa", "no question-answer pair could be generated from what is known about this image")
     if item.image is None or item.jpeg is None:
         raise Rejected("schema_invalid", "the item reached validation without a checked image")
+    run = {"pipeline_version": version, "recipe": recipe_name, "recipe_sha256": recipe_sha256, "created_at": created_at}
     try:
-        return Sample(
-            key=item.key,
-            source=item.source,
-            image=item.image,
-            crop=item.crop,
-            faces=item.faces,
-            primary_face=item.primary_face,
-            attributes=item.attributes or item.labels,
-            attribute_conflicts=item.attribute_conflicts,
-            annotations=item.annotations,
-            caption=item.caption or "",
-            qa=item.qa,
-            flags=item.flags,
-            provenance=Provenance(
-                generator=item.generator or "unknown",
-                llm_model=item.llm_model,
-                prompt_set=item.prompt_set or "unknown",
-                prompt_version=item.prompt_version or "unknown",
-                prompt_sha256=item.prompt_sha256 or "0" * 64,
-                pipeline_version=version,
-                recipe=recipe_name,
-                recipe_sha256=recipe_sha256,
-                created_at=created_at,
-                usage=item.usage,
-                annotation=item.annotation,
-            ),
-        )
+        return item.to_sample(run)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -32,7 +32,8 @@ from ..image_check import hamming
 from ..recipe import Recipe
 from ..records import Reject, Sample
 from ..resources import data_dir
-from ..sinks.shards import MANIFEST_SCHEMA, SHARDS_DIR, TMP_DIR, manifest_row
+from ..sinks.manifest import FILE_COLUMNS, MANIFEST_SCHEMA, manifest_row
+from ..sinks.shards import SHARDS_DIR, TMP_DIR
 from ..sinks.summary import (
     INDEX_FILE,
     RUN_FILE,
@@ -50,7 +51,7 @@ from .resume import half_written_files
 
 MAX_PROBLEMS_PER_KIND = 20
 #: manifest columns compared with the row the record gives (the contract's and the flat ones)
-_COMPARED = [name for name in MANIFEST_SCHEMA.names if name not in ("record_sha256", "jpeg_sha256")]
+_COMPARED = [name for name in MANIFEST_SCHEMA.names if name not in FILE_COLUMNS]
 
 
 @dataclass
