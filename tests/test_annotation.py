@@ -20,9 +20,9 @@ import pytest
 from PIL import Image
 
 from facecorpus.errors import UserError
-from facecorpus.generation.annotation import AnnotateWithLLM, annotated_values
+from facecorpus.generation.annotation import annotated_values
 from facecorpus.labels import ANNOTATED, VOCABULARY, Flag
-from facecorpus.pipeline import run_recipe
+from facecorpus.pipeline import preflight, run_recipe
 from facecorpus.recipe import validate_recipe
 from facecorpus.validation.output_check import check_output
 
@@ -203,4 +203,4 @@ def test_an_endpoint_that_reads_no_images_is_refused_before_the_run(demo_inputs:
                 "generation": {"generator": "labels", "annotation": {"enabled": True},
                                "openai": {"base_url": srv.base_url, "api_key_env": None}}}
         with pytest.raises(UserError, match="needs an endpoint that reads images"):
-            AnnotateWithLLM.from_recipe(validate_recipe(data, "test", demo_inputs))
+            preflight(validate_recipe(data, "test", demo_inputs))

@@ -268,7 +268,7 @@ def test_a_resume_dedups_against_images_its_source_skipped(tmp_path: Path):
     from facecorpus.stage import REJECTS, WorkItem
     from facecorpus.validation.config import ValidationConfig
     from facecorpus.validation.resume import HASHES_DIR
-    from facecorpus.validation.screen import Screen
+    from facecorpus.validation.screen import Dedup
 
     def item(key: str, data: bytes) -> WorkItem:
         (it,) = list(CheckImage(ImageConfig()).run(WorkItem(key=key, source=SourceInfo(dataset="web", id=key), data=data)))
@@ -291,7 +291,7 @@ def test_a_resume_dedups_against_images_its_source_skipped(tmp_path: Path):
     with beam.Pipeline(runner="FnApiRunner") as p:
         finished = p | "Finished" >> beam.Create([("a_first", "written")])
         recorded = p | "Recorded" >> beam.Create([("a_first", first.image.sha256, first.image.phash)])
-        result = p | "Items" >> beam.Create([later]) | Screen(cfg, str(out), True, finished, recorded)
+        result = p | "Items" >> beam.Create([later]) | Dedup(cfg, str(out), True, finished, recorded)
         assert_that(result[REJECTS], check_rejects, label="rejects")
         assert_that(result["main"], nothing_kept, label="main")
     lines = [json.loads(x) for f in (out / HASHES_DIR).glob("*.jsonl") for x in f.read_text().splitlines()]

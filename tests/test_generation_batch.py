@@ -15,7 +15,7 @@ import pytest
 from facecorpus.errors import UserError
 from facecorpus.generation.batch import batch_name, plan_files
 from facecorpus.generation.config import GenerationConfig
-from facecorpus.generation.transform import GenerateWithLLM
+from facecorpus.pipeline import preflight
 
 from .generation_helpers import run_generation, work_items
 from .llm_fault_server import FaultServer, Rule
@@ -143,4 +143,4 @@ def test_batch_mode_needs_openai_not_the_local_server():
 
     recipe = Recipe.model_validate({"name": "x", "sources": [{"type": "folder", "path": "/nonexistent"}], "generation": cfg.model_dump()})
     with pytest.raises(UserError, match="Batch API"):
-        GenerateWithLLM.from_recipe(recipe)
+        preflight(recipe)

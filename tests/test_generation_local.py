@@ -81,10 +81,10 @@ def test_missing_pack_names_the_pull_command(tmp_path: Path, monkeypatch: pytest
         LocalLLMServer()
     data = {"name": "x", "sources": [{"type": "folder", "path": str(tmp_path)}], "faces": {"backend": "none"},
             "generation": {"generator": "openai", "openai": {"base_url": "local"}}}
-    from facecorpus.generation.transform import GenerateWithLLM
+    from facecorpus.pipeline import preflight
 
     with pytest.raises(MissingModelPack, match="facecorpus models pull smollm2"):
-        GenerateWithLLM.from_recipe(validate_recipe(data, "x", tmp_path))
+        preflight(validate_recipe(data, "x", tmp_path))
 
 
 def test_llm_serve_command_runs_until_interrupted(store_env: Path):

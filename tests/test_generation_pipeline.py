@@ -13,8 +13,7 @@ import pytest
 from facecorpus.demo import build_demo_inputs
 from facecorpus.errors import UserError
 from facecorpus.generation.config import GenerationConfig
-from facecorpus.generation.transform import GenerateWithLLM
-from facecorpus.pipeline import run_recipe
+from facecorpus.pipeline import preflight, run_recipe
 from facecorpus.recipe import validate_recipe
 from facecorpus.records import DEFAULT_CATEGORIES, Reject, Sample
 
@@ -184,24 +183,24 @@ def test_api_key_never_reaches_outputs_caches_or_logs(demo_in: Path, tmp_path: P
 def test_preflight_turns_mistakes_into_one_line(demo_in: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     with pytest.raises(UserError, match="environment variable NO_SUCH_KEY_VAR is not set"):
-        GenerateWithLLM.from_recipe(recipe(demo_in, {"openai": {"api_key_env": "NO_SUCH_KEY_VAR"}}))
+        preflight(recipe(demo_in, {"openai": {"api_key_env": "NO_SUCH_KEY_VAR"}}))
     with FaultServer(require_key="right") as srv:
         monkeypatch.setenv("WRONG_KEY", "wrong")
         with pytest.raises(UserError, match="refused the API key \\(HTTP 401\\)"):
-            GenerateWithLLM.from_recipe(recipe(demo_in, {"openai": {"base_url": srv.base_url, "api_key_env": "WRONG_KEY"}}))
+            preflight(recipe(demo_in, {"openai": {"base_url": srv.base_url, "api_key_env": "WRONG_KEY"}}))
         dead = srv.base_url
     with pytest.raises(UserError, match="cannot reach the LLM endpoint"):
-        GenerateWithLLM.from_recipe(recipe(demo_in, {"openai": {"base_url": dead, "api_key_env": None}}))
+        preflight(recipe(demo_in, {"openai": {"base_url": dead, "api_key_env": None}}))
     with pytest.raises(UserError, match="no topic for category 'hair'"):
-        GenerateWithLLM.from_recipe(recipe(demo_in, {"categories": ["hair"], "openai": {"api_key_env": None, "preflight": False}}))
+        preflight(recipe(demo_in, {"categories": ["hair"], "openai": {"api_key_env": None, "preflight": False}}))
     r = recipe(demo_in, {"openai": {"api_key_env": None, "preflight": False}, "cache": {"dir": str(tmp_path)}})
     r.runner.runner = "DataflowRunner"
     with pytest.raises(UserError, match="cache.dir is the local folder"):
-        GenerateWithLLM.from_recipe(r)
+        preflight(r)
     with FaultServer(modalities=["text"]) as srv:  # an endpoint that says its model reads no images
-        t = GenerateWithLLM.from_recipe(recipe(demo_in, {"openai": {"base_url": srv.base_url, "api_key_env": None,
-                                                                    "model": "fake-model"}}))
-        assert t.cfg.openai.image.send == "never"
+        checked = preflight(recipe(demo_in, {"openai": {"base_url": srv.base_url, "api_key_env": None,
+                                                        "model": "fake-model"}}))
+        assert checked.generation.openai.image.send == "never"
 
 
 def test_per_worker_client_reads_the_key_on_the_worker(monkeypatch: pytest.MonkeyPatch):

@@ -15,7 +15,7 @@ from facecorpus.image_check import CheckImage
 from facecorpus.image_config import ImageConfig
 from facecorpus.records import DEFAULT_CATEGORIES, AttributeValue, QAPair, SourceInfo
 from facecorpus.stage import REJECTS, WorkItem
-from facecorpus.validation.assemble import AssembleSample, build_sample
+from facecorpus.validation.assemble import ValidateSample, build_sample
 from facecorpus.validation.config import ValidationConfig
 from facecorpus.validation.counts import validation_counts
 from facecorpus.validation.record_checks import RecordRules, check_record, verdict
@@ -109,7 +109,7 @@ def test_each_reason_is_rejected_by_the_validate_stage_on_beam(base_item: WorkIt
         out = (
             p
             | beam.Create([*items, good])
-            | beam.ParDo(AssembleSample("t", "0" * 64, "0", datetime(2026, 1, 1, tzinfo=UTC), _rules()))
+            | beam.ParDo(ValidateSample("t", "0" * 64, "0", datetime(2026, 1, 1, tzinfo=UTC), _rules()))
             .with_outputs(REJECTS, main="main")
         )
         assert_that(out[REJECTS], check_rejects, label="Rejects")

@@ -12,7 +12,7 @@ from apache_beam.testing.util import assert_that
 
 from facecorpus.records import QAPair
 from facecorpus.stage import REJECTS, WorkItem
-from facecorpus.validation.assemble import AssembleSample, build_sample
+from facecorpus.validation.assemble import ValidateSample, build_sample
 from facecorpus.validation.config import ValidationConfig
 from facecorpus.validation.record_checks import RecordRules, check_record
 from facecorpus.validation.source_copy import longest_shared_run, ordered_payloads, words
@@ -117,7 +117,7 @@ def test_the_validate_stage_rejects_copies_on_beam(base_item: WorkItem):
     rules = RecordRules(ValidationConfig(), CATS)
     with beam.Pipeline(runner="FnApiRunner") as p:
         out = (p | beam.Create([obeyed, honest])
-               | beam.ParDo(AssembleSample("t", "0" * 64, "0", WHEN, rules)).with_outputs(REJECTS, main="main"))
+               | beam.ParDo(ValidateSample("t", "0" * 64, "0", WHEN, rules)).with_outputs(REJECTS, main="main"))
         assert_that(out[REJECTS], check_rejects, label="Rejects")
         assert_that(out["main"], check_main, label="Main")
 

@@ -1,20 +1,26 @@
 """Builds and runs the Beam graph for a recipe. The only place where stages meet.
 
-    sources ─▶ image check ─▶ (dedup) ─▶ finish image ─▶ faces ─▶ generate ─▶ validate ─▶ shards + manifest
-       └───────────┴────────────┴─────────┴───────────┴──▶ rejects/*.jsonl
+    pre-flight ─▶ source ─▶ image ─▶ dedup ─▶ finish_image ─▶ faces ─▶ generate ─▶ validate ─▶ shards + manifest
+                    └─────────┴────────┴──────────┴───────────┴────────┴──────────┴──▶ rejects/*.jsonl
     then, on the launcher: stats.json, index.json, README.md (from what was written)
 
-Each stage is applied through `_apply`, which expects a mapping with 'main' and 'rejects'.
-One hook function per area builds that area's transform from the recipe.
+`preflight` runs every check that must fail before a run starts. `build_front` builds the graph up to
+generation, for the run and for `prompts render` (which renders the prompts of what it yields).
+Each stage is applied through `_apply`, which expects a mapping with 'main' and 'rejects', under a Beam
+label equal to the stage name its rejects carry. One hook function per area builds that area's
+transform from the recipe.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -26,6 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from . import __version__
 from .errors import UserError
 from .generation.accounting import llm_totals, sum_llm_totals, with_ledger
+from .generation.config import GenerationConfig
 from .generation.ledger import ledger_totals
 from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage, FinishImage
@@ -42,7 +49,7 @@ from .sinks.summary import (
 )
 from .sources.config import SourceConfig
 from .stage import METRICS_NAMESPACE, REJECTS
-from .validation.assemble import AssembleSample
+from .validation.assemble import ValidateSample
 from .validation.holdout import check_holdout_lists
 from .validation.record_checks import rules_for
 from .validation.resume import (
@@ -54,11 +61,67 @@ from .validation.resume import (
     open_output,
     write_run_info,
 )
-from .validation.screen import Screen, screening_needed
+from .validation.screen import Dedup, dedup_needed
 
 log = logging.getLogger("facecorpus")
+#: `prompts render` runs the front of the graph in this process
+DRY_RUN_RUNNER = "FnApiRunner"
+
+# -------------------------------------------------------------------------------------------- pre-flight
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What pre-flight decided: the generation settings as they will run (`image.send` decided when
+    auto) and the response cache folder (None when the cache is off or not needed); the same for the
+    LLM's attribute annotation when the recipe asks for it (else None)."""
+
+    generation: GenerationConfig
+    cache_dir: str | None
+    annotation: GenerationConfig | None = None
+    annotation_cache_dir: str | None = None
+    annotation_min_confidence: float = 0.0
+
+
+def preflight(recipe: Recipe, dry_run: bool = False) -> Checked:
+    """The one pre-flight: every check that must fail before anything is read or written, each a
+    one-line UserError — face model packs and providers, hold-out lists, the labelled sources'
+    vocabulary, the prompt set, and for the openai generator its model pack (local), key and endpoint.
+    `dry_run` (`prompts render`): decided without contacting anything, for this process's own runner,
+    so it shows what a run would send."""
+    from .faces.stage import check_ready
+    from .generation import preflight as generation
+    from .sources.labelled_config import sources_vocabulary
+
+    check_ready(recipe.faces)
+    check_holdout_lists(recipe.validation.holdout.lists)
+    try:
+        sources_vocabulary(recipe.sources)
+    except ValueError as e:
+        raise UserError(f"recipe {recipe.name}: {e}") from None
+    g = recipe.generation
+    if dry_run:
+        g = generation.without_images_for_local(g)  # a run decides the same before it starts
+        generation.load_checked_prompt_set(g)
+        return Checked(g, generation.resolve_cache_dir(g, DRY_RUN_RUNNER))
+    runner = recipe.runner.runner
+    annotation: dict[str, Any] = {}
+    if g.annotation.enabled:
+        from .generation.annotation import preflight_annotation
+
+        a = preflight_annotation(recipe)
+        annotation = {"annotation": a, "annotation_cache_dir": generation.resolve_cache_dir(a, runner),
+                      "annotation_min_confidence": g.annotation.min_confidence}
+    if g.generator != "openai":
+        return Checked(g, None, **annotation)
+    g = generation.preflight(g, runner)
+    return Checked(g, generation.resolve_cache_dir(g, runner), **annotation)
+
 
 # ------------------------------------------------------------------------------------------------ hooks
+# One per area: the area's transform for a recipe. Their Beam labels are the stage names that their
+# reject lines and counters carry (source, image, dedup, faces, annotate, generate, validate).
+
 
 def source_transform(cfg: SourceConfig, finished: beam.PCollection | None = None) -> beam.PTransform:
     """Hook (sources): the PTransform that reads one recipe source (the source config names it).
@@ -81,23 +144,33 @@ def finish_image_transform(recipe: Recipe, faces: bool) -> beam.PTransform:
     return beam.ParDo(FinishImage(recipe.image, pixels)).with_outputs(REJECTS, main="main")
 
 
+def dedup_transform(
+    recipe: Recipe, out: str, staging: bool, finished: beam.PCollection | None, recorded: beam.PCollection | None = None
+) -> beam.PTransform | None:
+    """Hook (dedup, before faces and generation): duplicates and hold-out matches; None when the recipe
+    asks for neither."""
+    if not dedup_needed(recipe.validation):
+        return None
+    return Dedup(recipe.validation, out, staging, finished, recorded)
+
+
 def faces_transform(recipe: Recipe) -> beam.PTransform | None:
     """Hook (faces): None when the recipe asks for no face analysis and no source can give face boxes
     (with `backend: none` the stage only turns given boxes into faces)."""
-    from .faces.stage import faces_stage
+    from .faces.stage import FaceStage
 
     if recipe.faces.backend == "none" and not any(s.gives_faces for s in recipe.sources):
         return None
-    return faces_stage(recipe.faces, recipe.image.jpeg_quality)
+    return FaceStage(recipe.faces, recipe.image.jpeg_quality)
 
 
-def generation_transform(recipe: Recipe, out: str | None = None) -> beam.PTransform:
-    """Hook (generation): the templates generator, or the OpenAI-compatible one (pre-flight checked here)."""
+def generation_transform(recipe: Recipe, checked: Checked, out: str | None = None) -> beam.PTransform:
+    """Hook (generate): the templates generator, or the OpenAI-compatible one as pre-flight decided it."""
     g = recipe.generation
     if g.generator == "openai":
         from .generation.transform import GenerateWithLLM
 
-        return GenerateWithLLM.from_recipe(recipe, out)
+        return GenerateWithLLM(checked.generation, checked.cache_dir, out)
     if g.generator == "labels":
         from .generation.label_qa import GenerateFromLabels, settings_of
         from .sources.labelled_config import sources_vocabulary
@@ -107,44 +180,21 @@ def generation_transform(recipe: Recipe, out: str | None = None) -> beam.PTransf
     return beam.ParDo(GenerateFromTemplates(g.categories, g.seed)).with_outputs(REJECTS, main="main")
 
 
-def annotation_transform(recipe: Recipe) -> beam.PTransform | None:
-    """Hook (generation, before it): the LLM's attribute re-annotation, when the recipe asks for it
-    (pre-flight checked here); None otherwise."""
-    if not recipe.generation.annotation.enabled:
+def annotation_transform(checked: Checked) -> beam.PTransform | None:
+    """Hook (annotate, before generate): the LLM's attribute re-annotation as pre-flight decided it;
+    None when the recipe does not ask for it."""
+    if checked.annotation is None:
         return None
     from .generation.annotation import AnnotateWithLLM
 
-    return AnnotateWithLLM.from_recipe(recipe)
+    return AnnotateWithLLM(checked.annotation, checked.annotation_cache_dir, checked.annotation_min_confidence)
 
 
-def validation_transform(recipe: Recipe, created_at: datetime) -> beam.PTransform:
-    """Hook (validation): WorkItem → ShardSample (schema-valid record + JPEG), held to the record rules."""
-    return beam.ParDo(AssembleSample(recipe.name, recipe.sha256(), __version__, created_at, rules_for(recipe))).with_outputs(
+def validate_transform(recipe: Recipe, created_at: datetime) -> beam.PTransform:
+    """Hook (validate): WorkItem → ShardSample (schema-valid record + JPEG), held to the record rules."""
+    return beam.ParDo(ValidateSample(recipe.name, recipe.sha256(), __version__, created_at, rules_for(recipe))).with_outputs(
         REJECTS, main="main"
     )
-
-
-def screening_transform(
-    recipe: Recipe, out: str, staging: bool, finished: beam.PCollection | None, recorded: beam.PCollection | None = None
-) -> beam.PTransform | None:
-    """Hook (validation, before faces and generation): dedup and hold-out; None when the recipe asks for neither."""
-    if not screening_needed(recipe.validation):
-        return None
-    return Screen(recipe.validation, out, staging, finished, recorded)
-
-
-def prepare(recipe: Recipe) -> None:
-    """Hook (pre-flight): checks that must fail before a run starts (missing model packs, endpoints…)."""
-    from .faces.stage import check_ready
-
-    check_ready(recipe.faces)
-    check_holdout_lists(recipe.validation.holdout.lists)
-    from .sources.labelled_config import sources_vocabulary
-
-    try:
-        sources_vocabulary(recipe.sources)
-    except ValueError as e:
-        raise UserError(f"recipe {recipe.name}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------------ graph
@@ -156,45 +206,67 @@ def _apply(pcoll: beam.PCollection, transform: beam.PTransform, label: str, reje
     return result["main"]
 
 
-def staging_for(recipe: Recipe) -> bool:
+def staging_for(recipe: Recipe, runner: str | None = None) -> bool:
     """True when items wait in staging files rather than in the runner's shuffle (local runners)."""
     o = recipe.output
-    return o.grouping == "staging" or (o.grouping == "auto" and is_local_runner(recipe.runner.runner))
+    return o.grouping == "staging" or (o.grouping == "auto" and is_local_runner(runner or recipe.runner.runner))
 
 
-def build_pipeline(
-    p: beam.Pipeline, recipe: Recipe, out: str, created_at: datetime, state: OutputState | None = None
-) -> None:
-    """The whole graph. With `state` resuming an output, finished keys are skipped and their rejects not repeated."""
+@dataclass
+class Front:
+    """The graph up to generation: the items ready for it, every reject so far, and (resuming) the
+    keys the output already holds."""
+
+    items: beam.PCollection
+    rejects: list[beam.PCollection]
+    finished: beam.PCollection | None
+
+
+def build_front(p: beam.Pipeline, recipe: Recipe, out: str, staging: bool, state: OutputState | None = None) -> Front:
+    """sources → image → dedup → finish_image → faces, as a run builds it and `prompts render` runs it (so what it shows
+    and estimates is what a run would send: duplicates and held-out images are dropped). With `state`
+    resuming an output, finished keys are skipped."""
     rejects: list[beam.PCollection] = []
     mains = []
     finished = p | "FinishedKeys" >> ReadFinishedKeys(state) if state is not None and state.resuming else None
     for i, src in enumerate(recipe.sources):
-        result = p | f"Source{i}-{src.type}" >> source_transform(src, finished)
+        result = p | f"source{i}-{src.type}" >> source_transform(src, finished)
         mains.append(result["main"])
         rejects.append(result["rejects"])
     items = mains[0] if len(mains) == 1 else tuple(mains) | "AllSources" >> beam.Flatten()
-    staging = staging_for(recipe)
-    resume_dedup = finished is not None and screening_needed(recipe.validation)
+    resume_dedup = finished is not None and dedup_needed(recipe.validation)
     recorded = p | "FinishedHashes" >> ReadFinishedHashes(state) if resume_dedup else None
-    screen = screening_transform(recipe, out, staging, finished, recorded)
-    if finished is not None and screen is None:
+    dedup = dedup_transform(recipe, out, staging, finished, recorded)
+    if finished is not None and dedup is None:
         # nothing needs every image's hashes: finished inputs are skipped before they are even decoded
         items = items | "SkipFinished" >> beam.ParDo(SkipFinished(), finished=beam.pvalue.AsMultiMap(finished))
-    items = _apply(items, image_transform(recipe), "CheckImage", rejects)
-    if screen is not None:
-        items = _apply(items, screen, "Screen", rejects)  # skips finished keys too
+    items = _apply(items, image_transform(recipe), "image", rejects)
+    if dedup is not None:
+        items = _apply(items, dedup, "dedup", rejects)  # skips finished keys too
     faces = faces_transform(recipe)
-    items = _apply(items, finish_image_transform(recipe, faces=faces is not None), "FinishImage", rejects)
+    # the image stage's second step (its rejects carry stage `image`)
+    items = _apply(items, finish_image_transform(recipe, faces=faces is not None), "finish_image", rejects)
     if faces is not None:
-        items = _apply(items, faces, "Faces", rejects)
+        items = _apply(items, faces, "faces", rejects)
         if finished is not None:  # one sample per face: those keys are only known now
             items = items | "SkipFinishedFaces" >> beam.ParDo(SkipFinished(), finished=beam.pvalue.AsMultiMap(finished))
-    annotate = annotation_transform(recipe)
+    return Front(items, rejects, finished)
+
+
+def build_pipeline(
+    p: beam.Pipeline, recipe: Recipe, out: str, created_at: datetime, checked: Checked, state: OutputState | None = None
+) -> None:
+    """The whole graph (`checked`: what pre-flight decided). With `state` resuming an output, finished
+    keys are skipped and their rejects not repeated."""
+    staging = staging_for(recipe)
+    front = build_front(p, recipe, out, staging, state)
+    rejects, finished = front.rejects, front.finished
+    items = front.items
+    annotate = annotation_transform(checked)
     if annotate is not None:
-        items = _apply(items, annotate, "Annotate", rejects)
-    items = _apply(items, generation_transform(recipe, out), "Generate", rejects)
-    samples = _apply(items, validation_transform(recipe, created_at), "Validate", rejects)
+        items = _apply(items, annotate, "annotate", rejects)
+    items = _apply(items, generation_transform(recipe, checked, out), "generate", rejects)
+    samples = _apply(items, validate_transform(recipe, created_at), "validate", rejects)
     o = recipe.output
     shard_prefix = state.shard_prefix if state is not None else "shard"
     _ = samples | "WriteShards" >> WriteShards(out, o.samples_per_shard, o.max_shard_bytes, staging=staging,
@@ -213,6 +285,31 @@ def build_pipeline(
             shard_name_template="-SSSSS-of-NNNNN",
         )
     )
+
+
+def prompts_until_generation(recipe: Recipe, key: str | None = None) -> list[dict[str, Any]]:
+    """Run the front of the graph and render the prompts on this machine, calling nothing: one JSON
+    row per item that would reach generation (`key`: only that sample, with its request bodies; see
+    generation/dry_run.py)."""
+    from .generation.dry_run import Describe
+    from .generation.transform import RenderPrompts
+
+    checked = preflight(recipe, dry_run=True)
+    with tempfile.TemporaryDirectory(prefix="facecorpus-render-") as tmp:
+        with beam.Pipeline(options=PipelineOptions([f"--runner={DRY_RUN_RUNNER}"])) as p:
+            items = build_front(p, recipe, tmp, staging_for(recipe, DRY_RUN_RUNNER)).items
+            if key is not None:
+                items = items | "OnlyKey" >> beam.Filter(lambda it, k=key: it.key == k)
+            rendered = items | "render" >> beam.ParDo(RenderPrompts(checked.generation)).with_outputs(REJECTS, main="main")
+            _ = (
+                rendered["main"]
+                | "Describe" >> beam.ParDo(Describe(checked.generation, checked.cache_dir, key))
+                | "Write" >> beam.io.WriteToText(str(Path(tmp) / "rendered"), file_name_suffix=".jsonl")
+            )
+        rows = []
+        for f in sorted(Path(tmp).glob("rendered*.jsonl")):
+            rows += [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return rows
 
 
 def pipeline_options(recipe: Recipe, extra_args: list[str]) -> PipelineOptions:
@@ -259,7 +356,7 @@ def run_recipe(
     `new_version` lets it continue under a changed recipe or prompts; `retry_rejects` also re-runs
     the inputs whose rejects are retryable.
     """
-    prepare(recipe)
+    checked = preflight(recipe)
     created_at = run_started_at()
     t0 = time.time()
     state = open_output(recipe, out, created_at, resume=resume, new_version=new_version, retry_rejects=retry_rejects)
@@ -267,7 +364,7 @@ def run_recipe(
     if not FileSystems.exists(staging_dir):
         FileSystems.mkdirs(staging_dir)
     p = beam.Pipeline(options=pipeline_options(recipe, beam_args or []))
-    build_pipeline(p, recipe, out, created_at, state)
+    build_pipeline(p, recipe, out, created_at, checked, state)
     log.info("running recipe %s into %s on %s (attempt %d)", recipe.name, out, recipe.runner.runner, state.attempt)
     result = p.run()
     result.wait_until_finish()

@@ -253,10 +253,3 @@ def check_ready(cfg: FacesConfig) -> None:
         return
     resolve_pack(cfg)
     providers(cfg.providers, cfg.device_id)
-
-
-def faces_stage(cfg: FacesConfig, jpeg_quality: int) -> FaceStage:
-    """The stage a recipe asks for (checks the pack first). With `backend: none` it only turns boxes
-    the source gave into faces; other items pass through it untouched."""
-    check_ready(cfg)
-    return FaceStage(cfg, jpeg_quality)

@@ -184,6 +184,22 @@ def annotation_config(recipe: Recipe) -> GenerationConfig:
     return cfg
 
 
+def preflight_annotation(recipe: Recipe) -> GenerationConfig:
+    """The annotation's pre-flight (part of `pipeline.preflight`): the endpoint answers, the key is set,
+    the prompt set loads and is of mode annotate; the settings as they will run. An endpoint that reads
+    no images cannot annotate what it cannot see: one line, before the run."""
+    from ..prompting.promptset import load_prompt_set
+    from .preflight import preflight
+
+    cfg = preflight(annotation_config(recipe), recipe.runner.runner)
+    if load_prompt_set(cfg.prompt_set, cfg.prompts_dir).mode != "annotate":
+        raise UserError(f"generation.annotation.prompt_set: {cfg.prompt_set!r} is not a prompt set of mode annotate")
+    if cfg.openai.image.send == "never":
+        raise UserError(f"generation.annotation needs an endpoint that reads images; {cfg.openai.base_url} is used "
+                        "text-only (the embedded local model, a text-only listing, or image.send: never)")
+    return cfg
+
+
 class AnnotateWithLLM(beam.PTransform):
     """The annotation stage: items → the same items with the LLM's attribute values (see the module)."""
 
@@ -192,22 +208,6 @@ class AnnotateWithLLM(beam.PTransform):
         self.cfg = cfg
         self.cache_dir = cache_dir
         self.min_confidence = min_confidence
-
-    @classmethod
-    def from_recipe(cls, recipe: Recipe) -> AnnotateWithLLM:
-        """Pre-flight (the endpoint answers, the key is set, the prompt set loads), then the transform.
-        An endpoint that reads no images cannot annotate what it cannot see: one line, before the run."""
-        from ..prompting.promptset import load_prompt_set
-        from .preflight import preflight, resolve_cache_dir
-
-        runner = recipe.runner.runner
-        cfg = preflight(annotation_config(recipe), runner)
-        if load_prompt_set(cfg.prompt_set, cfg.prompts_dir).mode != "annotate":
-            raise UserError(f"generation.annotation.prompt_set: {cfg.prompt_set!r} is not a prompt set of mode annotate")
-        if cfg.openai.image.send == "never":
-            raise UserError(f"generation.annotation needs an endpoint that reads images; {cfg.openai.base_url} is used "
-                            "text-only (the embedded local model, a text-only listing, or image.send: never)")
-        return cls(cfg, resolve_cache_dir(cfg, runner), recipe.generation.annotation.min_confidence)
 
     def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
         rendered = items | "RenderAnnotation" >> beam.ParDo(RenderAnnotation(self.cfg)).with_outputs(REJECTS, main="main")

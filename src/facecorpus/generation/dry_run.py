@@ -1,37 +1,32 @@
 """Seeing what generation would send and cost, without calling anything.
 
-Both run the recipe's own graph up to the prompts (sources → image check → faces → render) on the
-local runner, so what they show is exactly what a run would send:
-- `rendered_requests(recipe, key)`: the request bodies of one sample (`facecorpus prompts render`);
-- `estimate(recipe)`: requests, how many the cache already holds, estimated tokens and a cost range
-  (`facecorpus prompts render --dry-run`).
+`pipeline.prompts_until_generation` runs the recipe's own front of the graph (sources → image → dedup
+→ faces, the run's builder) and renders the prompts on the local runner; `Describe` turns each
+rendered item into a JSON row, so what is shown is exactly what a run would send:
+- `rendered_requests(rows, key, …)`: the request bodies of one sample (`facecorpus prompts render`);
+- `estimate(rows, cfg)`: requests, how many the cache already holds, estimated tokens and a cost range
+  (`facecorpus prompts render --dry-run`); inputs that dedup or hold-out drop are not counted.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from ..errors import UserError
-from ..recipe import Recipe
-from ..stage import REJECTS, WorkItem
+from ..stage import WorkItem
 from .accounting import TokenUsage, cost_usd, price_for
 from .cache import ResponseCache, cache_key
 from .config import GenerationConfig
 from .endpoint import chat_body, endpoint_id, model_name
 from .estimate import request_tokens
-from .preflight import load_checked_prompt_set, resolve_cache_dir, without_images_for_local
-from .transform import RenderPrompts
 
 
-class _Describe(beam.DoFn):
+class Describe(beam.DoFn):
     """One JSON line per rendered item: its request bodies (`key` given) or its estimate."""
 
     def __init__(self, cfg: GenerationConfig, cache_dir: str | None, key: str | None) -> None:
@@ -71,43 +66,11 @@ class _Describe(beam.DoFn):
         })
 
 
-def _run_until_prompts(recipe: Recipe, key: str | None) -> list[dict[str, Any]]:
-    from ..pipeline import faces_transform, image_transform, prepare, source_transform
-
-    prepare(recipe)
-    cfg = without_images_for_local(recipe.generation)  # a run decides the same before it starts
-    load_checked_prompt_set(cfg)  # one-line errors before Beam starts
-    cache_dir = resolve_cache_dir(cfg, "FnApiRunner")
-    with tempfile.TemporaryDirectory(prefix="facecorpus-render-") as tmp:
-        with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
-            mains = [p | f"Source{i}" >> source_transform(src) for i, src in enumerate(recipe.sources)]
-            items = (
-                mains[0]["main"] if len(mains) == 1 else tuple(m["main"] for m in mains) | "AllSources" >> beam.Flatten()
-            )
-            items = (items | "CheckImage" >> image_transform(recipe))["main"]
-            faces = faces_transform(recipe)
-            if faces is not None:
-                items = (items | "Faces" >> faces)["main"]
-            if key is not None:
-                items = items | "OnlyKey" >> beam.Filter(lambda it, k=key: it.key == k)
-            rendered = items | "Render" >> beam.ParDo(RenderPrompts(cfg)).with_outputs(REJECTS, main="main")
-            _ = (
-                rendered["main"]
-                | "Describe" >> beam.ParDo(_Describe(cfg, cache_dir, key))
-                | "Write" >> beam.io.WriteToText(str(Path(tmp) / "rendered"), file_name_suffix=".jsonl")
-            )
-        lines = []
-        for f in sorted(Path(tmp).glob("rendered*.jsonl")):
-            lines += [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return lines
-
-
-def rendered_requests(recipe: Recipe, key: str) -> dict[str, Any]:
-    """The exact request bodies for sample `key`; UserError if the recipe yields no such sample."""
-    found = _run_until_prompts(recipe, key)
-    if not found:
-        raise UserError(f"no sample with key '{key}' reaches generation in recipe {recipe.name} (was it rejected?)")
-    return found[0]
+def rendered_requests(rows: list[dict[str, Any]], key: str, recipe_name: str) -> dict[str, Any]:
+    """The exact request bodies for sample `key` from `Describe`'s rows; UserError if there are none."""
+    if not rows:
+        raise UserError(f"no sample with key '{key}' reaches generation in recipe {recipe_name} (was it rejected?)")
+    return rows[0]
 
 
 @dataclass
@@ -135,10 +98,8 @@ class Estimate:
         ]
 
 
-def estimate(recipe: Recipe) -> Estimate:
-    """Requests, cache coverage, tokens and a cost range for a recipe, calling nothing."""
-    rows = _run_until_prompts(recipe, None)
-    cfg = recipe.generation
+def estimate(rows: list[dict[str, Any]], cfg: GenerationConfig) -> Estimate:
+    """Requests, cache coverage, tokens and a cost range from `Describe`'s rows of a whole run."""
     requests = sum(r["requests"] for r in rows)
     cached = sum(r["cached"] for r in rows)
     share = (requests - cached) / requests if requests else 0.0  # tokens only for what is not cached

@@ -26,14 +26,13 @@ from apache_beam.utils.windowed_value import WindowedValue
 from ..errors import UserError
 from ..prompting.promptset import PromptSet
 from ..prompting.render import ImageOptions, RenderedPrompt, render_prompt
-from ..recipe import Recipe
 from ..rejection import Rejected
 from ..stage import REJECTS, Stage, WorkItem
 from .client import PendingOutcome
 from .config import GenerationConfig
 from .handler import OpenAIChatHandler
 from .outcome import BatchContext
-from .preflight import load_checked_prompt_set, preflight, resolve_cache_dir
+from .preflight import load_checked_prompt_set
 
 
 def image_options(cfg: GenerationConfig) -> ImageOptions:
@@ -170,15 +169,8 @@ class GenerateWithLLM(beam.PTransform):
         self.out = out
         self.prompt_mode = load_checked_prompt_set(cfg).mode
 
-    @classmethod
-    def from_recipe(cls, recipe: Recipe, out: str | None = None) -> GenerateWithLLM:
-        """Pre-flight checks (one-line UserErrors), then the transform."""
-        runner = recipe.runner.runner
-        cfg = preflight(recipe.generation, runner)
-        return cls(cfg, resolve_cache_dir(cfg, runner), out)
-
     def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
-        rendered = items | "RenderPrompts" >> beam.ParDo(RenderPrompts(self.cfg)).with_outputs(REJECTS, main="main")
+        rendered = items | "render" >> beam.ParDo(RenderPrompts(self.cfg)).with_outputs(REJECTS, main="main")
         ready = rendered["main"]
         if self.cfg.mode == "batch":
             from .batch import SubmitBatches

@@ -57,13 +57,14 @@ def render_command(
     """Show the exact requests for one sample (--sample KEY) or estimate a whole run (--dry-run)."""
     from ..errors import UserError
     from ..generation.dry_run import estimate, rendered_requests
+    from ..pipeline import prompts_until_generation
     from ..recipe import load_recipe
 
     if sample is None and not dry_run:
         raise UserError("give --sample KEY to see one sample's requests, or --dry-run to estimate the whole run")
     r = load_recipe(recipe, set_ or [])
     if sample is not None:
-        found = rendered_requests(r, sample)
+        found = rendered_requests(prompts_until_generation(r, sample), sample, r.name)
         if as_json:
             typer.echo(json.dumps(found, indent=2, ensure_ascii=False))
         else:
@@ -74,7 +75,7 @@ def render_command(
             for i, req in enumerate(found["requests"]):
                 _print_request(i, req)
     if dry_run:
-        for line in estimate(r).lines():
+        for line in estimate(prompts_until_generation(r), r.generation).lines():
             typer.echo(line)
 
 

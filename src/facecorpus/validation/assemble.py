@@ -31,7 +31,7 @@ def build_sample(item: WorkItem, recipe_name: str, recipe_sha256: str, version: 
         raise Rejected("schema_invalid", f"the record does not fit the schema at {where}: {first['msg']}") from None
 
 
-class AssembleSample(Stage):
+class ValidateSample(Stage):
     """WorkItem → ShardSample, or a reject with the first finding of `check_record` (when rules are given)."""
 
     name = "validate"

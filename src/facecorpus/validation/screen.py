@@ -169,7 +169,7 @@ class Decide(beam.DoFn):
             yield item
 
 
-class Screen(beam.PTransform):
+class Dedup(beam.PTransform):
     """PCollection[WorkItem] (images checked) → {'main': items that go on, 'rejects': duplicate/holdout rejects}.
 
     `finished`: PCollection[(key, kind)] of keys an earlier attempt finished (resume), or None.
@@ -227,6 +227,6 @@ class Screen(beam.PTransform):
         return {"main": decided["main"], "rejects": decided[REJECTS]}
 
 
-def screening_needed(cfg: ValidationConfig) -> bool:
+def dedup_needed(cfg: ValidationConfig) -> bool:
     """True when dedup or hold-out needs every image's hashes before any item may go on."""
     return cfg.dedup.exact or cfg.dedup.near or bool(cfg.holdout.lists)
