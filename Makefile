@@ -13,7 +13,7 @@ TORCH  ?= torch==2.13.0
 # `test` extra in pyproject.toml for the ones their code imports).
 NO_DEPS_TEST := llamafactory==0.9.5
 
-.PHONY: venv install demo test lint schema bench clean
+.PHONY: venv install demo test lint schema docs bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ test: install
 
 schema: install
 	$(VENV)/bin/facecorpus schema --out schemas/sample.schema.json
+
+# docs/recipes.md from the recipe models' field descriptions (tests/test_docs.py fails when it is stale)
+docs: install
+	$(PY) -m facecorpus.recipe_docs --out docs/recipes.md
 
 bench: install
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -32,9 +32,9 @@ from .validation.config import ValidationConfig
 class Recipe(Config):
     """A whole recipe: its sources, then one section per stage."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
-    sources: list[Source] = Field(min_length=1)
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="The recipe's name; in every record's provenance and the card.")
+    description: str = Field(default="", description="Free text for the dataset card.")
+    sources: list[Source] = Field(min_length=1, description="Read in parallel and flattened into one stream (see `sources[]`).")
     image: ImageConfig = Field(default_factory=ImageConfig)
     faces: FacesConfig = Field(default_factory=FacesConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)

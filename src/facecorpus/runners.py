@@ -18,5 +18,12 @@ def is_local_runner(runner: str) -> bool:
 class RunnerConfig(Config):
     """Which Beam runner executes the graph, and its options."""
 
-    runner: str = Field(default="FnApiRunner", description="Beam runner: FnApiRunner locally, DataflowRunner in GCP.")
-    options: list[str] = Field(default_factory=list, description="Extra Beam pipeline options, e.g. --project=…")
+    runner: str = Field(
+        default="FnApiRunner",
+        description="Beam runner: FnApiRunner locally, DataflowRunner in GCP (not DirectRunner: offline it tries "
+        "to download Prism).",
+    )
+    options: list[str] = Field(
+        default_factory=list,
+        description="Extra Beam pipeline options, e.g. `--project=…`; options after `--` on the command line are appended.",
+    )

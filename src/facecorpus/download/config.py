@@ -34,7 +34,7 @@ class DownloadConfig(Config):
     max_backoff_s: Annotated[float, EXECUTION_ONLY] = Field(
         default=60.0, ge=0, description="Longest wait, including a server's Retry-After."
     )
-    max_redirects: int = Field(default=5, ge=0, le=20)
+    max_redirects: int = Field(default=5, ge=0, le=20, description="More redirects are rejected `too_many_redirects`.")
     max_bytes: PositiveInt = Field(default=25_000_000, description="Larger bodies are rejected `too_large`.")
     user_agent: str | None = Field(default=None, description="Default: 'facecorpus/<version> (…; +contact)'.")
     contact: str | None = Field(default=None, description="URL or e-mail added to the User-Agent for site owners.")
@@ -48,13 +48,13 @@ class DownloadConfig(Config):
         description="Non-public networks (CIDR) that may be contacted anyway. Empty in production: loopback, "
         "private, link-local, multicast and reserved addresses are refused. Tests set ['127.0.0.1/32'].",
     )
-    verify_tls: bool = True
+    verify_tls: bool = Field(default=True, description="Check certificates; false only for test servers.")
     batch_size: Annotated[PositiveInt, EXECUTION_ONLY] = Field(default=256, description="Rows per download task.")
     resize_mode: Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = Field(
         default="keep_ratio_largest", description="img2dataset resize mode applied on download."
     )
     image_size: PositiveInt = Field(default=1024, description="img2dataset image_size for resize_mode.")
-    resize_only_if_bigger: bool = True
+    resize_only_if_bigger: bool = Field(default=True, description="img2dataset: never upscale.")
 
     @field_validator("allow_networks")
     @classmethod

@@ -59,7 +59,7 @@ class FacesConfig(Config):
     max_faces: PositiveInt = Field(default=10, description="More faces than this left: `too_many_faces`.")
     primary: Literal["largest", "central"] = Field(default="largest", description="Which face the sample is about.")
     unit: Literal["image", "face"] = Field(default="image", description="'face': one sample per face (<key>_f<i>).")
-    crop: FaceCropConfig = Field(default_factory=FaceCropConfig)
+    crop: FaceCropConfig = Field(default_factory=FaceCropConfig, description="What `KEY.jpg` holds for a face crop.")
     mesh: bool = Field(default=True, description="Portable: FaceMesh → pose, eye and mouth openness.")
     expression: bool = Field(default=True, description="Portable: expression (7 classes).")
     attributes: bool = Field(default=True, description="insightface: gender and age; 3D landmarks → pose.")

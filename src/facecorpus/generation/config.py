@@ -23,7 +23,7 @@ class LLMImageConfig(Config):
     )
     max_side: PositiveInt = Field(default=512, description="Downscale so the longer side is at most this.")
     max_bytes: PositiveInt = Field(default=1_000_000, description="Re-encode at lower quality above this size.")
-    jpeg_quality: int = Field(default=90, ge=30, le=100)
+    jpeg_quality: int = Field(default=90, ge=30, le=100, description="JPEG quality of the attached image.")
     detail: Literal["auto", "low", "high"] | None = Field(default=None, description="OpenAI image detail; null: omit.")
 
 
@@ -31,14 +31,14 @@ class OpenAIConfig(Config):
     """The OpenAI-compatible endpoint: OpenAI, vLLM, llama.cpp, … `base_url: local` is the embedded server."""
 
     base_url: str = Field(default="https://api.openai.com/v1", description="'local': the embedded llama.cpp server.")
-    model: str = "gpt-4o-2024-11-20"
+    model: str = Field(default="gpt-4o-2024-11-20", description="Model name sent to the endpoint.")
     local_model: str = Field(default="smollm2", description="Model pack served when base_url is 'local'.")
     api_key_env: str | None = Field(
         default="OPENAI_API_KEY", description="NAME of the environment variable holding the key (never the key)."
     )
     temperature: float | None = Field(default=None, ge=0, le=2, description="null: the endpoint's default.")
-    max_tokens: PositiveInt = 600
-    seed: int | None = None
+    max_tokens: PositiveInt = Field(default=600, description="Longest answer per request (completion tokens).")
+    seed: int | None = Field(default=None, description="Sampling seed sent to the endpoint; null: none.")
     extra_body: dict[str, Any] = Field(
         default_factory=dict, description="More body fields, e.g. {frequency_penalty: 0.5} or llama.cpp's repeat_penalty."
     )
@@ -54,7 +54,7 @@ class OpenAIConfig(Config):
     batch_requests: Annotated[PositiveInt | None, EXECUTION_ONLY] = Field(
         default=None, description="Requests per RunInference batch; null: 8 x concurrency."
     )
-    image: LLMImageConfig = Field(default_factory=LLMImageConfig)
+    image: LLMImageConfig = Field(default_factory=LLMImageConfig, description="How the image goes with each request.")
     reask: bool = Field(default=True, description="Re-ask once after a refusal, a cut-off or an unparsable answer.")
     refusal_message: str | None = Field(default=None, description="Corrective re-ask after a refusal; null: built-in.")
     on_category_failure: Literal["reject", "skip"] = Field(
@@ -66,8 +66,8 @@ class OpenAIConfig(Config):
 class RetryConfig(Config):
     """The one retry layer (tenacity): 429, 5xx, timeouts and connection errors; Retry-After is honoured."""
 
-    max_attempts: PositiveInt = 6
-    initial_s: float = Field(default=1.0, gt=0)
+    max_attempts: PositiveInt = Field(default=6, description="Attempts per request, the first included.")
+    initial_s: float = Field(default=1.0, gt=0, description="First wait; grows exponentially, with jitter.")
     max_s: float = Field(default=60.0, gt=0, description="Longest single wait.")
     max_total_s: float = Field(default=900.0, gt=0, description="Give up on a request after this long.")
 
@@ -82,7 +82,7 @@ class LimitsConfig(Config):
 class CacheConfig(Config):
     """Content-addressed response cache: a re-run never pays twice for the same request."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Keep every answer by the hash of its request; false: always ask.")
     dir: str | None = Field(
         default=None, description="Local folder, gs:// or s3://; null: $FACECORPUS_LLM_CACHE or ~/.cache/facecorpus/llm."
     )
@@ -91,9 +91,9 @@ class CacheConfig(Config):
 class PriceConfig(Config):
     """USD per million tokens."""
 
-    input: float = Field(ge=0)
+    input: float = Field(ge=0, description="Prompt tokens.")
     cached_input: float | None = Field(default=None, ge=0, description="null: same as input.")
-    output: float = Field(ge=0)
+    output: float = Field(ge=0, description="Completion tokens.")
 
 
 def _default_prices() -> dict[str, PriceConfig]:
@@ -112,8 +112,10 @@ class BatchConfig(Config):
     """OpenAI Batch API mode: JSONL request files, 24 h window, half price."""
 
     files: PositiveInt = Field(default=1, description="Request groups submitted in parallel (each split by the limits).")
-    max_requests_per_file: int = Field(default=50_000, ge=1, le=50_000)
-    max_bytes_per_file: int = Field(default=190_000_000, ge=1_000, le=200_000_000)
+    max_requests_per_file: int = Field(default=50_000, ge=1, le=50_000, description="Requests per JSONL file (the API's limit).")
+    max_bytes_per_file: int = Field(
+        default=190_000_000, ge=1_000, le=200_000_000, description="Bytes per JSONL file (the API allows 200 MB)."
+    )
     poll_initial_s: Annotated[float, EXECUTION_ONLY] = Field(default=15.0, gt=0, description="First wait between status polls.")
     poll_max_s: Annotated[float, EXECUTION_ONLY] = Field(default=600.0, gt=0, description="Longest wait between status polls.")
     max_wait_h: Annotated[float, EXECUTION_ONLY] = Field(default=26.0, gt=0, description="Stop waiting for a batch after this long.")
@@ -149,10 +151,18 @@ class AnnotationConfig(Config):
 
 
 class GenerationConfig(Config):
+    """Caption and QA generation: the generator, the categories, the prompt set and the LLM (docs/generation.md)."""
+
     generator: Literal["templates", "openai", "labels"] = Field(
-        default="templates", description="templates, openai (an LLM), or labels (dataset labels as QA, no LLM).")
-    categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES), min_length=1)
-    seed: int = 0
+        default="templates",
+        description="`templates`: no LLM (phrases from labels and measurements); `openai`: an OpenAI-compatible "
+        "endpoint; `labels`: dataset labels as QA, no LLM.",
+    )
+    categories: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CATEGORIES), min_length=1,
+        description="QA categories, snake_case, no repeats; default: FairFaceGPT's eight.",
+    )
+    seed: int = Field(default=0, description="Seeds the templates generator's choice of phrasings.")
     prompt_set: str = Field(default="fairfacegpt", description="A set in prompts/manifest.yaml (fairfacegpt, structured).")
     prompts_dir: str | None = Field(default=None, description="Your own prompt folder (with manifest.yaml).")
     topics: dict[str, str] = Field(default_factory=dict, description="Topic phrases for extra categories.")
@@ -160,13 +170,13 @@ class GenerationConfig(Config):
         default_factory=dict, description="Override the prompt set's length bounds, e.g. answer_max_chars (small models)."
     )
     mode: Literal["online", "batch"] = Field(default="online", description="batch: the OpenAI Batch API.")
-    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
-    retries: Annotated[RetryConfig, EXECUTION_ONLY] = Field(default_factory=RetryConfig)
-    limits: Annotated[LimitsConfig, EXECUTION_ONLY] = Field(default_factory=LimitsConfig)
-    cache: Annotated[CacheConfig, EXECUTION_ONLY] = Field(default_factory=CacheConfig)
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig, description="The endpoint, model and request settings.")
+    retries: Annotated[RetryConfig, EXECUTION_ONLY] = Field(default_factory=RetryConfig, description="Retries of one request.")
+    limits: Annotated[LimitsConfig, EXECUTION_ONLY] = Field(default_factory=LimitsConfig, description="Per-worker budgets.")
+    cache: Annotated[CacheConfig, EXECUTION_ONLY] = Field(default_factory=CacheConfig, description="The response cache.")
     prices: dict[str, PriceConfig] = Field(default_factory=_default_prices, description="Per model; merged over defaults.")
     batch_discount: float = Field(default=0.5, ge=0, le=1, description="Fraction off the price in batch mode.")
-    batch: BatchConfig = Field(default_factory=BatchConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig, description="Batch API settings (`mode: batch`).")
     labels: LabelQAConfig = Field(default_factory=LabelQAConfig)
     annotation: AnnotationConfig = Field(default_factory=AnnotationConfig)
 

@@ -60,11 +60,13 @@ class FairFaceSource(SourceConfig):
     type: Literal["fairface"]
     images: str = Field(description="fairface-img-margin025-trainval.zip (or the 1.25 zip), or its extracted folder.")
     labels: list[str] = Field(min_length=1, description="fairface_label_{train,val}.csv files.")
-    split: Literal["train", "val", "all"] = "val"
-    margin: Literal["0.25", "1.25"] | None = Field(default=None, description="Recorded on each sample.")
-    limit: PositiveInt | None = None
-    dataset: str = "fairface"
-    licence: str = "CC-BY-4.0"
+    split: Literal["train", "val", "all"] = Field(
+        default="val", description="From the `file` column's first folder; else from the CSV's name."
+    )
+    margin: Literal["0.25", "1.25"] | None = Field(default=None, description="Recorded in `source.extra.margin`.")
+    limit: PositiveInt | None = Field(default=None, description="At most this many rows per label file (after the split), in file order.")
+    dataset: str = Field(default="fairface", description="Dataset name on records and keys.")
+    licence: str = Field(default="CC-BY-4.0", description="Recorded on every record.")
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -85,14 +87,15 @@ class FolderSource(SourceConfig):
     """Every image file under a folder, recursively."""
 
     type: Literal["folder"]
-    path: str
+    path: str = Field(description="A folder (read recursively) or a glob; local, gs://, s3://.")
     extensions: list[str] = Field(
-        default_factory=lambda: [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"]
+        default_factory=lambda: [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"],
+        description="File endings to read (case-insensitive).",
     )
-    dataset: str = "folder"
-    split: str | None = None
-    licence: str | None = None
-    limit: PositiveInt | None = None
+    dataset: str = Field(default="folder", description="Dataset name on records and keys.")
+    split: str | None = Field(default=None, description="Recorded on every record.")
+    licence: str | None = Field(default=None, description="Recorded on every record.")
+    limit: PositiveInt | None = Field(default=None, description="The first N files in sorted order.")
 
     def reader(self, finished: beam.PCollection | None = None) -> beam.PTransform:
         from .folder import ReadFolder
@@ -104,15 +107,20 @@ class FolderSource(SourceConfig):
 
 
 class WebDatasetSource(SourceConfig):
-    """WebDataset tar shards, e.g. img2dataset output: KEY.jpg + KEY.txt + KEY.json per sample."""
+    """WebDataset tar shards, e.g. img2dataset output: KEY.jpg + KEY.txt + KEY.json per sample.
+
+    `KEY.txt` becomes `source.text` (untrusted alt-text), `KEY.json`'s `url` becomes `source.url`, its
+    other scalar fields go to `source.extra`."""
 
     type: Literal["webdataset"]
     path: str = Field(description="A shard, a folder of shards or a glob (local, gs://, s3://).")
-    image_extensions: list[str] = Field(default_factory=lambda: ["jpg", "jpeg", "png", "webp"])
-    dataset: str = "webdataset"
-    split: str | None = None
-    licence: str | None = None
-    limit: PositiveInt | None = None
+    image_extensions: list[str] = Field(
+        default_factory=lambda: ["jpg", "jpeg", "png", "webp"], description="Which member is the image."
+    )
+    dataset: str = Field(default="webdataset", description="Dataset name on records and keys.")
+    split: str | None = Field(default=None, description="Recorded on every record.")
+    licence: str | None = Field(default=None, description="Recorded on every record; else the sample's `LICENSE`.")
+    limit: PositiveInt | None = Field(default=None, description="At most N samples per shard.")
 
     def reader(self, finished: beam.PCollection | None = None) -> beam.PTransform:
         from .webdataset import ReadWebDataset
@@ -135,7 +143,7 @@ class ParquetRows(SourceConfig):
     ids_parts: list[int] | None = Field(
         default=None, description="With a laion_face_ids.pth: only these parts (LAION-Face 20M: 0,2,5,8,13,15,17,18,21,22,24,25,28)."
     )
-    split: str | None = None
+    split: str | None = Field(default=None, description="Recorded on every record.")
     licence: str | None = Field(default=None, description="Overrides the per-row LICENSE column.")
     limit: PositiveInt | None = Field(default=None, description="Stop after this many rows (after the id filter).")
 
@@ -149,7 +157,7 @@ class WebListRows(ParquetRows):
     """Rows with URLs that the pipeline downloads."""
 
     min_side: PositiveInt | None = Field(default=None, description="Reject rows whose declared WIDTH/HEIGHT is smaller.")
-    download: DownloadConfig = Field(default_factory=DownloadConfig)
+    download: DownloadConfig = Field(default_factory=DownloadConfig, description="How the images are fetched.")
 
 
 class LaionColumns(ParquetRows):
@@ -177,7 +185,7 @@ class LaionSource(LaionColumns, WebListRows):
     """LAION-400M metadata parquet (SAMPLE_ID, URL, TEXT, HEIGHT, WIDTH, LICENSE, NSFW, similarity; any case)."""
 
     type: Literal["laion"]
-    dataset: str = "laion"
+    dataset: str = Field(default="laion", description="Dataset name on records and keys.")
 
     def reader(self, finished: beam.PCollection | None = None) -> beam.PTransform:
         from .laion import ReadLaion
@@ -193,11 +201,11 @@ class FaceCaptionSource(WebListRows):
     type: Literal["facecaption"]
     url_column: str | None = Field(default=None, description="Default: the first of url, URL, image_url.")
     box_column: str | None = Field(default=None, description="Default: the first of face_box, face_bbox, bbox, box.")
-    box_format: Literal["xyxy", "xywh"] = "xyxy"
+    box_format: Literal["xyxy", "xywh"] = Field(default="xyxy", description="How the box column's four numbers read.")
     caption_column: str | None = Field(default=None, description="Default: face_caption (kept as source_caption).")
     text_column: str | None = Field(default=None, description="Default: laion_caption (kept as untrusted text).")
     id_column: str | None = Field(default=None, description="Default: SAMPLE_ID or id; else file:row.")
-    dataset: str = "facecaption15m"
+    dataset: str = Field(default="facecaption15m", description="Dataset name on records and keys.")
 
     def reader(self, finished: beam.PCollection | None = None) -> beam.PTransform:
         from .laion import ReadFaceCaption
@@ -210,7 +218,7 @@ class Img2DatasetSource(LaionColumns):
     LAION-Face downloaded with FaRL's download.sh. Nothing is downloaded; img2dataset's failures are rejects."""
 
     type: Literal["img2dataset"]
-    dataset: str = "laion"
+    dataset: str = Field(default="laion", description="Dataset name on records and keys.")
 
     def reader(self, finished: beam.PCollection | None = None) -> beam.PTransform:
         from .laion import ReadImg2Dataset
@@ -235,11 +243,11 @@ class CelebASource(SourceConfig):
     landmarks: str | None = Field(default=None, description="list_landmarks_align_celeba.txt (given faces).")
     boxes: str | None = Field(default=None, description="list_bbox_celeba.txt (in-the-wild images only).")
     identities: str | None = Field(default=None, description="identity_CelebA.txt (kept as source.extra.identity).")
-    split: Literal["train", "val", "test", "all"] = "all"
+    split: Literal["train", "val", "test", "all"] = Field(default="all", description="Only rows of this partition; all: every partition not held out.")
     holdout: list[Literal["train", "val", "test"]] = Field(default_factory=lambda: ["test"], description=HOLDOUT_DOC)
-    limit: PositiveInt | None = None
-    dataset: str = "celeba"
-    licence: str = CELEBA.id
+    limit: PositiveInt | None = Field(default=None, description="At most this many rows, in file order.")
+    dataset: str = Field(default="celeba", description="Dataset name on records and keys.")
+    licence: str = Field(default=CELEBA.id, description="Recorded on every record (sources/licences.py).")
 
     def reader(self, finished: beam.PCollection | None = None) -> beam.PTransform:
         from .celeba import ReadCelebA
@@ -279,11 +287,11 @@ class RafDbSource(SourceConfig):
     images: str | None = Field(default=None, description="Image/aligned or Image/original (a folder or a zip).")
     variant: Literal["auto", "aligned", "original"] = Field(
         default="auto", description="auto: aligned when the images path says so (names *_aligned.jpg).")
-    split: Literal["train", "test", "all"] = "all"
+    split: Literal["train", "test", "all"] = Field(default="all", description="Only rows of this partition; all: every partition not held out.")
     holdout: list[Literal["train", "test"]] = Field(default_factory=lambda: ["test"], description=HOLDOUT_DOC)
-    limit: PositiveInt | None = None
-    dataset: str = "rafdb"
-    licence: str = RAFDB.id
+    limit: PositiveInt | None = Field(default=None, description="At most this many rows, in file order.")
+    dataset: str = Field(default="rafdb", description="Dataset name on records and keys.")
+    licence: str = Field(default=RAFDB.id, description="Recorded on every record (sources/licences.py).")
 
     def reader(self, finished: beam.PCollection | None = None) -> beam.PTransform:
         from .rafdb import ReadRafDb
@@ -315,9 +323,9 @@ class UTKFaceSource(SourceConfig):
     type: Literal["utkface"]
     images: str = Field(description="UTKFace/ (or crop_part1/, part1/…), a zip of it, or UTKFace.tar.gz.")
     split: str | None = Field(default=None, description="Recorded on every sample (UTKFace has no official split).")
-    limit: PositiveInt | None = None
-    dataset: str = "utkface"
-    licence: str = UTKFACE.id
+    limit: PositiveInt | None = Field(default=None, description="At most this many images, in name order.")
+    dataset: str = Field(default="utkface", description="Dataset name on records and keys.")
+    licence: str = Field(default=UTKFACE.id, description="Recorded on every record (sources/licences.py).")
 
     def reader(self, finished: beam.PCollection | None = None) -> beam.PTransform:
         from .utkface import ReadUTKFace
@@ -333,17 +341,17 @@ class LabelledSource(SourceConfig):
 
     type: Literal["labelled"]
     table: str = Field(description="The label table: .csv, .tsv, .jsonl or .parquet.")
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet"] = Field(default="auto", description="auto: from the table's file ending.")
     images: str = Field(description="Folder or zip holding the images the image column names.")
-    image_column: str = "image"
+    image_column: str = Field(default="image", description="The column naming each row's image file.")
     id_column: str | None = Field(default=None, description="Default: the image name.")
-    split_column: str | None = None
+    split_column: str | None = Field(default=None, description="The column holding each row's split; null: no splits.")
     splits: dict[str, str] = Field(default_factory=dict, description="Raw split cell → split name, e.g. {'2': test}.")
     split: str = Field(default="all", description="Only rows of this split; all: every split not held out.")
     holdout: list[str] = Field(default_factory=lambda: ["test"], description=HOLDOUT_DOC)
-    attributes: dict[str, AttributeColumn] = Field(min_length=1)
-    limit: PositiveInt | None = None
-    dataset: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    attributes: dict[str, AttributeColumn] = Field(min_length=1, description="Attribute name → where its labels are read.")
+    limit: PositiveInt | None = Field(default=None, description="At most this many rows, in file order.")
+    dataset: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Dataset name on records and keys.")
     licence: str = Field(description="The dataset's terms (recorded on every sample); required: say what they are.")
 
     def reader(self, finished: beam.PCollection | None = None) -> beam.PTransform:

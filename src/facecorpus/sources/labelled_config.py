@@ -30,7 +30,7 @@ def find_file(root: Path, names: tuple[str, ...]) -> str | None:
 class DeclaredAttribute(Config):
     """An attribute the vocabulary lacks, declared by the recipe: its kind and its words."""
 
-    kind: Literal["category", "flag", "years"]
+    kind: Literal["category", "flag", "years"] = Field(description="category (one of codes), flag (yes/no) or years.")
     noun: str | None = Field(default=None, description="category/years: what it is ('mood').")
     question: str | None = Field(default=None, description="category/years: the open question.")
     mcq: str | None = Field(default=None, description="category: the multiple-choice question (default: the open one).")
@@ -40,7 +40,7 @@ class DeclaredAttribute(Config):
     form: Literal["have", "wear", "be", "look"] | None = Field(default=None, description="flag: how the phrase is said.")
     phrase: str | None = Field(default=None, description="flag: 'a hat' (wear), 'freckles' (have), 'smiling' (be).")
     item: str | None = Field(default=None, description="flag: its name in a list of features (default: the phrase for have/wear).")
-    subject: str = "the person"
+    subject: str = Field(default="the person", description="flag: who the sentence is about.")
 
     def build(self, name: str) -> Category | Flag | Years:
         if self.kind == "category":
@@ -65,7 +65,7 @@ class DeclaredAttribute(Config):
 class AttributeColumn(Config):
     """Where one attribute is read from in the table and how its cells map onto the attribute's values."""
 
-    column: str
+    column: str = Field(description="The table column the attribute's cells are in.")
     values: dict[str, str | bool] | None = Field(
         default=None, description="Raw cell → value (a category code, or true/false for a flag); null: cells are values.")
     threshold: float | None = Field(default=None, description="Flag from a score: present when the cell is above it.")

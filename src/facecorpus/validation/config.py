@@ -36,8 +36,8 @@ class ValidationConfig(Config):
 
     min_answer_chars: PositiveInt = Field(default=2, description="Shorter answers are rejected `answer_too_short`.")
     max_answer_chars: PositiveInt = Field(default=4000, description="Longer answers are rejected `answer_too_long`.")
-    min_caption_chars: PositiveInt = 3
-    max_caption_chars: PositiveInt = 2000
+    min_caption_chars: PositiveInt = Field(default=3, description="Shorter captions are rejected `answer_too_short`.")
+    max_caption_chars: PositiveInt = Field(default=2000, description="Longer captions are rejected `answer_too_long`.")
     language: Literal["en"] | None = Field(default="en", description="Expected language of the text; null: no check.")
     refusals: Literal["reject", "off"] = Field(default="reject", description="Refusals and hedges left after the re-ask.")
     label_conflict: Literal["reject", "flag", "off"] = Field(
@@ -54,5 +54,5 @@ class ValidationConfig(Config):
         default_factory=lambda: ["templates", "labels"],
         description="Generators allowed to leave out a requested category (flagged `skipped:<category>`).",
     )
-    dedup: DedupConfig = Field(default_factory=DedupConfig)
-    holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate images within a run.")
+    holdout: HoldoutConfig = Field(default_factory=HoldoutConfig, description="Images that must never enter the corpus.")
