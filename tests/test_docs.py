@@ -82,3 +82,9 @@ def test_every_documented_command_exists_with_the_options_shown():
             cmd = cmd.commands[name]  # type: ignore[attr-defined]
         known = {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts)} | {"--help"}
         assert options <= known, f"facecorpus {' '.join(path)}: documented options {sorted(options - known)} do not exist"
+
+
+def test_the_readme_names_every_shipped_recipe():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    missing = [p.name for p in sorted((REPO / "pipelines").glob("*.yaml")) if f"pipelines/{p.name}" not in readme]
+    assert not missing, f"README.md's list of shipped recipes lacks {missing}"
