@@ -15,6 +15,8 @@ os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 REPO = Path(__file__).resolve().parent.parent
 
+from .markers import pytest_collection_modifyitems, pytest_configure  # noqa: E402,F401 - hooks: area and e2e markers
+
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run the real `facecorpus` command in a subprocess; returns the completed process (never raises)."""

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from facecorpus.sources.config import Img2DatasetSource
-from facecorpus.sources.laion import ReadImg2Dataset, img2dataset_failure
+from facecorpus.sources.laion import ReadImg2Dataset
+from facecorpus.sources.laion_columns import img2dataset_failure
 
 from .loopback_web import WebServer
 from .test_laion_meta import run_source

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from facecorpus.cli import app
 from facecorpus.errors import UserError
 from facecorpus.sources.config import FaceCaptionSource, LaionSource
-from facecorpus.sources.laion import ReadFaceCaption, ReadLaion, parse_box
+from facecorpus.sources.laion import ReadFaceCaption, ReadLaion
+from facecorpus.sources.laion_columns import parse_box
 from facecorpus.sources.laion_face_meta import (
     LAION_FACE_20M_PARTS,
     IdList,

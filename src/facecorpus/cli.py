@@ -231,7 +231,7 @@ from .export.cli import export_command  # noqa: E402
 
 app.command("export")(export_command)
 from .faces.cli import faces_command  # noqa: E402
-from .models import app as models_app  # noqa: E402
+from .models_cli import app as models_app  # noqa: E402
 
 app.command("faces")(faces_command)
 app.add_typer(models_app, name="models")

@@ -1,4 +1,5 @@
 """`facecorpus validate DIR`: every check a consumer of the output relies on.
+(Just over 400 lines; the output package of issue 14 is to split the readers from the checks.)
 
 Shards readable to the end; members grouped per key as KEY.jpg / KEY.json / KEY.txt; keys unique across
 shards and without dots; every KEY.json valid against schemas/sample.schema.json (jsonschema) and the

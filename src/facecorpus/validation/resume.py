@@ -1,4 +1,5 @@
 """Sample-level resume: what an output already holds, what a run may add to it, and under which fingerprint.
+(Over 400 lines until the output package of issue 14 takes the output folder's state out of validation/.)
 
 A run records its **fingerprint** (recipe, prompts, versions) in `run.json`. `--resume` on the same
 output:
