@@ -1,8 +1,8 @@
 """Markers for the suite, set at collection so new tests are marked without anyone remembering to.
 
 - An **area** marker from the file's name (`-m faces`, `-m "generation or validation"`): `AREAS`.
-- `e2e` on every test that runs a Beam pipeline, the `facecorpus` command in a subprocess, a model
-  pack's networks or the local LLM — found in the test's own code, the fixtures it uses and the helper
+- `e2e` on every test that runs a Beam pipeline, the `facecorpus` command in a subprocess (or a
+  whole `run`/`demo`/`faces` in-process), a model pack's networks, the local LLM or the card's figures — found in the test's own code, the fixtures it uses and the helper
   functions of tests/ they call. `-m "not e2e"` is the quick unit suite.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,8 @@ AREA_NAMES = sorted({area for _, area in AREAS} | {"other"})
 E2E_SIGNS = re.compile(
     r"beam\.Pipeline\(|TestPipeline\(|run_cli\(|run_recipe\(|subprocess\.|local_llm_server\(|LocalLLMServer\("
     r"|load_analyzer\(|RunInference\(|FaceStage\(|prompts_until_generation\(|demo_output|labelled_output"
+    r"|(?:cli|run_main)\(\[?\s*\"(?:run|demo|faces)\""  # the command in-process: a whole run, or the face models
+    r"|_Figures\(|write_card_files\("  # the card's matplotlib figures
 )
 
 
@@ -48,6 +51,14 @@ def _source(obj: Any) -> str:
         return ""
 
 
+def _test_helper(name: str) -> Any:
+    """A function of that name in an already imported tests/ module, if any."""
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("tests.") and inspect.isfunction(getattr(module, name, None)):
+            return getattr(module, name)
+    return None
+
+
 def _does_e2e(func: Callable[..., Any], seen: dict[Any, bool], depth: int = 0) -> bool:
     """True when `func`, or a tests/ helper it calls by name (a few levels deep), shows an E2E sign."""
     if func in seen:
@@ -58,7 +69,7 @@ def _does_e2e(func: Callable[..., Any], seen: dict[Any, bool], depth: int = 0) -
     if not found and depth < 4:
         names = getattr(func, "__globals__", {})
         for called in set(re.findall(r"\b([A-Za-z_]\w*)\(", src)):
-            helper = names.get(called)
+            helper = names.get(called) or _test_helper(called)  # imported inside a function body
             if inspect.isfunction(helper) and helper.__module__.startswith("tests") and _does_e2e(helper, seen, depth + 1):
                 found = True
                 break

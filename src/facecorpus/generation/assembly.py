@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from ..prompting.render import RenderedPrompt
 from ..records import LLMUsage, QAPair
+from ..rejection import Rejection
 from .accounting import Spend
-from .outcome import Answer, Completion, Failure, GenerationOutcome
+from .outcome import Answer, Completion, GenerationOutcome
 
 
 def first_paragraph(text: str, max_chars: int = 400) -> str:
@@ -82,7 +83,7 @@ def _per_category(prompt: RenderedPrompt, answers: list[Answer], failed: list[An
         first = failed[0]
         assert first.failure is not None
         cat = first.request.category
-        out.failure = Failure(first.failure.reason, f"category {cat}: {first.failure.detail}", first.failure.retryable)
+        out.failure = Rejection(first.failure.reason, f"category {cat}: {first.failure.detail}", first.failure.retryable)
         return out
     out.flags.extend(f"skipped:{a.request.category}" for a in failed)
     out.qa = [

@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..prompting.render import PromptRequest, RenderedPrompt
+from ..rejection import Rejected, Rejection
 from .accounting import Spend
 from .assembly import assemble
 from .cache import ResponseCache, SingleFlight, cache_key
@@ -32,7 +33,7 @@ from .config import GenerationConfig
 from .endpoint import chat_body, model_name
 from .judging import judge
 from .ledger import SpendLedger
-from .outcome import Answer, BatchContext, Completion, Failure, GenerationFailed, GenerationOutcome
+from .outcome import Answer, BatchContext, Completion, GenerationOutcome
 from .reask import follow_up, should_reask
 from .retries import describe_error
 from .transport import Transport
@@ -92,7 +93,7 @@ class LLMClient:
             return completion
         if batch is not None:
             why = batch.failures.get(key, "the batch returned no result for this request")
-            raise GenerationFailed(Failure("llm_error", f"Batch API: {why}", retryable=True))
+            raise Rejected("llm_error", f"Batch API: {why}", retryable=True)
         return self._flights.run(key, lambda: self._cached(key, spend), lambda: self._buy(key, body, spend))
 
     def _cached(self, key: str, spend: Spend) -> Completion | None:
@@ -130,8 +131,8 @@ class LLMClient:
                     spend.add("reasks")
                     spend.add(f"reask.{failure.reason}")
                 value, failure = judge(second, request.response_format, max_tokens)
-        except GenerationFailed as e:
-            result.failure = e.failure
+        except Rejected as e:
+            result.failure = e.rejection
             return result
         if failure is not None and failure.reason == "refusal" and value is not None:
             # the text is kept: validation rejects it `refusal` and counts it per category
@@ -172,7 +173,7 @@ class LLMClient:
                 detail = describe_error(e, self.transport.secrets)
                 log.warning("LLM request failed unexpectedly: %s", detail)
                 answers.append(Answer(request=request, completions=[],
-                                      failure=Failure("internal_error", detail, retryable=True)))
+                                      failure=Rejection("internal_error", detail, retryable=True)))
         return assemble(prompt, answers, spend, self.model, self.cfg.openai.on_category_failure)
 
 

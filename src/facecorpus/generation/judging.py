@@ -1,4 +1,4 @@
-"""Judging one response: pure functions from a `Completion` to an answer or a `Failure`.
+"""Judging one response: pure functions from a `Completion` to an answer or a `Rejection`.
 
 Checked in order: the API's refusal field, a cut-off (`finish_reason == "length"`), the endpoint's
 content filter, an empty text; then, for structured prompts, JSON that follows the request's
@@ -17,8 +17,9 @@ from typing import Any
 
 import fastjsonschema
 
+from ..rejection import Rejection
 from ..validation.refusals import find_refusal
-from .outcome import Completion, Failure
+from .outcome import Completion
 
 #: the value of a judged answer: plain text, or the parsed JSON of a structured request
 Value = str | dict[str, Any] | None
@@ -64,32 +65,32 @@ def refusal_in(data: dict[str, Any]) -> str | None:
     return None
 
 
-def judge(c: Completion, response_format: dict[str, Any] | None, max_tokens: int) -> tuple[Value, Failure | None]:
-    """(answer, None) or (answer or None, Failure) for one response. Refusals in the text come back
+def judge(c: Completion, response_format: dict[str, Any] | None, max_tokens: int) -> tuple[Value, Rejection | None]:
+    """(answer, None) or (answer or None, Rejection) for one response. Refusals in the text come back
     as `refusal` failures with the answer (the caller decides whether to keep it after the re-ask)."""
     if c.refusal:
-        return None, Failure("refusal", f"the model refused: {' '.join(c.refusal.split())[:200]}")
+        return None, Rejection("refusal", f"the model refused: {' '.join(c.refusal.split())[:200]}")
     if c.finish_reason == "length":
-        return None, Failure("llm_truncated", f"the answer was cut off at max_tokens={max_tokens}")
+        return None, Rejection("llm_truncated", f"the answer was cut off at max_tokens={max_tokens}")
     if c.finish_reason == "content_filter":
-        return None, Failure("llm_content_filter", "the endpoint's content filter stopped the answer")
+        return None, Rejection("llm_content_filter", "the endpoint's content filter stopped the answer")
     text = (c.content or "").strip()
     if not text:
-        return None, Failure("llm_empty", "the endpoint returned no text")
+        return None, Rejection("llm_empty", "the endpoint returned no text")
     if response_format is not None:
         try:
             data = json.loads(text)
             validator_for(response_format)(data)
         except fastjsonschema.JsonSchemaValueException as e:
             where = "/".join(str(p) for p in e.path[1:]) or "(top)"  # path[0] is fastjsonschema's 'data'
-            return None, Failure("llm_invalid_json", f"the JSON does not follow the schema at {where}: {e.message[:150]}")
+            return None, Rejection("llm_invalid_json", f"the JSON does not follow the schema at {where}: {e.message[:150]}")
         except ValueError as e:
-            return None, Failure("llm_invalid_json", f"the answer is not valid JSON: {str(e)[:150]}")
+            return None, Rejection("llm_invalid_json", f"the answer is not valid JSON: {str(e)[:150]}")
         refused = refusal_in(data)
         if refused:
-            return data, Failure("refusal", f"the answer refuses: \"{refused}\"")
+            return data, Rejection("refusal", f"the answer refuses: \"{refused}\"")
         return data, None
     refusal = find_refusal(text)
     if refusal is not None:
-        return text, Failure("refusal", f"the answer refuses ({refusal.kind}): \"{refusal.phrase}\"")
+        return text, Rejection("refusal", f"the answer refuses ({refusal.kind}): \"{refusal.phrase}\"")
     return text, None

@@ -1,5 +1,6 @@
-"""The values generation passes around: a response (`Completion`), a judged answer (`Answer`), an
-item's result (`GenerationOutcome`), and why something failed (`Failure`)."""
+"""The values generation passes around: a response (`Completion`), a judged answer (`Answer`) and an
+item's result (`GenerationOutcome`). Why something failed is the run's one `rejection.Rejection`
+(raised as `Rejected` by the transport)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,8 @@ from typing import Any
 
 from ..prompting.render import PromptRequest
 from ..records import LLMUsage, QAPair
+from ..rejection import Rejection
 from .accounting import Spend, TokenUsage
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why an item could not be generated: a reject reason, one human sentence, retryable or not."""
-
-    reason: str
-    detail: str
-    retryable: bool = False
-
-
-class GenerationFailed(Exception):  # noqa: N818 - carries a Failure, reads as a state
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.detail)
-        self.failure = failure
 
 
 @dataclass
@@ -66,7 +53,7 @@ class Answer:
     completions: list[Completion]
     text: str | None = None
     data: dict[str, Any] | None = None
-    failure: Failure | None = None
+    failure: Rejection | None = None
     refusal_kept: bool = False
 
 
@@ -79,7 +66,7 @@ class GenerationOutcome:
     llm_model: str | None = None
     usage: LLMUsage = field(default_factory=LLMUsage)
     spend: Spend = field(default_factory=Spend)
-    failure: Failure | None = None
+    failure: Rejection | None = None
     flags: list[str] = field(default_factory=list)
     #: `annotate` prompt sets: the judged JSON answer (attribute → value and confidence)
     data: dict[str, Any] | None = None

@@ -10,21 +10,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..rejection import Rejection
 from ..validation.refusals import CORRECTIVE_MESSAGE
 from .config import OpenAIConfig
-from .outcome import Completion, Failure
+from .outcome import Completion
 
 #: how much of the failed reply is sent back as the assistant turn
 PREVIOUS_TURN_CHARS = 4000
 NOT_REASKED = frozenset({"llm_content_filter"})
 
 
-def should_reask(failure: Failure | None, cfg: OpenAIConfig) -> bool:
+def should_reask(failure: Rejection | None, cfg: OpenAIConfig) -> bool:
     """True when a judged failure is worth the one follow-up turn."""
     return failure is not None and cfg.reask and failure.reason not in NOT_REASKED
 
 
-def reask_message(failure: Failure, structured: bool, cfg: OpenAIConfig) -> str:
+def reask_message(failure: Rejection, structured: bool, cfg: OpenAIConfig) -> str:
     """The user turn that tells the model what was wrong with its reply."""
     if failure.reason == "refusal":
         return cfg.refusal_message or CORRECTIVE_MESSAGE
@@ -37,7 +38,7 @@ def reask_message(failure: Failure, structured: bool, cfg: OpenAIConfig) -> str:
     return "Your reply was empty. Please answer the request."
 
 
-def follow_up(messages: list[dict[str, Any]], reply: Completion, failure: Failure, structured: bool,
+def follow_up(messages: list[dict[str, Any]], reply: Completion, failure: Rejection, structured: bool,
               cfg: OpenAIConfig) -> list[dict[str, Any]]:
     """The conversation of the re-ask: the original messages, the failed reply, the corrective turn."""
     previous = (reply.content or reply.refusal or "")[:PREVIOUS_TURN_CHARS]

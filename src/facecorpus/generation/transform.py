@@ -132,8 +132,7 @@ class ApplyGeneration(Stage):
         item.batch = None
         outcome.spend.flush()  # Beam counters only count on the DoFn's own thread
         if outcome.failure is not None:
-            f = outcome.failure
-            raise Rejected(f.reason, f.detail, f.retryable)
+            raise Rejected.of(outcome.failure)
         item.caption = outcome.caption
         item.qa = outcome.qa
         item.provenance.generator = "openai"

@@ -4,7 +4,7 @@
 on, one `openai.OpenAI` client per pool thread, the slots that bound requests at the endpoint, the
 RPM/TPM budgets, the one retry layer (tenacity) and the price of each response. `buy(body, spend)`
 returns the response as a cache entry (content, refusal, finish reason, model, usage, cost) or
-raises `GenerationFailed` (`llm_error`) with a one-line, secret-free reason.
+raises `Rejected` (`llm_error`) with a one-line, secret-free reason.
 
 The requests at the endpoint at once (slots) follow the endpoint (`concurrency.ConcurrencyLimit`:
 AIMD on overload and rising latency, up to `openai.concurrency`, and for `base_url: local` never more
@@ -35,13 +35,13 @@ try:  # the openai client ships its own copy of httpx (httpx2) since 3.x; older 
 except ImportError:  # pragma: no cover - depends on the installed openai
     import httpx  # type: ignore[no-redef]
 
+from ..rejection import Rejected
 from .accounting import Spend, TokenUsage, cost_usd, price_for
 from .concurrency import OK, OTHER, OVERLOAD, ConcurrencyLimit
 from .config import GenerationConfig
 from .estimate import request_tokens
 from .ledger import SpendLedger
 from .limits import RateLimits
-from .outcome import Failure, GenerationFailed
 from .retries import MalformedResponse, describe_error, is_overload, is_transient, retrying, status_of
 
 #: the openai client's own default (a thread's client only ever opens one connection)
@@ -138,7 +138,7 @@ class Transport:
             if transient:
                 r = self.cfg.retries
                 detail += f" (gave up after {r.max_attempts} attempts or {r.max_total_s:.0f}s)"
-            raise GenerationFailed(Failure("llm_error", detail, retryable=transient)) from None
+            raise Rejected("llm_error", detail, retryable=transient) from None
         raw_usage = response.get("usage")
         usage = TokenUsage.from_api(raw_usage if isinstance(raw_usage, dict) else None)
         self.limits.settle(estimate, usage.prompt + usage.completion if isinstance(raw_usage, dict) else None)
