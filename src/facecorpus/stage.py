@@ -15,7 +15,7 @@ import logging
 import time
 import traceback
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_origin
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -51,8 +51,8 @@ def _draft(cls: type[BaseModel], values: dict[str, Any], into: BaseModel | None 
             fields[name] = values[name]
         elif f.default_factory is not None:
             fields[name] = f.default_factory()  # type: ignore[call-arg]
-        elif f.is_required():
-            fields[name] = [] if name == "qa" else None
+        elif f.is_required():  # filled by a later stage: nothing yet
+            fields[name] = [] if get_origin(f.annotation) is list else None
         else:
             fields[name] = f.default
     made = into if into is not None else cls.__new__(cls)
