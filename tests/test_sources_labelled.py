@@ -127,6 +127,50 @@ def test_celeba_in_the_wild_boxes_and_a_corrupt_zip_member(inputs, tmp_path):
     assert "000003.jpg" in _by_id(items)
 
 
+def test_celeba_missing_landmarks_and_bad_identity(inputs, tmp_path):
+    """A row of the attribute list without its landmarks row, and an identity that is not a number."""
+    anno = inputs / "celeba" / "Anno"
+    marks = [line for line in (anno / "list_landmarks_align_celeba.txt").read_text().splitlines()
+             if not line.startswith("000003.jpg")]
+    (tmp_path / "list_landmarks_align_celeba.txt").write_text("\n".join(marks) + "\n")
+    ids = [("000004.jpg person4" if line.startswith("000004.jpg") else line)
+           for line in (anno / "identity_CelebA.txt").read_text().splitlines()]
+    (tmp_path / "identity_CelebA.txt").write_text("\n".join(ids) + "\n")
+    cfg = _celeba(inputs, landmarks=str(tmp_path / "list_landmarks_align_celeba.txt"),
+                  identities=str(tmp_path / "identity_CelebA.txt"))
+    items, rejects = collect(ReadCelebA(cfg))
+    reasons = {r.source_id: (r.reason, r.detail) for r in rejects}
+    assert reasons["000003.jpg"][0] == "missing_landmarks" and "no row in" in reasons["000003.jpg"][1]
+    assert reasons["000004.jpg"] == ("bad_identity", "identity_CelebA.txt: the identity of 000004.jpg is not a number: "
+                                                     "'person4'")
+    assert {"000003.jpg", "000004.jpg"}.isdisjoint(_by_id(items)) and len(items) == 8
+
+
+def test_broken_archives_are_one_line_or_a_read_error(inputs, tmp_path):
+    """An image archive that cannot be opened is one line before the run (zip or tar alike, any
+    labelled source); a .tar.gz that breaks off mid-way keeps what came before and ends in one
+    `read_error` naming the archive."""
+    (tmp_path / "UTKFace.zip").write_bytes(b"not a zip")
+    (tmp_path / "UTKFace.tar.gz").write_bytes(b"not gzip either")
+    for name in ("UTKFace.zip", "UTKFace.tar.gz"):
+        with pytest.raises(UserError, match=f"{name} is not a readable"):
+            collect(ReadUTKFace(UTKFaceSource(type="utkface", images=str(tmp_path / name))))
+    (tmp_path / "aligned.zip").write_bytes(b"PK but no directory")
+    with pytest.raises(UserError, match="aligned.zip is not a readable zip"):
+        collect(ReadRafDb(_rafdb(inputs, images=str(tmp_path / "aligned.zip"))))
+    import tarfile
+
+    whole = tmp_path / "whole.tar.gz"
+    with tarfile.open(whole, "w:gz") as tar:
+        tar.add(inputs / "utkface" / "UTKFace", arcname="UTKFace")
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    items, rejects = collect(ReadUTKFace(UTKFaceSource(type="utkface", images=str(cut))))
+    broken = [r for r in rejects if r.reason == "read_error"]
+    assert len(broken) == 1 and broken[0].source_id == "cut.tar.gz" and "breaks off at" in broken[0].detail
+    assert 0 < len(items) < 12 and broken[0].retryable
+
+
 def _rafdb(d: Path, **kw) -> RafDbSource:
     cfg = RafDbSource.model_validate({"type": "rafdb", "root": "rafdb/basic", **kw})
     cfg.resolve_paths(d)

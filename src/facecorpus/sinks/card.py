@@ -262,6 +262,33 @@ def _review_section(out: str, figs: _Figures) -> list[str]:
     return [*lines, ""]
 
 
+def _sources_section(col: dict[str, list[Any]], stats: dict[str, Any]) -> list[str]:
+    """Each source with its samples and the terms they are under: a declared licence in full (name,
+    terms, where published, commercial use), any other as recorded (a recipe's text, web rows' own)."""
+    from ..sources.licences import licence_of
+    from .summary import licence_counts
+
+    licences = licence_counts(col.get("source_dataset", []), col.get("licence", []))
+    lines = ["## Sources and licences", ""]
+    for src, n in stats["by_source"].items():
+        lines.append(f"- {src}: {n} samples")
+        held = licences.get(src, {})
+        for licence, k in list(held.items())[:5]:
+            declared = licence_of(licence)
+            share = "" if k == n else f" ({k} samples)"
+            if declared is None:
+                lines.append(f"  - licence: {licence}{share}")
+                continue
+            commercial = {True: "allowed", False: "not allowed", None: "not stated"}[declared.commercial]
+            where = f" <{declared.url}>" if declared.url else ""
+            lines.append(f"  - licence: {declared.name}{share} — {declared.terms} Commercial use: {commercial}.{where}")
+        if len(held) > 5:
+            lines.append(f"  - … {len(held) - 5} other licences (see the manifest's `licence` column)")
+    lines += ["", "Each sample's `KEY.json` carries its source licence (`source.licence`); the manifest has it as "
+              "the `licence` column.", ""]
+    return lines
+
+
 def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool = True) -> str:
     """README.md text for the output; writes the figures it links under DIR/plots/ (none with `plots` False)."""
     run = stats.get("run", {})
@@ -290,12 +317,7 @@ def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool =
         *_qa_section(col, stats, figs),
         *_rejects_section(stats, figs),
         *_review_section(out, figs),
-        "## Sources and licences",
-        "",
-        *[f"- {src}: {n} samples" for src, n in stats["by_source"].items()],
-        "",
-        "Each sample's `KEY.json` carries its source licence (`source.licence`). FairFace is CC BY 4.0.",
-        "",
+        *_sources_section(col, stats),
         "## Provenance",
         "",
         f"- recipe sha256: `{run.get('recipe_sha256', '?')}`",

@@ -118,6 +118,14 @@ def attribute_label_counts(labels_json: list[str | None]) -> dict[str, dict[str,
     return {name: dict(sorted(c.items())) for name, c in sorted(counts.items())}
 
 
+def licence_counts(datasets: list[str | None], licences: list[str | None]) -> dict[str, dict[str, int]]:
+    """{dataset: {licence as recorded on its samples: samples}} (a web source may hold many)."""
+    counts: dict[str, Counter] = {}
+    for dataset, licence in zip(datasets, licences, strict=True):
+        counts.setdefault(dataset or "unknown", Counter())[licence or "unknown"] += 1
+    return {d: dict(c.most_common()) for d, c in sorted(counts.items())}
+
+
 def label_qa_counts(answer_keys: list[list[str] | None]) -> dict[str, dict[str, int]]:
     """{category: {short answer: pairs}} of label-derived pairs: MCQ letters, yes/no (counts are not shown)."""
     counts: dict[str, Counter] = {}
@@ -154,6 +162,7 @@ def compute_stats(out: str, inputs: int | None, run: dict[str, Any], llm: dict[s
         "qa_pairs": n_qa,
         "qa_by_category": dict(sorted(cats.items())),
         "by_source": _distribution(col["source_dataset"]),
+        "licences": licence_counts(col["source_dataset"], col["licence"]),
         "by_generator": _distribution(col["generator"]),
         "labels": {
             "age": _distribution(col["label_age"]),

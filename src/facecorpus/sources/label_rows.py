@@ -14,7 +14,9 @@ from __future__ import annotations
 import io
 import logging
 import posixpath
+import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -233,6 +235,7 @@ class ReadLabelledImages(beam.PTransform):
             check()
         if not exists(self.parser.images):
             raise UserError(f"{self.parser.dataset} images not found: {self.parser.images}")
+        check_archive(self.parser.dataset, self.parser.images)
         parsed = (
             pbegin
             | "Dataset" >> beam.Create([self.parser.dataset])
@@ -245,6 +248,27 @@ class ReadLabelledImages(beam.PTransform):
         )
         rejects = (parsed[REJECTS], read[REJECTS]) | "Rejects" >> beam.Flatten()
         return {"main": read["main"], "rejects": rejects}
+
+
+def is_tar(path: str) -> bool:
+    return path.lower().endswith((".tar", ".tar.gz", ".tgz"))
+
+
+def check_archive(dataset: str, images: str) -> None:
+    """One line before the run when `images` is a zip or tar that cannot be opened at all (not a zip,
+    not gzip, no tar header); otherwise every row would fail alike, or the reader would stop mid-run.
+    A zip's central directory is read (cheap, and needed anyway); a tar only up to its first header."""
+    lower = images.lower()
+    try:
+        if lower.endswith(".zip"):
+            with FileSystems.open(images) as f, zipfile.ZipFile(f):
+                pass
+        elif is_tar(images):
+            with FileSystems.open(images) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+                tar.next()
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        kind = "zip" if lower.endswith(".zip") else "tar archive"
+        raise UserError(f"{dataset} images: {images} is not a readable {kind} ({e})") from None
 
 
 def text_lines(path: str) -> list[str]:

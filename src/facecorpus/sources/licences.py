@@ -24,7 +24,7 @@ class Licence:
 
 FAIRFACE = Licence(
     id="CC-BY-4.0",
-    name="Creative Commons Attribution 4.0",
+    name="Creative Commons Attribution 4.0 (CC BY 4.0)",
     terms="Use, share and adapt with attribution (FairFace, Kärkkäinen and Joo, 2021).",
     url="https://creativecommons.org/licenses/by/4.0/",
     commercial=True,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from ..labels import age_bin_of
 from ..records import Reject
 from .files import list_files
-from .label_rows import LabelRow, ReadLabelledImages, base_name, is_unsafe, label, reject
+from .label_rows import LabelRow, ReadLabelledImages, base_name, is_tar, is_unsafe, label, reject
 
 if TYPE_CHECKING:
     from .config import UTKFaceSource
@@ -36,10 +37,6 @@ RACES = {"0": "white", "1": "black", "2": "asian", "3": "indian", "4": "other"}
 MAX_AGE = 116
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _SUFFIX = re.compile(r"(\.jpg)?(\.chip\.jpg)?$|\.(jpeg|png)$", re.IGNORECASE)
-
-
-def is_tar(path: str) -> bool:
-    return path.lower().endswith((".tar", ".tar.gz", ".tgz"))
 
 
 def parse_name(name: str) -> dict[str, str] | str:
@@ -83,18 +80,29 @@ class UTKFaceRows:
     def partition_name(self, split: str) -> str:
         return split
 
-    def _members(self) -> Iterator[tuple[str, bytes | None]]:
+    def _members(self) -> Iterator[tuple[str, bytes | None] | Reject]:
         """(name, bytes or None) of every image file: a .tar(.gz) is read front to back (bytes come
-        along); a zip or folder is listed (bytes are read later, in parallel)."""
-        if is_tar(self.images):
+        along); a zip or folder is listed (bytes are read later, in parallel). A tar that breaks off
+        (truncated download, corrupt gzip) ends in one `read_error` reject naming the archive and how
+        far it was read: the files after the break cannot be named, so they are not counted."""
+        if not is_tar(self.images):
+            for name in self._names():
+                yield name, None
+            return
+        read, name = 0, None
+        try:
             with FileSystems.open(self.images) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
                 for member in tar:
-                    if member.isfile() and (member.name.lower().endswith(IMAGE_EXTENSIONS) or is_unsafe(member.name)):
+                    name = member.name
+                    if member.isfile() and (name.lower().endswith(IMAGE_EXTENSIONS) or is_unsafe(name)):
                         handle = tar.extractfile(member)
-                        yield member.name, handle.read() if handle is not None and not is_unsafe(member.name) else None
-            return
-        for name in self._names():
-            yield name, None
+                        yield name, handle.read() if handle is not None and not is_unsafe(name) else None
+                        read += 1
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            where = f"at {name!r}" if name else "before its first file"
+            yield reject(self.dataset, base_name(self.images), "read_error",
+                         f"{base_name(self.images)} breaks off {where} after {read} image files ({e}); "
+                         "the rest of the archive is not read", True)
 
     def _names(self) -> list[str]:
         if self.images.lower().endswith(".zip"):
@@ -106,7 +114,11 @@ class UTKFaceRows:
 
     def rows(self) -> Iterator[LabelRow | Reject]:
         ds = self.dataset
-        for name, data in self._members():
+        for member in self._members():
+            if isinstance(member, Reject):
+                yield member
+                continue
+            name, data = member
             if is_unsafe(name):
                 yield reject(ds, name, "unsafe_path", f"archive entry {name!r} leaves the archive; it is not read")
                 continue
