@@ -89,7 +89,7 @@ def age_range(text: str) -> tuple[int, int]:
     return int(m.group(1)), 10_000
 
 
-def facecorpus(*args: str) -> int:
+def cli(args: list[str]) -> int:
     """`facecorpus ARGS` in this process, as the console script runs it (main()); its exit code."""
     from facecorpus.cli import main
 
@@ -103,11 +103,9 @@ def facecorpus(*args: str) -> int:
 
 
 def run_and_validate(recipe_path: Path, overrides: list[str], out: Path) -> Path:
-    args = ["run", str(recipe_path), "--out", str(out)]
-    for line in overrides:
-        args += ["--set", line]
-    assert facecorpus(*args) == 0, f"facecorpus {' '.join(args)} failed"
-    assert facecorpus("validate", str(out)) == 0, f"facecorpus validate {out} failed"
+    sets = [arg for line in overrides for arg in ("--set", line)]
+    assert cli(["run", str(recipe_path), "--out", str(out), *sets]) == 0, f"facecorpus run {recipe_path} {sets} failed"
+    assert cli(["validate", str(out)]) == 0, f"facecorpus validate {out} failed"
     return out
 
 
