@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,7 +33,10 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("facecorpus").setLevel(logging.INFO)
+    logging.getLogger("facecorpus").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _DropReportedErrors) for f in handler.filters):
+            handler.addFilter(_DropReportedErrors())
     # Beam's own INFO logs drown the progress lines on the local runner
     for noisy in ("apache_beam", "root"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
@@ -45,6 +48,41 @@ def recorded_recipe_text(text: str, overrides: list[str]) -> str:
     if not overrides:
         return text
     return text.rstrip("\n") + "\n# run with overrides:\n" + "".join(f"#   --set {o}\n" for o in overrides)
+
+
+def _command(*words: str) -> str:
+    import shlex
+
+    return shlex.join(["facecorpus", *words])
+
+
+def _run_and_report(recipe: Any, out: str, beam_args: list[str], text: str, again: list[str], **modes: bool) -> None:
+    """Run, print the summary, and end truthfully (see outcome.py): exit 1 with one line when the run
+    wrote nothing or lost too many inputs to infrastructure failures; a full or read-only disk, or a
+    user error a stage raised inside the runner, becomes one UserError line (exit 2).
+
+    `again` is the command line that runs this again (without --resume and --retry-rejects)."""
+    from .errors import environment_error, user_error
+    from .outcome import EXIT_RUN_FAILED, explain_environment_error, run_failure
+    from .pipeline import run_recipe
+
+    try:
+        result = run_recipe(recipe, out, beam_args, recipe_yaml=text, **modes)
+    except UserError:
+        raise
+    except Exception as e:
+        env = environment_error(e)
+        if env is not None:
+            raise UserError(explain_environment_error(env, out, _command(*again, "--resume"))) from None
+        inner = user_error(e)
+        if inner is not None and inner is not e:
+            raise UserError(str(inner).split(" [while running ")[0]) from None
+        raise
+    _print_summary(result.stats, out)
+    why = run_failure(result.stats, recipe.runner.max_retryable_rejects, _command(*again, "--resume", "--retry-rejects"))
+    if why is not None:
+        typer.echo(f"facecorpus: run failed: {why}", err=True)
+        raise typer.Exit(EXIT_RUN_FAILED)
 
 
 def _print_summary(stats: dict, out: str) -> None:
@@ -70,16 +108,18 @@ def run(
     ] = False,
     beam_args: Annotated[list[str] | None, typer.Argument(help="Beam pipeline options after `--`.")] = None,
 ) -> None:
-    """Run a recipe into --out (or finish one there with --resume)."""
-    from .pipeline import run_recipe
+    """Run a recipe into --out (or finish one there with --resume). Exit codes: 0 done, 1 the run wrote
+    nothing or lost too many inputs to infrastructure failures (the line says how to retry), 2 a user
+    error (one line)."""
     from .recipe import load_recipe, read_recipe_text
 
     _setup_logging(verbose)
     r = load_recipe(recipe, set_ or [])
     text = recorded_recipe_text(read_recipe_text(recipe), set_ or [])
-    result = run_recipe(r, out, beam_args or [], recipe_yaml=text, resume=resume,
-                        new_version=new_version, retry_rejects=retry_rejects)
-    _print_summary(result.stats, out)
+    again = ["run", str(recipe), "--out", out, *[w for o in set_ or [] for w in ("--set", o)],
+             *(["--new-version"] if new_version else [])]
+    _run_and_report(r, out, beam_args or [], text, again + (["--", *beam_args] if beam_args else []),
+                    resume=resume, new_version=new_version, retry_rejects=retry_rejects)
 
 
 @app.command()
@@ -91,12 +131,16 @@ def demo(
                                    "(e.g. generation.generator=templates: no LLM)."),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted demo in --out instead of starting over.")] = False,
+    retry_rejects: Annotated[
+        bool, typer.Option("--retry-rejects", help="With --resume: also re-run the inputs whose rejects are retryable.")
+    ] = False,
 ) -> None:
-    """The main job on embedded defaults: bundled real photos, local runner, no network."""
+    """The main job on embedded defaults: bundled real photos, local runner, no network. Exit codes as
+    for `run`."""
     import yaml
 
     from .demo import build_demo_inputs
-    from .pipeline import run_recipe
     from .recipe import apply_override, validate_recipe
     from .resources import data_dir
 
@@ -110,19 +154,20 @@ def demo(
         apply_override(data, assignment)
     recipe = validate_recipe(data, str(recipe_path), inputs)
     text = recorded_recipe_text(text, set_ or [])
-    if Path(out).exists():
+    if Path(out).exists() and not (resume or retry_rejects):
         import shutil
 
         shutil.rmtree(out)
     typer.echo(f"demo inputs: {inputs}")
-    result = run_recipe(recipe, out, [], recipe_yaml=text)
-    _print_summary(result.stats, out)
+    again = ["demo", "--out", out, *[w for o in set_ or [] for w in ("--set", o)]]
+    _run_and_report(recipe, out, [], text, again, resume=resume, retry_rejects=retry_rejects)
     typer.echo(f"next: facecorpus validate {out}  ·  facecorpus stats {out}")
 
 
 @app.command()
 def validate(out: Annotated[str, typer.Argument(help="A run's output folder.")]) -> None:
-    """Exit 0 iff every sample and file in the output is valid and the stats are consistent."""
+    """Exit 0 iff every sample and file in the output is valid and the stats are consistent, and it
+    holds at least one sample; an empty output is reported as empty (exit 1), not as a success."""
     from .validation.output_check import check_output
 
     rep = check_output(out)
@@ -132,6 +177,10 @@ def validate(out: Annotated[str, typer.Argument(help="A run's output folder.")])
         typer.echo(p, err=True)
     if not rep.ok:
         typer.echo(f"INVALID: {len(rep.problems)} problem(s) in {out}", err=True)
+        raise typer.Exit(1)
+    if rep.samples == 0:
+        typer.echo(f"EMPTY: {out} is consistent but holds no samples ({rep.rejects} rejects; "
+                   f"see facecorpus stats {out})", err=True)
         raise typer.Exit(1)
     typer.echo(f"valid: {rep.samples} samples in {rep.shards} shards, {rep.rejects} rejects")
 
@@ -248,6 +297,18 @@ from .validation.cli import holdout_app  # noqa: E402
 app.add_typer(holdout_app, name="holdout")
 
 
+class _DropReportedErrors(logging.Filter):
+    """Beam logs a worker's exception with its traceback before re-raising it on the launcher; when that
+    exception is a user error or an environment error (full disk, read-only folder), the command reports
+    it as one line instead, so the traceback is not printed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .errors import environment_error, user_error
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or (environment_error(exc) is None and user_error(exc) is None)
+
+
 class _DropGcpClientNotice(logging.Filter):
     """Beam logs, on import, that the optional Google Cloud client libraries are missing; facecorpus
     does not use BigQuery, and gs:// paths fail with Beam's own clear error when they are needed."""
@@ -279,9 +340,16 @@ def main() -> None:
     except Exception as e:  # click usage errors come through here with standalone_mode=False
         import click
 
+        from .errors import environment_error
+        from .outcome import explain_environment_error
+
         if isinstance(e, click.ClickException):
             typer.echo(f"facecorpus: error: {e.format_message()}", err=True)
             sys.exit(2)
+        env = environment_error(e)
+        if env is not None:  # a full disk or a read-only folder, met by a command other than run/demo
+            typer.echo(f"facecorpus: error: {explain_environment_error(env, None, None)}", err=True)
+            sys.exit(UserError.exit_code)
         raise
 
 

@@ -13,6 +13,7 @@ transform from the recipe.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from . import __version__
+from . import __version__, progress
 from .errors import UserError
 from .generation.accounting import llm_totals, sum_llm_totals, with_ledger
 from .generation.config import GenerationConfig
@@ -38,7 +39,7 @@ from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage, FinishImage
 from .recipe import Recipe
 from .runners import is_local_runner
-from .sinks.shards import SHARDS_DIR, TMP_DIR, WriteShards, reject_line, remove_staging
+from .sinks.shards import WriteShards, reject_line, remove_staging
 from .sinks.summary import (
     REJECTS_DIR,
     compute_stats,
@@ -58,7 +59,9 @@ from .validation.resume import (
     ReadFinishedHashes,
     ReadFinishedKeys,
     SkipFinished,
-    open_output,
+    abandon_output,
+    commit_output,
+    plan_output,
     write_run_info,
 )
 from .validation.screen import Dedup, dedup_needed
@@ -357,17 +360,22 @@ def run_recipe(
     the inputs whose rejects are retryable.
     """
     checked = preflight(recipe)
+    progress.reset()  # the sources tell it their size while the graph is built
     created_at = run_started_at()
     t0 = time.time()
-    state = open_output(recipe, out, created_at, resume=resume, new_version=new_version, retry_rejects=retry_rejects)
-    staging_dir = FileSystems.join(out, SHARDS_DIR, TMP_DIR, "staging")
-    if not FileSystems.exists(staging_dir):
-        FileSystems.mkdirs(staging_dir)
+    state = plan_output(recipe, out, created_at, resume=resume, new_version=new_version, retry_rejects=retry_rejects)
     p = beam.Pipeline(options=pipeline_options(recipe, beam_args or []))
-    build_pipeline(p, recipe, out, created_at, checked, state)
-    log.info("running recipe %s into %s on %s (attempt %d)", recipe.name, out, recipe.runner.runner, state.attempt)
-    result = p.run()
-    result.wait_until_finish()
+    build_pipeline(p, recipe, out, created_at, checked, state)  # the labelled sources check their tables here
+    commit_output(state)  # only now is anything written: a failed pre-flight leaves no run.json
+    try:
+        title = f"{recipe.name} → {out} · {recipe.runner.runner} · attempt {state.attempt}"
+        log.debug("running %s", title)
+        with progress.LiveProgress(title) if is_local_runner(recipe.runner.runner) else contextlib.nullcontext():
+            result = p.run()
+            result.wait_until_finish()
+    except BaseException:
+        abandon_output(state)  # nothing finished: leave the folder as it was, so a plain re-run works
+        raise
     remove_staging(out)  # one call for every staged file: nothing in the pipeline deletes them (retries)
     inputs = _counter(result, "inputs")
     manifest = read_manifest(out)

@@ -1,5 +1,6 @@
 """The recipe's `runner` section and which Beam runners are local. All of it is execution-only: the
-same recipe on the local runner or on Dataflow writes the same records."""
+same recipe on the local runner or on Dataflow writes the same records (and the failure threshold only
+decides the exit code)."""
 
 from __future__ import annotations
 
@@ -26,4 +27,10 @@ class RunnerConfig(Config):
     options: list[str] = Field(
         default_factory=list,
         description="Extra Beam pipeline options, e.g. `--project=…`; options after `--` on the command line are appended.",
+    )
+    max_retryable_rejects: float = Field(
+        default=0.1, ge=0, le=1,
+        description="Share of the inputs that may end as infrastructure rejects (retryable LLM, read, download and "
+        "model errors, and every LLM endpoint failure) before the run exits 1 naming the --resume --retry-rejects "
+        "command (outcome.py).",
     )

@@ -12,6 +12,7 @@ kills a job.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from collections.abc import Iterable, Iterator
@@ -21,6 +22,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import progress
 from .records import AttributeValue, Face, Provenance, Reject, Sample, SourceFaces
 from .rejection import Rejected, Rejection
 
@@ -156,31 +158,44 @@ def make_reject(
 
 
 class Counters:
-    """Beam counters for one stage: `<stage>.kept`, `<stage>.rejected`, `reason.<reason>`."""
+    """Beam counters for one stage: `<stage>.in` (items it finished with), `<stage>.kept` (items it
+    passed on; one input may give several), `<stage>.rejected`, `reason.<reason>`; the same figures
+    go to the live progress view (progress.py) as `in.<stage>`, `out.<stage>`, `rejected.<stage>`
+    and `reason.<stage>.<reason>`. Each input calls `kept` or `rejected` once."""
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
+        self._in = Metrics.counter(METRICS_NAMESPACE, f"{stage}.in")
         self._kept = Metrics.counter(METRICS_NAMESPACE, f"{stage}.kept")
         self._rejected = Metrics.counter(METRICS_NAMESPACE, f"{stage}.rejected")
         self._by_reason: dict[str, Any] = {}
 
     def kept(self, n: int = 1) -> None:
+        self._in.inc()
         self._kept.inc(n)
+        progress.add(f"in.{self.stage}")
+        progress.add(f"out.{self.stage}", n)
 
     def rejected(self, reason: str) -> None:
+        self._in.inc()
         self._rejected.inc()
         c = self._by_reason.get(reason)
         if c is None:
             c = self._by_reason[reason] = Metrics.counter(METRICS_NAMESPACE, f"reason.{reason}")
         c.inc()
+        progress.add(f"in.{self.stage}")
+        progress.add(f"rejected.{self.stage}")
+        progress.add(f"reason.{self.stage}.{reason}")
 
     def count(self, name: str, n: int = 1) -> None:
         Metrics.counter(METRICS_NAMESPACE, f"{self.stage}.{name}").inc(n)
+        progress.add(f"{self.stage}.{name}", n)
 
 
 def count_inputs(n: int = 1) -> None:
     """Every input unit that enters a run is counted once here (stats.json `inputs`)."""
     Metrics.counter(METRICS_NAMESPACE, "inputs").inc(n)
+    progress.add("inputs", n)
 
 
 class Stage(beam.DoFn):
@@ -230,7 +245,8 @@ class Stage(beam.DoFn):
 
 
 class Progress:
-    """Logs a line every `every` seconds with how many items this worker has seen (long runs stay visible)."""
+    """Logs a line every `every` seconds with how many items this worker has seen: worker logs for
+    remote runners (Dataflow). Silent on local runs, where progress.py shows the whole run instead."""
 
     def __init__(self, what: str, every: float = 10.0) -> None:
         self.what = what
@@ -242,7 +258,7 @@ class Progress:
     def tick(self, n: int = 1) -> None:
         self.n += n
         now = time.monotonic()
-        if now - self.last >= self.every:
+        if now - self.last >= self.every and not os.environ.get(progress.ENV_DIR):
             self.last = now
             rate = self.n / max(now - self.t0, 1e-9)
             log.info("%s: %d so far (%.1f/s on this worker)", self.what, self.n, rate)

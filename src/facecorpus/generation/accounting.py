@@ -19,6 +19,7 @@ from typing import Any
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
+from .. import progress
 from ..stage import METRICS_NAMESPACE
 from .config import PriceConfig
 
@@ -89,6 +90,7 @@ class Spend:
     def add(self, name: str, n: int = 1) -> None:
         if n:
             self.counts[name] += n
+            progress.add(PREFIX + name, n)  # live, from the request thread: the progress view (progress.py)
 
     def fresh_response(self, usage: TokenUsage, dollars: float) -> None:
         self.add("requests")

@@ -35,6 +35,7 @@ try:  # the openai client ships its own copy of httpx (httpx2) since 3.x; older 
 except ImportError:  # pragma: no cover - depends on the installed openai
     import httpx  # type: ignore[no-redef]
 
+from .. import progress
 from ..rejection import Rejected
 from .accounting import Spend, TokenUsage, cost_usd, price_for
 from .concurrency import OK, OTHER, OVERLOAD, ConcurrencyLimit
@@ -155,6 +156,7 @@ class Transport:
         spend.add("attempts")
         rid = self._ledger_id() if self.ledger is not None else None
         signal = OTHER
+        progress.in_flight("llm.in_flight", 1)  # the live progress view (progress.py)
         try:
             # the body as rendered, byte for byte (the same JSON a Batch API line carries);
             # `chat.completions.create` would re-walk it against its TypedDicts, ~4 ms a request,
@@ -172,6 +174,7 @@ class Transport:
                 self.ledger.failed(rid, status_of(e) or type(e).__name__)  # type: ignore[union-attr]
             raise
         finally:
+            progress.in_flight("llm.in_flight", -1)
             self.slots.release(ticket, signal)
         if signal != OK:
             if rid is not None:

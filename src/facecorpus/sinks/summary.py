@@ -158,6 +158,7 @@ def compute_stats(out: str, inputs: int | None, run: dict[str, Any], llm: dict[s
         "by_stage": {k: dict(sorted(v.items())) for k, v in sorted(by_stage.items())},
         "by_reason": dict(sorted(Counter(r.reason for r in rejects).items())),
         "retryable_rejects": sum(1 for r in rejects if r.retryable),
+        "retryable_by_reason": dict(sorted(Counter(r.reason for r in rejects if r.retryable).items())),
         "shards": len(set(col["shard"])),
         "qa_pairs": n_qa,
         "qa_by_category": dict(sorted(cats.items())),

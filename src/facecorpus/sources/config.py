@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from ..config import Config, PositiveInt, resolve_path
 from ..download.config import DownloadConfig
 from ..labels import VOCABULARY, Category, Flag, Vocabulary, Years
+from ..textfiles import check_encoding
 from .labelled_config import HOLDOUT_DOC, SNAKE_CASE, AttributeColumn, find_file
 from .licences import CELEBA, RAFDB, UTKFACE
 
@@ -67,11 +68,21 @@ class FairFaceSource(SourceConfig):
     limit: PositiveInt | None = Field(default=None, description="At most this many rows per label file (after the split), in file order.")
     dataset: str = Field(default="fairface", description="Dataset name on records and keys.")
     licence: str = Field(default="CC-BY-4.0", description="Recorded on every record.")
+    encoding: str = Field(
+        default="utf-8",
+        description="Text encoding of the label CSVs without a byte-order mark (latin-1, cp1252, …); a UTF-8/16/32 "
+        "BOM wins. Bytes that do not decode stop the run before it starts, naming file, line, column and byte.",
+    )
 
     @field_validator("labels", mode="before")
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        return check_encoding(v)
 
     def reader(self, finished: beam.PCollection | None = None) -> beam.PTransform:
         from .fairface import ReadFairFace

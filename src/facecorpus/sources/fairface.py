@@ -1,6 +1,7 @@
 """FairFace: `fairface-img-margin025-trainval.zip` (read in place) or its extracted folder, plus the label CSVs.
 
-CSV header `file,age,gender,race,service_test` (a BOM and extra columns are fine). Every row is one
+CSV header `file,age,gender,race,service_test` (a BOM and extra columns are fine; the source's
+`encoding` key names the encoding of files without a BOM, UTF-8 by default). Every row is one
 input: it becomes a WorkItem with the image bytes and normalised labels, or a Reject with the reason
 (`duplicate_row`, `unknown_label`, `unsafe_path`, `missing_file`, `bad_row`).
 """
@@ -14,17 +15,21 @@ import posixpath
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from .. import progress
+from ..config import is_remote
 from ..errors import UserError
 from ..faces.priors import CROP
 from ..labels import normalise
 from ..records import AttributeValue, Reject, SourceInfo
 from ..rejection import Rejection
 from ..stage import REJECTS, Counters, WorkItem, count_inputs, make_reject
+from ..textfiles import decode_text
 from .config import FairFaceSource
 from .files import exists, read_bytes
 from .keys import make_key
@@ -54,21 +59,44 @@ def _is_unsafe(name: str) -> bool:
     return name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":")
 
 
-def check_label_header(path: str) -> None:
-    """Fail before the run starts if a label CSV is missing or lacks the FairFace columns."""
+def read_label_text(path: str, encoding: str = "utf-8") -> str:
+    """A label CSV's text in its encoding (a BOM wins); one UserError line naming the file, line and
+    encoding when its bytes do not decode."""
+    return decode_text(read_bytes(path), encoding, f"FairFace label file {path}",
+                       "declare the file's encoding with the source's `encoding` key (e.g. encoding: latin-1)")
+
+
+def check_label_header(path: str, encoding: str = "utf-8") -> None:
+    """Fail before the run starts if a label CSV is missing, is a folder, does not decode in its
+    encoding, or lacks the FairFace columns."""
     if not exists(path):
         raise UserError(f"FairFace label file not found: {path}")
-    with FileSystems.open(path) as f:
-        first = io.TextIOWrapper(f, encoding="utf-8-sig", newline="").readline()
+    if not is_remote(path) and Path(path).is_dir():
+        raise UserError(f"FairFace label file {path} is a folder; give the CSV file (e.g. fairface_label_val.csv)")
+    first = read_label_text(path, encoding).split("\n", 1)[0]
     header = [h.strip() for h in next(csv.reader([first]), [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise UserError(f"FairFace label file {path}: missing column(s) {missing}; header is {header}")
 
 
-def parse_label_csv(path: str, split: str, dataset: str) -> Iterator[LabelRow | Reject]:
+def check_images(images: str) -> None:
+    """Fail before the run starts if the images are missing, or a `.zip` that is not a zip archive."""
+    if not exists(images):
+        raise UserError(f"FairFace images not found: {images}")
+    if not images.lower().endswith(".zip"):
+        return
+    if not is_remote(images) and Path(images).is_dir():
+        raise UserError(f"FairFace images {images} is a folder named .zip; rename it, or give the zip file")
+    with FileSystems.open(images) as f:
+        if not zipfile.is_zipfile(f):
+            raise UserError(f"FairFace images {images} is not a zip archive (no zip directory at its end); "
+                            f"give fairface-img-margin025-trainval.zip or the extracted folder")
+
+
+def parse_label_csv(path: str, split: str, dataset: str, encoding: str = "utf-8") -> Iterator[LabelRow | Reject]:
     """Rows of one label CSV for the chosen split; bad rows come out as Rejects (stage 'source')."""
-    text = read_bytes(path).decode("utf-8-sig", errors="replace")
+    text = read_label_text(path, encoding)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     seen: set[str] = set()
     for lineno, row in enumerate(reader, start=2):
@@ -100,13 +128,25 @@ def parse_label_csv(path: str, split: str, dataset: str) -> Iterator[LabelRow | 
         yield LabelRow(file=file, split=row_split, labels=raw, extra=extra)
 
 
+def _count_inputs(path: str, cfg: FairFaceSource) -> int:
+    """How many inputs one label file gives (what _ParseLabels emits): the live progress view's total."""
+    n = rows = 0
+    for row in parse_label_csv(path, cfg.split, cfg.dataset, cfg.encoding):
+        if not isinstance(row, Reject):
+            if cfg.limit is not None and rows >= cfg.limit:
+                break
+            rows += 1
+        n += 1
+    return n
+
+
 class _ParseLabels(beam.DoFn):
     def __init__(self, cfg: FairFaceSource) -> None:
         self.cfg = cfg
 
     def process(self, path: str) -> Iterator[Any]:
         n = 0
-        for row in parse_label_csv(path, self.cfg.split, self.cfg.dataset):
+        for row in parse_label_csv(path, self.cfg.split, self.cfg.dataset, self.cfg.encoding):
             if isinstance(row, Reject):
                 count_inputs()
                 Counters("source").rejected(row.reason)
@@ -221,10 +261,10 @@ class ReadFairFace(beam.PTransform):
         self.cfg = cfg
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
-        if not exists(self.cfg.images):
-            raise UserError(f"FairFace images not found: {self.cfg.images}")
+        check_images(self.cfg.images)
         for path in self.cfg.labels:
-            check_label_header(path)
+            check_label_header(path, self.cfg.encoding)
+        progress.expect_inputs(sum(_count_inputs(path, self.cfg) for path in self.cfg.labels))
         parsed = (
             pbegin
             | "LabelFiles" >> beam.Create(self.cfg.labels)

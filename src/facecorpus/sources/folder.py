@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 
+from .. import progress
 from ..errors import UserError
 from ..records import SourceInfo
 from ..rejection import Rejection
@@ -51,11 +53,15 @@ class ReadFolder(beam.PTransform):
         self.cfg = cfg
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
+        if "://" not in self.cfg.path and Path(self.cfg.path).is_file():
+            raise UserError(f"folder source path {self.cfg.path} is a file; give the folder that holds the images "
+                            f"(or a glob such as {Path(self.cfg.path).parent}/*.jpg)")
         files = list_files(self.cfg.path, self.cfg.extensions)
         if not files:
             raise UserError(f"no image files ({', '.join(self.cfg.extensions)}) found under {self.cfg.path}")
         if self.cfg.limit:
             files = files[: self.cfg.limit]
+        progress.expect_inputs(len(files))
         read = (
             pbegin
             | "Files" >> beam.Create(files)

@@ -223,6 +223,8 @@ class OutputState:
     reject_files: list[str] = field(default_factory=list)
     hash_files: list[str] = field(default_factory=list)  # dedup_hashes/*.jsonl at the start
     run_info: dict[str, Any] = field(default_factory=dict)
+    retry_rejects: bool = False  # this attempt also re-runs the retryable rejects
+    existed: bool = True  # `out` was there before this run (abandon_output removes it otherwise)
 
     @property
     def resuming(self) -> bool:
@@ -238,25 +240,39 @@ class OutputState:
         return "rejects" if self.attempt == 0 else f"rejects-r{self.attempt}"
 
 
-def _holds_a_run(out: str) -> bool:
+def holds_finished_work(out: str) -> bool:
+    """True when `out` holds something a run finished: a shard, a manifest or a reject file.
+
+    A run.json alone does not count: it is what a run that failed before writing anything leaves
+    (an interrupted pre-flight, a crash, a full disk), and such a folder takes a fresh run as it is.
+    """
     return bool(
-        FileSystems.exists(FileSystems.join(out, RUN_FILE))
-        or match_paths(FileSystems.join(out, SHARDS_DIR, "*.tar"))
+        match_paths(FileSystems.join(out, SHARDS_DIR, "*.tar"))
         or match_paths(FileSystems.join(out, MANIFEST_DIR, "*.parquet"))
         or match_paths(FileSystems.join(out, REJECTS_DIR, "*.jsonl"))
     )
 
 
-def open_output(
+def _finished_manifests(out: str) -> list[str]:
+    """The manifests that will count once `reconcile` ran: those whose shard exists."""
+    tars = {_name(p)[: -len(".tar")] for p in match_paths(FileSystems.join(out, SHARDS_DIR, "*.tar"))}
+    return [p for p in match_paths(FileSystems.join(out, MANIFEST_DIR, "*.parquet")) if _name(p)[: -len(".parquet")] in tars]
+
+
+def plan_output(
     recipe: Recipe, out: str, started_at: datetime, resume: bool = False, new_version: bool = False, retry_rejects: bool = False
 ) -> OutputState:
-    """Prepare `out` for a run and record the attempt in run.json; UserError (one line) when it must not run.
+    """What a run into `out` will be (fresh or which attempt, what is finished), writing nothing.
 
-    Without `resume`, `out` must not hold a run yet. With it, see the module docstring.
+    UserError (one line) when it must not run: without `resume`, `out` must not hold finished work;
+    with it, see the module docstring. `commit_output` then makes the folder ready and records the
+    attempt — after the pre-flight checks, so a run that fails them leaves no trace.
     """
     fp = fingerprint(recipe)
     resume = resume or retry_rejects or new_version
-    exists = FileSystems.exists(out) and _holds_a_run(out)
+    if FileSystems.exists(out) and "://" not in out and not Path(out).is_dir():
+        raise UserError(f"--out {out} is a file; give a folder (new or holding a facecorpus run)")
+    exists = FileSystems.exists(out) and holds_finished_work(out)
     if exists and not resume:
         raise UserError(f"{out} already holds a run; finish it with --resume, or choose a new --out")
     previous = read_run_info(out) if exists else None
@@ -280,16 +296,6 @@ def open_output(
         else:
             mode = "retry_rejects" if retry_rejects else "resume"
         attempts = list(previous.get("attempts", []))
-        removed = reconcile(out)
-        if removed:
-            log.info("resume: removed %d partial file(s) left by an interrupted run", len(removed))
-        dropped = drop_reject_lines(out, retryable_too=retry_rejects)
-        if dropped:
-            log.info("resume: %d retryable reject(s) will be re-run", dropped)
-    for sub in (SHARDS_DIR, FileSystems.join(SHARDS_DIR, TMP_DIR), MANIFEST_DIR, REJECTS_DIR, HASHES_DIR):
-        path = FileSystems.join(out, sub)
-        if not FileSystems.exists(path):
-            FileSystems.mkdirs(path)
     attempt = len(attempts)
     attempts.append({"attempt": attempt, "mode": mode, "started_at": started_at.isoformat(), "fingerprint": fp["sha256"]})
     info = {
@@ -301,16 +307,79 @@ def open_output(
         "recipe_json": json.loads(recipe.canonical_json()),
         "attempts": attempts,
     }
-    write_run_info(out, info)
     return OutputState(
         out=out,
         attempt=attempt,
         fingerprint=fp,
-        manifests=match_paths(FileSystems.join(out, MANIFEST_DIR, "*.parquet")) if exists else [],
+        manifests=_finished_manifests(out) if exists else [],
         reject_files=match_paths(FileSystems.join(out, REJECTS_DIR, "*.jsonl")) if exists else [],
         hash_files=match_paths(FileSystems.join(out, HASHES_DIR, "*.jsonl")) if exists else [],
         run_info=info,
+        retry_rejects=retry_rejects,
+        existed=FileSystems.exists(out),
     )
+
+
+def commit_output(state: OutputState) -> None:
+    """Make `state.out` ready for the planned attempt and record it in run.json.
+
+    Resuming: remove what an interrupted run left half-done and the reject lines this attempt re-runs.
+    Fresh, into a folder where an earlier run failed before finishing anything (its run.json is
+    there): the same clean-up, and its dedup hashes go too, so nothing of it leaks into this run.
+    """
+    out = state.out
+    # a fresh run cleans up only after a facecorpus run (its run.json says so): never a user's own files
+    if state.resuming or FileSystems.exists(FileSystems.join(out, RUN_FILE)):
+        removed = reconcile(out)
+        if not state.resuming:
+            stale = match_paths(FileSystems.join(out, HASHES_DIR, "*.jsonl"))
+            if stale:
+                FileSystems.delete(stale)
+                removed += stale
+        if removed:
+            log.info("removed %d partial file(s) left by an interrupted run in %s", len(removed), out)
+        if state.resuming:
+            dropped = drop_reject_lines(out, retryable_too=state.retry_rejects)
+            if dropped:
+                log.info("resume: %d retryable reject(s) will be re-run", dropped)
+    for sub in (SHARDS_DIR, FileSystems.join(SHARDS_DIR, TMP_DIR), MANIFEST_DIR, REJECTS_DIR, HASHES_DIR):
+        path = FileSystems.join(out, sub)
+        if not FileSystems.exists(path):
+            FileSystems.mkdirs(path)
+    write_run_info(out, state.run_info)
+
+
+def abandon_output(state: OutputState) -> bool:
+    """After a run failed: remove its partial files (staging, half-written shards: on a full disk they
+    are what filled it; `--resume` would remove them anyway). When it finished nothing and `out` held
+    nothing before it, remove what `commit_output` made too (run.json, the folders, `out` itself if it
+    was new), so a plain re-run works. Returns True then; finished work is never touched."""
+    out = state.out
+    if "://" in out or not Path(out).is_dir():
+        return False
+    reconcile(out)  # this attempt's partial files (staging, half-written shards) go in any case
+    if state.resuming or holds_finished_work(out):
+        return False
+    for sub in (FileSystems.join(SHARDS_DIR, TMP_DIR, "staging"), FileSystems.join(SHARDS_DIR, TMP_DIR), SHARDS_DIR,
+                MANIFEST_DIR, REJECTS_DIR, HASHES_DIR):
+        folder = Path(out, sub)
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+    Path(out, RUN_FILE).unlink(missing_ok=True)
+    for leftover in Path(out).glob(f"{RUN_FILE}.tmp-*"):
+        leftover.unlink(missing_ok=True)
+    if not state.existed and not any(Path(out).iterdir()):
+        Path(out).rmdir()
+    return True
+
+
+def open_output(
+    recipe: Recipe, out: str, started_at: datetime, resume: bool = False, new_version: bool = False, retry_rejects: bool = False
+) -> OutputState:
+    """`plan_output` then `commit_output`: `out` ready for a run, the attempt recorded in run.json."""
+    state = plan_output(recipe, out, started_at, resume=resume, new_version=new_version, retry_rejects=retry_rejects)
+    commit_output(state)
+    return state
 
 
 # ------------------------------------------------------------------------------------------------ Beam
