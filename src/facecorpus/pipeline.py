@@ -39,7 +39,7 @@ from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage, FinishImage
 from .recipe import Recipe
 from .runners import is_local_runner
-from .sinks.shards import WriteShards, reject_line, remove_staging
+from .sinks.shards import SHARDS_DIR, TMP_DIR, WriteShards, reject_line, remove_staging
 from .sinks.summary import (
     REJECTS_DIR,
     compute_stats,
@@ -368,6 +368,9 @@ def run_recipe(
     build_pipeline(p, recipe, out, created_at, checked, state)  # the labelled sources check their tables here
     commit_output(state)  # only now is anything written: a failed pre-flight leaves no run.json
     try:
+        staging_dir = FileSystems.join(out, SHARDS_DIR, TMP_DIR, "staging")
+        if not FileSystems.exists(staging_dir):
+            FileSystems.mkdirs(staging_dir)
         title = f"{recipe.name} → {out} · {recipe.runner.runner} · attempt {state.attempt}"
         log.debug("running %s", title)
         with progress.LiveProgress(title) if is_local_runner(recipe.runner.runner) else contextlib.nullcontext():
