@@ -13,7 +13,7 @@ TORCH  ?= torch==2.13.0
 # `test` extra in pyproject.toml for the ones their code imports).
 NO_DEPS_TEST := llamafactory==0.9.5
 
-.PHONY: venv install demo test lint schema docs bench clean
+.PHONY: venv install demo test test-quick lint schema docs bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# the unit tests only (no pipelines, subprocesses, face models or LLM servers; tests/markers.py)
+test-quick: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q -p no:cacheprovider -m "not e2e"
 
 schema: install
 	$(VENV)/bin/facecorpus schema --out schemas/sample.schema.json
