@@ -102,6 +102,7 @@ def test_execution_details_leave_the_recipe_identity_alone(tmp_path: Path):
     same = [
         "runner.runner=DataflowRunner", "output.grouping=shuffle", "faces.models_dir=/elsewhere",
         "faces.batch_size=64", "faces.model_copies=2", "faces.device_id=1", "generation.openai.concurrency=64",
+        "generation.openai.adaptive_concurrency=false",
         "generation.openai.timeout_s=600", "generation.limits.rpm=500", "generation.retries.max_attempts=2",
         "generation.cache.dir=/other/cache", "generation.batch.poll_initial_s=1", "generation.batch.poll_max_s=30",
         "generation.batch.max_wait_h=48", "generation.batch.state_dir=/elsewhere/batches",
