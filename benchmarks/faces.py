@@ -18,7 +18,8 @@ wall time is printed too. Sides are interleaved within each round, so both see t
 the load average (1 min) is printed before and after. `--cores 1` (default) pins the process to one
 core, as the targets are stated per core. `--beam N` adds the face stage inside Beam (RunInference on
 FnApiRunner) against a plain loop over the same backend on N images, whole run (pipeline start
-included) and steady state (the difference between N and 2N images).
+included) and steady state (the difference between N and 2N images), as process CPU (FnApiRunner runs
+in this process) and wall time.
 
 Recall: faces with score >= 0.9 and a shorter side >= 40 px (the recipe defaults) on the demo's inputs
 (its photo folder and FairFace zip, decoded as the image stage decodes them; FairFace members with the
@@ -265,17 +266,18 @@ def beam_vs_loop(store: str, n: int) -> None:
             _ = out["main"] | "Count" >> beam.combiners.Count.Globally()
             p.run().wait_until_finish()
 
-        runs: dict[str, list[float]] = {"loop": [], "beam": []}
+        runs: dict[str, list[tuple[float, float]]] = {"loop": [], "beam": []}  # (CPU, wall) per size
         for k in (n, 2 * n):
             for name, fn in (("loop", loop), ("beam", in_beam)):
-                t = time.perf_counter()
-                fn(paths[:k])
-                runs[name].append(time.perf_counter() - t)
-    print(f"\nBeam face stage vs plain loop (1024 px group photos, wall time, load {load()}):")
-    for name, (small, large) in runs.items():
-        print(f"  {name:5s} whole run {n} images {small:.1f} s, {2 * n} images {large:.1f} s; steady {(large - small) / n * 1000:.0f} ms/image")
+                runs[name].append(cpu_wall(lambda fn=fn, k=k: fn(paths[:k])))
+    print(f"\nBeam face stage vs plain loop (1024 px group photos, process CPU and wall time, load {load()}):")
+    for name, ((cs, ws), (cl, wl)) in runs.items():
+        print(f"  {name:5s} whole run {n} images CPU {cs:.1f} s (wall {ws:.1f} s), {2 * n} images CPU {cl:.1f} s "
+              f"(wall {wl:.1f} s); steady CPU {(cl - cs) / n * 1000:.0f} ms/image (wall {(wl - ws) / n * 1000:.0f})")
     (ls, ll), (bs, bl) = runs["loop"], runs["beam"]
-    print(f"  ratio beam/loop: whole run {bs / ls:.2f}, steady {(bl - bs) / (ll - ls):.2f}")
+    for i, what in ((0, "CPU"), (1, "wall")):
+        print(f"  ratio beam/loop ({what}): whole run {bs[i] / ls[i]:.2f} ({n} images), {bl[i] / ll[i]:.2f} ({2 * n}), "
+              f"steady {(bl[i] - bs[i]) / (ll[i] - ls[i]):.2f}")
 
 
 def main() -> None:
