@@ -1,5 +1,5 @@
 # Two entry points on a fresh machine: `make demo` (main job) and `make test` (the suite).
-# Each creates/refreshes .venv and installs everything with uv (fast, honours constraints/overrides.txt).
+# Each creates/refreshes .venv and installs everything with uv (fast; plain pip works too, see README).
 PYTHON ?= python3
 VENV   ?= .venv
 UV     := $(VENV)/bin/uv
@@ -9,9 +9,10 @@ OUT    ?= out/demo
 # uv takes it from PyTorch's CPU index (PyPI's torch is the CUDA build, gigabytes of it).
 TORCH_FROM := $(if $(wildcard /opt/wheels/*.whl),--find-links /opt/wheels,--torch-backend cpu)
 TORCH  ?= torch==2.13.0
-# Read by the tests as their real consumers, installed without their declared dependencies (see the
-# `test` extra in pyproject.toml for the ones their code imports).
-NO_DEPS_TEST := llamafactory==0.9.5
+# Installed without their declared dependencies (pyproject.toml's `insightface` and `test` extras carry
+# the ones their code imports): insightface declares the GUI opencv-python, img2dataset pins webdataset<0.3,
+# LLaMA-Factory wants torchaudio/torchvision builds for another torch. The last two are for the tests only.
+NO_DEPS := insightface==2.1 img2dataset==1.47.0 llamafactory==0.9.5
 
 .PHONY: venv install demo test test-quick lint schema docs bench clean
 
@@ -24,10 +25,10 @@ $(UV):
 # uv compiles what it installs; compileall then covers the editable src/ and packages installed before
 # this rule compiled (it skips files whose .pyc is current). A few files in site-packages do not
 # compile under Python 3.11 on purpose (torch's 3.12 test helpers): listed in $(VENV)/compileall.log.
-$(VENV)/.installed: $(UV) pyproject.toml constraints/overrides.txt Makefile
+$(VENV)/.installed: $(UV) pyproject.toml Makefile
 	$(UV) pip install -q --compile-bytecode --python $(PY) $(TORCH_FROM) "$(TORCH)"
-	$(UV) pip install -q --compile-bytecode --python $(PY) --override constraints/overrides.txt -e ".[test]"
-	$(UV) pip install -q --compile-bytecode --python $(PY) --no-deps $(NO_DEPS_TEST)
+	$(UV) pip install -q --compile-bytecode --python $(PY) -e ".[test]"
+	$(UV) pip install -q --compile-bytecode --python $(PY) --no-deps $(NO_DEPS)
 	@$(PY) -m compileall -q -j 0 src $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') \
 	  > $(VENV)/compileall.log 2>&1 || echo "compileall: some files do not compile under this Python; see $(VENV)/compileall.log"
 	$(PY) -m facecorpus.install_check

@@ -7,10 +7,11 @@ Per dataset, what LLaMA-Factory does when a training run starts, through its own
 - `get_dataset_list` reads the `dataset_info.json` entry (parser);
 - `_load_single_dataset` loads the data file with HF `datasets` and runs its ShareGPT converter, which
   resolves image paths against `media_dir`;
-- for every converted record, the `llava` template's multimodal plugin `process_messages`: the
-  `_validate_messages` count check (images vs `<image>` tokens), then the image processor on the image
-  file itself; a ValueError there is a rejected record (counted, first messages kept);
-- `get_dataset` (stage `sft`): the whole tokenisation LLaMA-Factory runs before training, with labels.
+- for every converted record, the multimodal plugin's `_validate_messages` (images vs `<image>`
+  tokens); a ValueError there is a rejected record (counted, first messages kept);
+- `get_dataset` (stage `sft`): the whole preprocessing LLaMA-Factory runs before training — the
+  `llava` template's plugin `process_messages` reads each image file through the image processor and
+  expands its `<image>` token, then tokenisation with labels. It stops at the first bad record.
 
 Runs in its own process (the test suite calls it with subprocess) because of two stand-ins, both for
 things that cannot run on this machine, not for anything under test:
@@ -83,25 +84,24 @@ def check(job: dict[str, Any], work: str) -> dict[str, Any]:
     (attr,) = get_dataset_list([job["name"]], job["dataset_dir"])
     aligned = _load_single_dataset(attr, model_args, data_args, training_args)
     report: dict[str, Any] = {"name": job["name"], "columns": {"messages": attr.messages, "images": attr.images},
-                              "records": len(aligned), "accepted": 0, "errors": [], "images": [],
-                              "image_tokens": []}
+                              "records": len(aligned), "accepted": 0, "errors": [], "images": []}
     image_token = tokenizer.convert_tokens_to_ids("<image>")
     for rec in aligned:
         images = rec["_images"] or []
-        try:
-            messages = template.mm_plugin.process_messages(rec["_prompt"] + rec["_response"], images, [], [], processor)
+        try:  # the count check every multimodal plugin runs first (the image files are read below)
+            template.mm_plugin._validate_messages(rec["_prompt"] + rec["_response"], images, [], [])
         except ValueError as e:
             if len(report["errors"]) < 3:
                 report["errors"].append(str(e)[:300])
             continue
         report["accepted"] += 1
         report["images"].extend(images)
-        report["image_tokens"].append(sum(m["content"].count("<image>") for m in messages))
     try:
         module = get_dataset(template, model_args, data_args, training_args, stage="sft",
                              tokenizer=tokenizer, processor=processor)
         train = module["train_dataset"]
         report["tokenized"] = len(train)
+        # the plugin read every image through the processor and expanded its one <image> to this many tokens
         report["tokenized_image_tokens"] = sorted({row["input_ids"].count(image_token) for row in train})
         report["trained_label_tokens"] = min(sum(1 for t in row["labels"] if t != -100) for row in train)
     except (ValueError, RuntimeError) as e:

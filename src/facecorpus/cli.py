@@ -27,6 +27,22 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"facecorpus {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Build face image-text corpora (WebDataset shards) with Apache Beam."""
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -341,6 +357,7 @@ def main() -> None:
         import click
 
         from .errors import environment_error
+        from .extras import remote_path_error
         from .outcome import explain_environment_error
 
         if isinstance(e, click.ClickException):
@@ -350,6 +367,10 @@ def main() -> None:
         if env is not None:  # a full disk or a read-only folder, met by a command other than run/demo
             typer.echo(f"facecorpus: error: {explain_environment_error(env, None, None)}", err=True)
             sys.exit(UserError.exit_code)
+        missing = remote_path_error(e)  # gs:// or s3:// without the extra that reads it
+        if missing is not None:
+            typer.echo(f"facecorpus: error: {missing}", err=True)
+            sys.exit(missing.exit_code)
         raise
 
 

@@ -29,6 +29,10 @@ from .errors import UserError
 def _package_dir(name: str) -> Path:
     spec = find_spec(name)
     if spec is None or not spec.submodule_search_locations:
+        from .extras import missing_extra
+
+        if name == "insightface":
+            raise missing_extra("insightface", "the demo")
         raise UserError(f"the demo needs the installed package '{name}' (pip install {name})")
     return Path(next(iter(spec.submodule_search_locations)))
 

@@ -6,7 +6,7 @@
 
 `source` is an output folder (local, `gs://`, `s3://`; its `index.json` lists the shards) or shard URLs
 (a list, or one brace pattern such as `shards/shard-{00000..00009}.tar`). Remote shards are opened
-through fsspec (gcsfs / s3fs, `pip install facecorpus[gcp]` / `[s3]`) or, with `open_with="pipe"`,
+through fsspec (gcsfs / s3fs, `pip install 'facecorpus[gcp]'` / `'facecorpus[aws]'`) or, with `open_with="pipe"`,
 by streaming `gsutil cat` / `aws s3 cp … -`, which needs no Python client library.
 
 Splitting: without resampling, shards are divided between nodes (torch.distributed rank, or RANK and
@@ -65,7 +65,10 @@ def read_index(source: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise UserError(f"{source} has no {INDEX_FILE}: is it a facecorpus output folder? (or pass shard URLs)") from None
     except ImportError as e:
-        raise UserError(f"reading {source} needs an fsspec backend: {e} (pip install facecorpus[gcp] or [s3])") from e
+        from .extras import SCHEME_EXTRA, missing_extra
+
+        extra = SCHEME_EXTRA.get(source.split("://", 1)[0], ("gcp", ""))[0]
+        raise missing_extra(extra, f"reading {source}", str(e)) from e
     for shard in index.get("shardlist", []):
         shard["url"] = _join(source, shard["url"])
     return index
@@ -213,6 +216,9 @@ class IndexedCorpus:
         import os
         import tempfile
 
+        from .extras import require
+
+        require("torch", "train", "random access (IndexedCorpus, wids)")
         import wids
 
         if format not in OUTPUT_FORMATS:

@@ -51,10 +51,10 @@ class DownloadConfig(Config):
     verify_tls: bool = Field(default=True, description="Check certificates; false only for test servers.")
     batch_size: Annotated[PositiveInt, EXECUTION_ONLY] = Field(default=256, description="Rows per download task.")
     resize_mode: Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = Field(
-        default="keep_ratio_largest", description="img2dataset resize mode applied on download."
+        default="keep_ratio_largest", description="Resize mode applied on download (img2dataset's modes)."
     )
-    image_size: PositiveInt = Field(default=1024, description="img2dataset image_size for resize_mode.")
-    resize_only_if_bigger: bool = Field(default=True, description="img2dataset: never upscale.")
+    image_size: PositiveInt = Field(default=1024, description="Target side for resize_mode (img2dataset's image_size).")
+    resize_only_if_bigger: bool = Field(default=True, description="Never upscale (img2dataset's resize_only_if_bigger).")
 
     @field_validator("allow_networks")
     @classmethod

@@ -3,7 +3,7 @@
 For each hop (the URL, then every redirect target): the scheme must be http or https; the host is
 resolved and every address checked (addresses.py); the connection goes to the checked address with
 the original host name in `Host` and TLS SNI; the host's politeness slot is held while the request is
-open. A response must be 200; `X-Robots-Tag` opt-outs (img2dataset's parser) are honoured; bodies are
+open. A response must be 200; `X-Robots-Tag` opt-outs (read as img2dataset reads them) are honoured; bodies are
 capped by size and read against a deadline. Transient failures (timeouts, connection errors, 429 and
 5xx) are retried with exponential back-off and jitter, and a Retry-After makes the whole worker wait
 for that host.
@@ -130,18 +130,29 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, (when - base).total_seconds())
 
 
+#: X-Robots-Tag directives that carry a value after a colon: "unavailable_after: DATE" is not addressed to a bot
+_VALUED_DIRECTIVES = frozenset({"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"})
+
+
 def robots_optout(headers: http.client.HTTPMessage, token: str, directives: tuple[str, ...]) -> str | None:
     """The X-Robots-Tag value that opts this image out of our use, or None.
 
-    Uses img2dataset's own parser so both tools read the header the same way (`noai`, or
-    `facecorpus: noai` addressed to our token; other bots' lines are ignored).
+    Each header line is either directives for every crawler (`noai, noimageai`) or directives addressed
+    to one (`facecorpus: noai`); lines addressed to other crawlers are ignored, as img2dataset (whose
+    `noai` convention this follows) reads them.
     """
-    if not directives or not headers.get_all("X-Robots-Tag"):
+    lines = headers.get_all("X-Robots-Tag") or []
+    if not directives or not lines:
         return None
-    from img2dataset.downloader import is_disallowed  # heavy package: imported on first use
-
-    if is_disallowed(headers, token.lower(), {d.lower() for d in directives}):
-        return "; ".join(headers.get_all("X-Robots-Tag") or [])
+    wanted = {d.lower() for d in directives}
+    for line in lines:
+        addressee, colon, rest = line.partition(":")
+        if colon and addressee.strip().lower() not in _VALUED_DIRECTIVES:
+            if addressee.strip().lower() != token.lower():
+                continue
+            line = rest
+        if wanted & {d.strip().lower() for d in line.split(",")}:
+            return "; ".join(lines)
     return None
 
 

@@ -1,26 +1,28 @@
-"""Downloaded bytes → an image we keep, through img2dataset's own Resizer.
+"""Downloaded bytes → an image we keep: decoded with OpenCV, optionally downscaled, re-encoded only when
+the pixels changed.
 
-The Resizer decodes with OpenCV (so `not_image` means the same thing as in img2dataset), optionally
-downscales (`keep_ratio_largest` to the recipe's size by default, only when bigger) and re-encodes
-only when it changed the pixels (`skip_reencode`), so a small JPEG passes through byte for byte.
+The resize modes and their arithmetic are img2dataset's (`no`, `keep_ratio`, `keep_ratio_largest`,
+`center_crop`, `border`; area filter to shrink, Lanczos to enlarge; transparency flattened on white), so a
+recipe means what it means to img2dataset users, and tests/test_download_resize.py compares the two
+byte for byte. Three differences, on purpose: any JPEG that is not resized passes through byte for byte
+(img2dataset re-encodes JPEGs whose first segment is not JFIF or Exif), 16-bit images are scaled to
+8 bits instead of saturated to white, and nothing touches the process's stdout/stderr file descriptors
+or OpenCV's thread count (img2dataset's Resizer does both, which breaks under many threads).
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import threading
 from dataclasses import dataclass
-from typing import Any
 
-_lock = threading.Lock()
-_resizers: dict[tuple, Any] = {}
+import numpy as np
+
+RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
 
 
 @dataclass(frozen=True)
 class ResizeSettings:
-    mode: str = "keep_ratio_largest"  # img2dataset ResizeMode: no, keep_ratio, keep_ratio_largest, center_crop, border
+    mode: str = "keep_ratio_largest"  # one of RESIZE_MODES
     size: int = 1024
     only_if_bigger: bool = True
     encode_quality: int = 95
@@ -43,41 +45,88 @@ class NotAnImage(Exception):
     """The bytes do not decode as an image (HTML error page, truncated file, …)."""
 
 
-def _resizer(settings: ResizeSettings) -> Any:
-    key = (settings.mode, settings.size, settings.only_if_bigger, settings.encode_quality)
-    with _lock:
-        r = _resizers.get(key)
-        if r is None:
-            # albumentations (imported by img2dataset) otherwise asks PyPI for a newer version on import
-            os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-            import img2dataset.resizer as resizer_module
-            from img2dataset.resizer import Resizer
+def is_jpeg(data: bytes) -> bool:
+    """JPEG start-of-image marker followed by a segment marker."""
+    return data[:3] == b"\xff\xd8\xff"
 
-            # The Resizer silences libjpeg by dup2-ing the process's fds 1 and 2 to /dev/null and back.
-            # img2dataset calls it from one thread; we call it from many, where interleaved save/restore
-            # leaves stdout/stderr pointing at /dev/null for good (and closes fds other threads hold).
-            # Decoding warnings are harmless to let through, so the fd juggling is switched off here.
-            resizer_module.SuppressStdoutStderr = contextlib.nullcontext
 
-            r = _resizers[key] = Resizer(
-                image_size=settings.size,
-                resize_mode=settings.mode,
-                resize_only_if_bigger=settings.only_if_bigger,
-                encode_quality=settings.encode_quality,
-                encode_format="jpg",
-                skip_reencode=True,
-            )
-        return r
+def _to_8bit_opaque(img: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(BGR or grey uint8 pixels, whether they differ from the decoded ones)."""
+    changed = False
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+        changed = True
+    elif img.dtype != np.uint8:  # float TIFF/EXR: 0..1
+        img = np.rint(np.clip(img.astype(np.float64) * 255.0, 0, 255)).astype(np.uint8)
+        changed = True
+    if img.ndim == 3 and img.shape[2] == 4:  # flatten on white: c*a + 255*(1-a), a in 0..1
+        alpha = img[:, :, 3:4].astype(np.float64)
+        flat = alpha / 255.0 * img[:, :, :3] + 255.0 - alpha
+        img = np.rint(np.clip(flat, 0, 255)).astype(np.uint8)
+        changed = True
+    return img, changed
+
+
+def _scaled_size(width: int, height: int, settings: ResizeSettings) -> tuple[int, int] | None:
+    """The size to resize to, or None to keep the pixels as they are."""
+    if settings.mode == "no":
+        return None
+    by_short_side = settings.mode in ("keep_ratio", "center_crop")
+    side = min(width, height) if by_short_side else max(width, height)
+    if settings.only_if_bigger and side <= settings.size:
+        return None
+    scale = settings.size / side
+    return round(width * scale), round(height * scale)
+
+
+def _resize(img: np.ndarray, settings: ResizeSettings) -> np.ndarray | None:
+    import cv2
+
+    height, width = img.shape[:2]
+    target = _scaled_size(width, height, settings)
+    if target is None:
+        return None
+    side = min(width, height) if settings.mode in ("keep_ratio", "center_crop") else max(width, height)
+    shrink = side > settings.size
+    img = cv2.resize(img, target, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
+    n = settings.size
+    if settings.mode == "center_crop":
+        h, w = img.shape[:2]
+        top, left = (h - n) // 2, (w - n) // 2
+        img = img[top:top + n, left:left + n]
+    elif settings.mode == "border":
+        h, w = img.shape[:2]
+        top, left = max(0, (n - h) // 2), max(0, (n - w) // 2)
+        white = 255 if img.ndim == 2 else (255, 255, 255)
+        img = cv2.copyMakeBorder(img, top, max(0, n - h - top), left, max(0, n - w - left),
+                                 cv2.BORDER_CONSTANT, value=white)
+    return img
 
 
 def check_image(data: bytes, settings: ResizeSettings) -> CheckedImage:
-    """Decode (and maybe downscale) `data`; raises NotAnImage with img2dataset's message when it is not one."""
+    """Decode (and maybe downscale) `data`; raises NotAnImage when OpenCV cannot read it."""
+    import cv2
+
+    if settings.mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {settings.mode!r}; choose one of {', '.join(RESIZE_MODES)}")
     if not data:
         raise NotAnImage("the response body is empty")
-    img, width, height, orig_w, orig_h, err = _resizer(settings)(io.BytesIO(data))
-    if err is not None or img is None:
-        raise NotAnImage(f"the body does not decode as an image ({err or 'no pixels'})")
-    return CheckedImage(data=img, width=width, height=height, original_width=orig_w, original_height=orig_h)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise NotAnImage("the body does not decode as an image (OpenCV cannot read it)")
+    original_height, original_width = img.shape[:2]
+    img, changed = _to_8bit_opaque(img)
+    resized = _resize(img, settings)
+    if resized is not None:
+        img, changed = resized, True
+    height, width = img.shape[:2]
+    if changed or not is_jpeg(data):
+        ok, buf = cv2.imencode(".jpg", img, [int(cv2.IMWRITE_JPEG_QUALITY), settings.encode_quality])
+        if not ok:
+            raise NotAnImage("the image decodes but cannot be encoded as JPEG")
+        data = buf.tobytes()
+    return CheckedImage(data=data, width=width, height=height, original_width=original_width,
+                        original_height=original_height)
 
 
 # ------------------------------------------------------------------------------------ EXIF orientation

@@ -124,7 +124,7 @@ def row_reject(row: WebRow, rejection: Rejection, stage: str = STAGE) -> Reject:
 
 def item_from_bytes(row: WebRow, data: bytes, resize: ResizeSettings | None, final_url: str | None = None,
                     content_type: str | None = None) -> WorkItem | Reject:
-    """Image bytes of `row` → its WorkItem: turned upright, checked and resized by img2dataset's Resizer
+    """Image bytes of `row` → its WorkItem: turned upright, checked and resized (images.check_image)
     (`resize` None: taken as they are, e.g. already written by img2dataset), given faces moved along."""
     orientation, raw_size = exif_orientation(data)
     if orientation != 1:

@@ -48,6 +48,9 @@ def five_from_68(points: np.ndarray) -> np.ndarray:
 
 class InsightFaceAnalyzer(FaceAnalyzer):
     def __init__(self, pack_dir: Path, cfg: FacesConfig) -> None:
+        from ..extras import require
+
+        require("insightface", "insightface", "faces.backend insightface")
         from insightface.app import FaceAnalysis
 
         self.name = f"insightface:{pack_dir.name}"

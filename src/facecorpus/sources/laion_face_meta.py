@@ -55,10 +55,10 @@ def _import_torch() -> Any:
     try:
         import torch
     except ImportError:
-        raise UserError(
-            "reading a .pth file needs torch, which is not installed: pip install torch "
-            "(CPU wheel is enough), or convert the file on a machine that has it: facecorpus laion convert-ids"
-        ) from None
+        from ..extras import missing_extra
+
+        raise missing_extra("train", "reading a .pth file",
+                            "or convert it once where torch is installed: facecorpus laion convert-ids") from None
     return torch
 
 
