@@ -132,6 +132,7 @@ def test_verdict_filters_follow_the_reviewers(demo_output: Path, tmp_path: Path)
         (["--format", "jsonl", "--out", "x.jsonl", "--verdict", "maybe"], "--verdict 'maybe'"),
         (["--format", "llava", "--out", "x.json", "--turns", "all"], "--turns 'all'"),
         (["--format", "jsonl", "--out", "x.jsonl", "--verdict", "accepted"], "has no reviews"),
+        (["--format", "jsonl", "--out", "x.jsonl", "--bogus"], "No such option: --bogus"),
     ],
 )
 def test_bad_export_arguments_are_one_line(

@@ -124,10 +124,28 @@ def pack(dist: md.Distribution, dest: Path) -> Path:
     return out
 
 
-def build(roots: list[str], dest: Path = CACHE) -> Path:
-    """The wheelhouse folder holding wheels for every distribution the roots need (facecorpus excluded)."""
+def _already_a_wheel(dist: md.Distribution, folders: list[Path]) -> Path | None:
+    """A folder already holding this release's wheel (e.g. /opt/wheels' torch): no need to pack it."""
+    name = re.sub(r"[-_.]+", "_", dist.metadata["Name"]).lower()
+    for folder in folders:
+        for whl in folder.glob("*.whl") if folder.is_dir() else []:
+            stem = whl.name.lower().split("-")
+            if stem[0] == name and stem[1] == dist.version.lower():
+                return folder
+    return None
+
+
+def build(roots: list[str], dest: Path = CACHE, reuse: tuple[Path, ...] = (Path("/opt/wheels"),)) -> list[Path]:
+    """Folders (for pip's --find-links) holding wheels for every distribution the roots need, facecorpus
+    excluded: `dest`, where missing ones are packed, and those of `reuse` that already had some."""
     dest.mkdir(parents=True, exist_ok=True)
+    folders = [dest]
     for name, dist in sorted(closure(roots).items()):
-        if name != "facecorpus":
+        if name == "facecorpus":
+            continue
+        found = _already_a_wheel(dist, list(reuse))
+        if found is not None:
+            folders += [found] if found not in folders else []
+        else:
             pack(dist, dest)
-    return dest
+    return folders

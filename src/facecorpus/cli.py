@@ -6,6 +6,7 @@ line on stderr and exit code 2 — never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -333,6 +334,18 @@ class _DropGcpClientNotice(logging.Filter):
         return not str(record.msg).startswith("apitools not found")
 
 
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """Usage-error classes: typer >= 0.2x raises its vendored click's (`typer._click`), which are not
+    the `click` package's (not even installed by typer then); older typer raises click's own."""
+    found: list[type[Exception]] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).ClickException)
+        except ImportError:
+            continue
+    return tuple(found)
+
+
 def main() -> None:
     """Entry point: run the typer app, turning user errors into one line and exit code 2."""
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
@@ -354,13 +367,11 @@ def main() -> None:
         typer.echo("facecorpus: interrupted", err=True)
         sys.exit(130)
     except Exception as e:  # click usage errors come through here with standalone_mode=False
-        import click
-
         from .errors import environment_error
         from .extras import remote_path_error
         from .outcome import explain_environment_error
 
-        if isinstance(e, click.ClickException):
+        if isinstance(e, _click_exceptions()):
             typer.echo(f"facecorpus: error: {e.format_message()}", err=True)
             sys.exit(2)
         env = environment_error(e)

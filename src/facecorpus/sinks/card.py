@@ -1,7 +1,8 @@
 """The dataset card (DIR/README.md) and its figures (DIR/plots/*.png), from what is on disk.
 
 Written at the end of every run and by `facecorpus stats DIR --write`, so it also picks up reviews
-(DIR/reviews/) made after the run. Every figure has its numbers in a table next to it.
+(DIR/reviews/) made after the run. Every figure has its numbers in a table next to it. The card is a
+Hugging Face dataset card: YAML metadata first (card_hub.hub_metadata), then the sections.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from .card_hub import (
+    USES,
+    biases_section,
+    hub_metadata,
+    licences_section,
+    personal_information_section,
+    recipe_dict,
+)
+from .card_meta import join_front_matter
 from .summary import CARD_FILE, PLOTS_DIR, match_paths, read_manifest, write_text
 
 AGE_ORDER = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+", "unknown")
@@ -262,39 +272,13 @@ def _review_section(out: str, figs: _Figures) -> list[str]:
     return [*lines, ""]
 
 
-def _sources_section(col: dict[str, list[Any]], stats: dict[str, Any]) -> list[str]:
-    """Each source with its samples and the terms they are under: a declared licence in full (name,
-    terms, where published, commercial use), any other as recorded (a recipe's text, web rows' own)."""
-    from ..sources.licences import licence_of
-    from .summary import licence_counts
-
-    licences = licence_counts(col.get("source_dataset", []), col.get("licence", []))
-    lines = ["## Sources and licences", ""]
-    for src, n in stats["by_source"].items():
-        lines.append(f"- {src}: {n} samples")
-        held = licences.get(src, {})
-        for licence, k in list(held.items())[:5]:
-            declared = licence_of(licence)
-            share = "" if k == n else f" ({k} samples)"
-            if declared is None:
-                lines.append(f"  - licence: {licence}{share}")
-                continue
-            commercial = {True: "allowed", False: "not allowed", None: "not stated"}[declared.commercial]
-            where = f" <{declared.url}>" if declared.url else ""
-            lines.append(f"  - licence: {declared.name}{share} — {declared.terms} Commercial use: {commercial}.{where}")
-        if len(held) > 5:
-            lines.append(f"  - … {len(held) - 5} other licences (see the manifest's `licence` column)")
-    lines += ["", "Each sample's `KEY.json` carries its source licence (`source.licence`); the manifest has it as "
-              "the `licence` column.", ""]
-    return lines
-
-
 def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool = True) -> str:
     """README.md text for the output; writes the figures it links under DIR/plots/ (none with `plots` False)."""
     run = stats.get("run", {})
     w = stats["written"]
     manifest = read_manifest(out)
     col = manifest.to_pydict()
+    recipe = recipe_dict(recipe_yaml)
     figs = _Figures(out, enabled=plots)
     lines = [
         f"# {run.get('recipe', 'facecorpus output')}",
@@ -317,7 +301,10 @@ def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool =
         *_qa_section(col, stats, figs),
         *_rejects_section(stats, figs),
         *_review_section(out, figs),
-        *_sources_section(col, stats),
+        *licences_section(col, stats),
+        *personal_information_section(col, recipe),
+        *biases_section(stats),
+        *USES,
         "## Provenance",
         "",
         f"- recipe sha256: `{run.get('recipe_sha256', '?')}`",
@@ -329,7 +316,7 @@ def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool =
         "",
     ]
     figs.remove_stale()
-    return "\n".join(lines)
+    return join_front_matter(hub_metadata(stats, col, recipe), "\n".join(lines))
 
 
 def write_card_files(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool = True) -> None:

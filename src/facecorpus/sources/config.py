@@ -18,7 +18,7 @@ from ..download.config import DownloadConfig
 from ..labels import VOCABULARY, Category, Flag, Vocabulary, Years
 from ..textfiles import check_encoding
 from .labelled_config import HOLDOUT_DOC, SNAKE_CASE, AttributeColumn, find_file
-from .licences import CELEBA, RAFDB, UTKFACE
+from .licences import CELEBA, FAIRFACE, RAFDB, UTKFACE
 
 if TYPE_CHECKING:
     import apache_beam as beam
@@ -67,7 +67,7 @@ class FairFaceSource(SourceConfig):
     margin: Literal["0.25", "1.25"] | None = Field(default=None, description="Recorded in `source.extra.margin`.")
     limit: PositiveInt | None = Field(default=None, description="At most this many rows per label file (after the split), in file order.")
     dataset: str = Field(default="fairface", description="Dataset name on records and keys.")
-    licence: str = Field(default="CC-BY-4.0", description="Recorded on every record.")
+    licence: str = Field(default=FAIRFACE.id, description="Recorded on every record.")
     encoding: str = Field(
         default="utf-8",
         description="Text encoding of the label CSVs without a byte-order mark (latin-1, cp1252, …); a UTF-8/16/32 "
