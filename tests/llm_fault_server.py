@@ -65,6 +65,7 @@ class Recorded:
     body: Any
     fault: str | None = None
     wall: float = 0.0  # time.time() of arrival, comparable across processes
+    raw: bytes = b""  # the request body exactly as it arrived
 
 
 def _text_of(body: Any) -> str:
@@ -258,7 +259,7 @@ class FaultServer:
             except ValueError:
                 body = raw
         record = Recorded(time.monotonic(), method, path, {k.lower(): v for k, v in h.headers.items()}, body,
-                          wall=time.time())
+                          wall=time.time(), raw=raw)
         with self._lock:
             self.requests.append(record)
         if self.require_key is not None and h.headers.get("Authorization") != f"Bearer {self.require_key}":

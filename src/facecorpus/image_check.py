@@ -241,9 +241,10 @@ class CheckImage(Stage):
 
     name = "image"
 
-    def __init__(self, cfg: ImageConfig) -> None:
+    def __init__(self, cfg: ImageConfig, keep_source_jpeg: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
+        self.keep_source_jpeg = keep_source_jpeg
         self._progress: Progress | None = None
 
     def run(self, item: WorkItem) -> Iterable[WorkItem]:
@@ -252,6 +253,8 @@ class CheckImage(Stage):
         self._progress.tick()
         checked = check_image(item.data, self.cfg)
         item.image = checked.info
+        if self.keep_source_jpeg and checked.info.original_format == "JPEG":
+            item.source_jpeg = item.data  # generation sends these bytes as they are (image.reencode: false)
         if checked.rgb is not None:
             item.jpeg = encode_jpeg(checked.rgb, self.cfg.jpeg_quality)
             item.pixels = np.asarray(checked.rgb)

@@ -136,8 +136,11 @@ def source_transform(cfg: SourceConfig, finished: beam.PCollection | None = None
 
 
 def image_transform(recipe: Recipe) -> beam.PTransform:
-    """Hook (image check)."""
-    return beam.ParDo(CheckImage(recipe.image)).with_outputs(REJECTS, main="main")
+    """Hook (image check). The source's own JPEG bytes are kept for generation only when it sends them
+    unchanged (`generation.openai.image.reencode: false`)."""
+    g = recipe.generation
+    keep = g.generator == "openai" and not g.openai.image.reencode
+    return beam.ParDo(CheckImage(recipe.image, keep_source_jpeg=keep)).with_outputs(REJECTS, main="main")
 
 
 def finish_image_transform(recipe: Recipe, faces: bool) -> beam.PTransform:

@@ -91,6 +91,9 @@ class WorkItem(Sample):
     jpeg: bytes | None = Field(default=None, exclude=True, repr=False)
     #: decoded RGB uint8 array (H, W, 3); dropped before the sink
     pixels: Any = Field(default=None, exclude=True, repr=False)
+    #: the source file's own bytes when it is a JPEG, kept only for `generation.openai.image.reencode: false`
+    #: (generation sends them unchanged, as FairFaceGPT did); dropped once the prompt is rendered
+    source_jpeg: bytes | None = Field(default=None, exclude=True, repr=False)
     #: face boxes the source gave (FaRL, FaceCaption-15M, CelebA landmarks): read by the faces stage
     given_faces: SourceFaces | None = Field(default=None, exclude=True)
     #: what the source knows of its faces' size: "crop" = one large face fills the image (faces/priors.py)
@@ -125,6 +128,7 @@ class WorkItem(Sample):
     def without_pixels(self) -> WorkItem:
         self.pixels = None
         self.data = None
+        self.source_jpeg = None
         return self
 
     def copy_as(self, key: str, **update: Any) -> WorkItem:

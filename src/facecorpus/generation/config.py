@@ -25,6 +25,11 @@ class LLMImageConfig(Config):
     max_bytes: PositiveInt = Field(default=1_000_000, description="Re-encode at lower quality above this size.")
     jpeg_quality: int = Field(default=90, ge=30, le=100, description="JPEG quality of the attached image.")
     detail: Literal["auto", "low", "high"] | None = Field(default=None, description="OpenAI image detail; null: omit.")
+    reencode: bool = Field(
+        default=True,
+        description="false: send the source file's own bytes when it is a JPEG (as FairFaceGPT did), never "
+        "downscaled or re-encoded; other formats send the stored JPEG.",
+    )
 
 
 class OpenAIConfig(Config):
@@ -37,7 +42,7 @@ class OpenAIConfig(Config):
         default="OPENAI_API_KEY", description="NAME of the environment variable holding the key (never the key)."
     )
     temperature: float | None = Field(default=None, ge=0, le=2, description="null: the endpoint's default.")
-    max_tokens: PositiveInt = Field(default=600, description="Longest answer per request (completion tokens).")
+    max_tokens: PositiveInt | None = Field(default=600, description="Longest answer per request (completion tokens); null: send none (the endpoint's own limit).")
     seed: int | None = Field(default=None, description="Sampling seed sent to the endpoint; null: none.")
     extra_body: dict[str, Any] = Field(
         default_factory=dict, description="More body fields, e.g. {frequency_penalty: 0.5} or llama.cpp's repeat_penalty."
@@ -55,7 +60,7 @@ class OpenAIConfig(Config):
         default=None, description="Requests per RunInference batch; null: 8 x concurrency."
     )
     image: LLMImageConfig = Field(default_factory=LLMImageConfig, description="How the image goes with each request.")
-    reask: bool = Field(default=True, description="Re-ask once after a refusal, a cut-off or an unparsable answer.")
+    reask: bool = Field(default=True, description="Re-ask once after a refusal, a cut-off or an unparsable answer; false: never.")
     refusal_message: str | None = Field(default=None, description="Corrective re-ask after a refusal; null: built-in.")
     on_category_failure: Literal["reject", "skip"] = Field(
         default="reject", description="A category that fails after the re-ask rejects the sample, or is skipped."

@@ -61,8 +61,10 @@ class Describe(beam.DoFn):
             "key": item.key,
             "requests": len(bodies),
             "cached": cached,
-            "prompt_tokens": sum(t - int(b["max_tokens"]) for t, b in zip(tokens, bodies, strict=True)),
-            "max_completion_tokens": sum(int(b["max_tokens"]) for b in bodies),
+            "prompt_tokens": sum(t - int(b.get("max_tokens") or 0) for t, b in zip(tokens, bodies, strict=True)),
+            # null when a request sends no max_tokens: the endpoint's own limit bounds it, unknown here
+            "max_completion_tokens": (None if any("max_tokens" not in b for b in bodies)
+                                      else sum(int(b["max_tokens"]) for b in bodies)),
         })
 
 
@@ -79,7 +81,7 @@ class Estimate:
     requests: int
     cached: int
     prompt_tokens: int
-    max_completion_tokens: int
+    max_completion_tokens: int | None  # None: requests send no max_tokens, so no upper bound is known
     model: str
     cost_low_usd: float
     cost_high_usd: float
@@ -90,8 +92,12 @@ class Estimate:
         price = "" if self.priced else f" (no price for {self.model} in generation.prices: $0 assumed)"
         mode = " at the Batch API discount" if self.batch else ""
         to_buy = self.requests - self.cached
+        head = f"{self.items} samples → {self.requests} requests to {self.model}; {self.cached} already cached, {to_buy} to buy"
+        if self.max_completion_tokens is None:
+            return [head, f"estimated tokens to buy: ~{self.prompt_tokens} prompt; completion unbounded (max_tokens: null)",
+                    f"estimated cost{mode}: ${self.cost_low_usd:.4f} for the prompts, plus the answers{price}"]
         return [
-            f"{self.items} samples → {self.requests} requests to {self.model}; {self.cached} already cached, {to_buy} to buy",
+            head,
             f"estimated tokens to buy: ~{self.prompt_tokens} prompt, at most {self.max_completion_tokens} completion",
             f"estimated cost{mode}: ${self.cost_low_usd:.4f} (prompts only) to ${self.cost_high_usd:.4f} "
             f"(every answer at max_tokens){price}",
@@ -104,10 +110,11 @@ def estimate(rows: list[dict[str, Any]], cfg: GenerationConfig) -> Estimate:
     cached = sum(r["cached"] for r in rows)
     share = (requests - cached) / requests if requests else 0.0  # tokens only for what is not cached
     prompt_tokens = round(sum(r["prompt_tokens"] for r in rows) * share)
-    completion = round(sum(r["max_completion_tokens"] for r in rows) * share)
+    bounded = all(r["max_completion_tokens"] is not None for r in rows)
+    completion = round(sum(r["max_completion_tokens"] for r in rows) * share) if bounded else None
     model = model_name(cfg)
     price = price_for(cfg.prices, model)
     batch = cfg.mode == "batch"
     low = cost_usd(price, TokenUsage(prompt=prompt_tokens), batch, cfg.batch_discount)
-    high = cost_usd(price, TokenUsage(prompt=prompt_tokens, completion=completion), batch, cfg.batch_discount)
+    high = cost_usd(price, TokenUsage(prompt=prompt_tokens, completion=completion or 0), batch, cfg.batch_discount)
     return Estimate(len(rows), requests, cached, prompt_tokens, completion, model, low, high, batch, price is not None)

@@ -32,13 +32,19 @@ def model_name(cfg: GenerationConfig) -> str:
 
 
 def chat_body(cfg: GenerationConfig, messages: list[dict[str, Any]], response_format: dict[str, Any] | None) -> dict[str, Any]:
-    """The chat.completions body: model, messages and the recipe's parameters (also a Batch API line's body)."""
+    """The chat.completions body: messages, model and the recipe's parameters (also a Batch API line's body).
+
+    Keys come in the order openai-python's `chat.completions.create` writes them (messages, model, then
+    the parameters given, `extra_body` last), so a body is byte for byte what a script calling `create`
+    with the same arguments sends. A parameter set to null is not sent at all. The cache key does not
+    depend on the order (cache.cache_key sorts keys).
+    """
     o = cfg.openai
-    body: dict[str, Any] = {**o.extra_body, "model": model_name(cfg), "messages": messages, "max_tokens": o.max_tokens}
-    if o.temperature is not None:
-        body["temperature"] = o.temperature
-    if o.seed is not None:
-        body["seed"] = o.seed
-    if response_format is not None:
-        body["response_format"] = response_format
+    body: dict[str, Any] = {"messages": messages, "model": model_name(cfg)}
+    for name, value in (("max_tokens", o.max_tokens), ("response_format", response_format), ("seed", o.seed),
+                        ("temperature", o.temperature)):
+        if value is not None:
+            body[name] = value
+    for name, value in o.extra_body.items():
+        body.setdefault(name, value)  # the recipe's own keys win over extra_body
     return body

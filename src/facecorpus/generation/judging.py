@@ -65,13 +65,14 @@ def refusal_in(data: dict[str, Any]) -> str | None:
     return None
 
 
-def judge(c: Completion, response_format: dict[str, Any] | None, max_tokens: int) -> tuple[Value, Rejection | None]:
+def judge(c: Completion, response_format: dict[str, Any] | None, max_tokens: int | None) -> tuple[Value, Rejection | None]:
     """(answer, None) or (answer or None, Rejection) for one response. Refusals in the text come back
     as `refusal` failures with the answer (the caller decides whether to keep it after the re-ask)."""
     if c.refusal:
         return None, Rejection("refusal", f"the model refused: {' '.join(c.refusal.split())[:200]}")
     if c.finish_reason == "length":
-        return None, Rejection("llm_truncated", f"the answer was cut off at max_tokens={max_tokens}")
+        limit = f"max_tokens={max_tokens}" if max_tokens is not None else "the endpoint's own limit (no max_tokens sent)"
+        return None, Rejection("llm_truncated", f"the answer was cut off at {limit}")
     if c.finish_reason == "content_filter":
         return None, Rejection("llm_content_filter", "the endpoint's content filter stopped the answer")
     text = (c.content or "").strip()

@@ -30,7 +30,8 @@ def reask_message(failure: Rejection, structured: bool, cfg: OpenAIConfig) -> st
     if failure.reason == "refusal":
         return cfg.refusal_message or CORRECTIVE_MESSAGE
     if failure.reason == "llm_truncated":
-        words = max(20, int(cfg.max_tokens * 0.5))
+        # about half a token budget's worth of words; with no max_tokens sent, the endpoint's own limit cut it
+        words = max(20, int((cfg.max_tokens or 600) * 0.5))
         what = "the JSON object, with shorter texts" if structured else "the answer"
         return f"Your reply was cut off. Give {what} again, complete, in at most {words} words."
     if structured:

@@ -38,17 +38,20 @@ from .preflight import load_checked_prompt_set
 def image_options(cfg: GenerationConfig) -> ImageOptions:
     i = cfg.openai.image
     return ImageOptions(
-        send=i.send != "never", max_side=i.max_side, max_bytes=i.max_bytes, jpeg_quality=i.jpeg_quality, detail=i.detail
+        send=i.send != "never", max_side=i.max_side, max_bytes=i.max_bytes, jpeg_quality=i.jpeg_quality, detail=i.detail,
+        reencode=i.reencode,
     )
 
 
 def render_item(item: WorkItem, prompt_set: PromptSet, cfg: GenerationConfig) -> RenderedPrompt:
     """The rendered prompt of one item (what `facecorpus prompts render` prints, too)."""
+    # with image.reencode off the source's own JPEG goes (the image stage kept it), else the stored one
+    jpeg = item.source_jpeg if not cfg.openai.image.reencode else None
     return render_prompt(
         prompt_set,
         cfg.categories,
         item.attributes or item.labels,
-        item.jpeg,
+        jpeg or item.jpeg,
         item.source.text,
         image_options(cfg),
         item.faces[item.primary_face] if item.faces and item.primary_face is not None else None,
@@ -75,6 +78,7 @@ class RenderPrompts(Stage):
         except (jinja2.TemplateError, UserError) as e:
             raise Rejected("prompt_error", f"the prompt could not be rendered: {e}"[:300]) from None
         item.prompt = prompt
+        item.source_jpeg = None  # in the rendered request now; not needed downstream
         item.provenance.prompt_set = prompt.prompt_set
         item.provenance.prompt_version = prompt.prompt_version
         item.provenance.prompt_sha256 = prompt.sha256

@@ -42,6 +42,19 @@ def person_noun(gender: str | None, age: str | None) -> str:
     return "child" if child else ("teenager" if teen else "person")
 
 
+#: how a template's `person` word is chosen: `natural` (person_noun) or `fairfacegpt` (fairfacegpt_person)
+LABEL_STYLES = ("natural", "fairfacegpt")
+
+
+def fairfacegpt_person(gender: str | None, age: str | None) -> str:
+    """The word FairFaceGPT's script used for the person: 'man' for male and 'woman' for anything else,
+    'boy' / 'girl' instead only in the 3-9 bin (a 0-2 year old is a 'man' or 'woman' there too)."""
+    word = "man" if gender == "male" else "woman"
+    if age == "3-9":
+        word = "boy" if word == "man" else "girl"
+    return word
+
+
 def age_phrase(age: str | None) -> str | None:
     return AGE_PHRASES.get(age or "")
 

@@ -20,6 +20,7 @@ import yaml
 
 from ..errors import UserError
 from ..resources import data_dir
+from .phrases import LABEL_STYLES
 
 MANIFEST = "manifest.yaml"
 Mode = Literal["per_category", "structured"]
@@ -40,6 +41,8 @@ class PromptSet:
     origin: str = ""
     #: structured sets: `model` writes each question, or `fixed` questions come from question.j2
     questions: str = "model"
+    #: how templates' `person` word is made from the labels (prompting.phrases.LABEL_STYLES)
+    label_style: str = "natural"
 
     @property
     def sha256(self) -> str:
@@ -54,6 +57,8 @@ class PromptSet:
             "bounds": self.bounds,
             "questions": self.questions,
         }
+        if self.label_style != "natural":  # sets without the key keep the hash they always had
+            doc["label_style"] = self.label_style
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
     def topic(self, category: str) -> str:
@@ -143,6 +148,9 @@ def load_prompt_set(
         raise UserError(f"prompt set '{name}': questions must be model or fixed (got {questions!r})")
     if questions == "fixed":
         needed = needed | {"question"}
+    label_style = entry.get("label_style", "natural")
+    if label_style not in LABEL_STYLES:
+        raise UserError(f"prompt set '{name}': label_style must be one of {', '.join(LABEL_STYLES)} (got {label_style!r})")
     if missing := needed - templates.keys():
         raise UserError(f"prompt set '{name}' lacks templates: {', '.join(sorted(missing))}")
     topics = dict(entry.get("topics") or {})
@@ -158,6 +166,7 @@ def load_prompt_set(
         bounds={**{k: int(v) for k, v in (entry.get("bounds") or {}).items()}, **(bounds or {})},
         origin=str(entry.get("origin", "")),
         questions=questions,
+        label_style=label_style,
     )
 
 

@@ -1,8 +1,10 @@
 """Rendering a prompt set for one work item: the exact chat messages an endpoint will receive.
 
 What the pipeline knows becomes template variables: dataset labels as a natural subject phrase
-(`subject`), model estimates as short phrases (`estimates`), web alt-text as delimited untrusted data
-(`untrusted_text`), and whether the image is attached. `render_prompt` returns one `PromptRequest`
+(`subject`), as the source wrote them (`labels`, e.g. `labels.race` = "Latino_Hispanic") and normalised
+(`label_codes`), the person's word (`person`: natural, or FairFaceGPT's man/woman/boy/girl when the set's
+`label_style` is `fairfacegpt`), model estimates as short phrases (`estimates`), web alt-text as delimited
+untrusted data (`untrusted_text`), and whether the image is attached. `render_prompt` returns one `PromptRequest`
 per request (eight for FairFaceGPT's per-category set, one for the structured set) and the prompt's
 sha256, which goes into every record.
 """
@@ -21,7 +23,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..records import AttributeValue, Face
-from .phrases import brightness_word, pose_phrases, sharpness_word, subject_phrase
+from .phrases import (
+    brightness_word,
+    fairfacegpt_person,
+    person_noun,
+    pose_phrases,
+    sharpness_word,
+    subject_phrase,
+)
 from .promptset import PromptSet
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -38,6 +47,8 @@ class ImageOptions:
     max_bytes: int = 1_000_000
     jpeg_quality: int = 90
     detail: str | None = None
+    #: False: a JPEG goes as it is, whatever its size (FairFaceGPT sent the file's own bytes)
+    reencode: bool = True
 
 
 @dataclass
@@ -73,6 +84,20 @@ class RenderedPrompt:
 def label_codes(attributes: dict[str, AttributeValue]) -> dict[str, str]:
     """Attribute name → normalised code, for values that come from dataset labels only."""
     return {name: str(v.value) for name, v in attributes.items() if v.source == "label"}
+
+
+def raw_labels(attributes: dict[str, AttributeValue]) -> dict[str, str]:
+    """Attribute name → the label as the source dataset wrote it (FairFace: 'Male', 'Latino_Hispanic',
+    'more than 70'), for values that come from dataset labels only."""
+    return {name: v.raw if v.raw is not None else str(v.value) for name, v in attributes.items() if v.source == "label"}
+
+
+def person_word(codes: dict[str, str], style: str) -> str:
+    """The template variable `person` in the set's label style."""
+    if style == "fairfacegpt":
+        return fairfacegpt_person(codes.get("gender"), codes.get("age"))
+    gender = codes.get("gender")
+    return person_noun(gender if gender in ("male", "female") else None, codes.get("age"))
 
 
 def estimate_phrases(attributes: dict[str, AttributeValue]) -> list[str]:
@@ -113,10 +138,13 @@ def untrusted(text: str | None, max_chars: int) -> str | None:
 
 
 def image_data_url(jpeg: bytes, opts: ImageOptions) -> str:
-    """The image as a `data:image/jpeg;base64,` URL, downscaled/re-encoded only when over the caps."""
+    """The image as a `data:image/jpeg;base64,` URL, downscaled/re-encoded only when over the caps (or not a
+    JPEG); with `reencode` off a JPEG's bytes go unchanged."""
     from PIL import Image
 
     data = jpeg
+    if not opts.reencode and jpeg[:3] == b"\xff\xd8\xff":
+        return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
     img = Image.open(io.BytesIO(jpeg))
     if max(img.size) > opts.max_side or len(jpeg) > opts.max_bytes or img.format != "JPEG":
         img = img.convert("RGB")
@@ -272,6 +300,9 @@ def render_prompt(
     image_url = image_data_url(jpeg, image) if (image.send and jpeg) else None
     common = {
         "subject": subject,
+        "labels": raw_labels(attributes),
+        "label_codes": codes,
+        "person": person_word(codes, prompt_set.label_style),
         "estimates": estimate_phrases(attributes) + measured_phrases(face),
         "untrusted_text": untrusted(alt_text, prompt_set.bounds.get("untrusted_text_max_chars", 500)),
         "image_attached": image_url is not None,
