@@ -3,6 +3,7 @@ configs (and loads the output folder through them); licences are computed from t
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -36,6 +37,11 @@ def test_huggingface_hub_parses_the_card_metadata(demo_output: Path) -> None:
     assert data["license_name"].startswith("see-facecorpus-demo-notes")
     assert data["task_categories"] == ["image-text-to-text", "visual-question-answering", "image-to-text"]
     assert data["size_categories"] == ["n<1K"] and data["pretty_name"]
+    # the Hub's own list of size categories, as `datasets` ships it (the Hub's YAML check needs the network)
+    from importlib.resources import files
+
+    known = json.loads((files("datasets.utils") / "resources" / "size_categories.json").read_text())
+    assert set(data["size_categories"]) <= set(known)
     assert {"faces", "facecorpus"} <= set(data["tags"])
     for section in SECTIONS:
         assert f"\n{section}\n" in card.text, section

@@ -14,7 +14,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -79,7 +78,7 @@ def exact_run(demo_inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> di
         recipe = write_recipe(tmp / "exact.yaml", {
             "name": "fairfacegpt-exact",
             "sources": [{"type": "fairface", "images": str(ff / "fairface-img-margin025-trainval.zip"),
-                         "labels": [str(ff / "fairface_label_val.csv")], "split": "val"}],
+                         "labels": [str(ff / "fairface_label_val.csv")], "split": "val", "limit": 8}],
             "faces": {"backend": "none"},
             "generation": {
                 "generator": "openai", "prompts_dir": str(prompt_folder(tmp / "prompts")),
@@ -100,7 +99,7 @@ def exact_run(demo_inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> di
         client = OpenAI(base_url=srv.base_url, api_key="test-key", max_retries=0)
         with zipfile.ZipFile(ff / "fairface-img-margin025-trainval.zip") as z:
             names = set(z.namelist())
-            rows = list(csv.DictReader(io.StringIO((ff / "fairface_label_val.csv").read_text())))
+            rows = list(csv.DictReader(io.StringIO((ff / "fairface_label_val.csv").read_text(encoding="utf-8-sig"))))
             for row in rows:
                 if row.get("file") not in names or not z.read(row["file"]):
                     continue
@@ -116,7 +115,7 @@ def exact_run(demo_inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> di
                     except Exception:  # noqa: BLE001 - only the request body matters here
                         pass
         theirs = [r.raw for r in srv.chat_requests()]
-    return {"ours": ours, "theirs": theirs, "out": tmp / "out"}
+    return {"ours": ours, "theirs": theirs, "out": tmp / "out", "zip": ff / "fairface-img-margin025-trainval.zip"}
 
 
 def test_every_request_body_is_byte_identical_to_the_scripts(exact_run: dict) -> None:
@@ -128,7 +127,7 @@ def test_every_request_body_is_byte_identical_to_the_scripts(exact_run: dict) ->
     missing = [b for b in ours if b not in theirs]
     assert not missing, missing[0][:600]
     body = json.loads(ours[0])
-    assert list(body) == ["messages", "model"]  # no max_tokens, temperature, seed: none was sent
+    assert list(body) == ["model", "messages"]  # no max_tokens, temperature, seed: none was sent
     image = body["messages"][1]["content"][1]["image_url"]["url"]
     assert image.startswith("data:image/jpeg;base64,") and "detail" not in body["messages"][1]["content"][1]["image_url"]
 
@@ -138,11 +137,15 @@ def test_raw_labels_reach_the_templates(exact_run: dict) -> None:
     assert any("Latino_Hispanic ethnicity and more than 70 years old" in t for t in texts)  # as FairFace writes them
 
 
-def test_the_stored_image_is_still_the_checked_one(exact_run: dict) -> None:
+def test_requests_carry_the_files_bytes_and_shards_the_checked_image(exact_run: dict) -> None:
     from facecorpus.loader import iter_output_samples
 
+    def url(data: bytes) -> str:
+        return "data:image/jpeg;base64," + base64.b64encode(data).decode()
+
     sent = {json.loads(b)["messages"][1]["content"][1]["image_url"]["url"] for b in exact_run["ours"]}
-    for _key, members in iter_output_samples(str(exact_run["out"])):
-        stored = "data:image/jpeg;base64," + base64.b64encode(members["jpg"]).decode()
-        assert stored not in sent  # the shard holds the image stage's JPEG; the request had the file's bytes
-    assert os.path.isdir(exact_run["out"] / "shards")
+    with zipfile.ZipFile(exact_run["zip"]) as z:
+        files = {url(z.read(n)) for n in z.namelist() if n.endswith(".jpg")}
+    assert sent <= files  # every image went as the zip member's own bytes
+    stored = {url(members["jpg"]) for _key, members in iter_output_samples(str(exact_run["out"]))}
+    assert stored and stored - sent  # the shards hold the image stage's JPEG (metadata stripped or re-encoded)

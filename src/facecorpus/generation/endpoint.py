@@ -32,15 +32,16 @@ def model_name(cfg: GenerationConfig) -> str:
 
 
 def chat_body(cfg: GenerationConfig, messages: list[dict[str, Any]], response_format: dict[str, Any] | None) -> dict[str, Any]:
-    """The chat.completions body: messages, model and the recipe's parameters (also a Batch API line's body).
+    """The chat.completions body: model, messages and the recipe's parameters (also a Batch API line's body).
 
-    Keys come in the order openai-python's `chat.completions.create` writes them (messages, model, then
-    the parameters given, `extra_body` last), so a body is byte for byte what a script calling `create`
-    with the same arguments sends. A parameter set to null is not sent at all. The cache key does not
-    depend on the order (cache.cache_key sorts keys).
+    Keys come in the order openai-python's `chat.completions.create` writes them (model, messages, then
+    the parameters given in its alphabetical order, `extra_body` last; openai-python 3.x, the version the tests
+    install), so a body is byte for byte what a script calling `create` with the same arguments sends.
+    A parameter set to null is not sent at all. The cache key does not depend on the order
+    (cache.cache_key sorts keys).
     """
     o = cfg.openai
-    body: dict[str, Any] = {"messages": messages, "model": model_name(cfg)}
+    body: dict[str, Any] = {"model": model_name(cfg), "messages": messages}
     for name, value in (("max_tokens", o.max_tokens), ("response_format", response_format), ("seed", o.seed),
                         ("temperature", o.temperature)):
         if value is not None:
