@@ -84,6 +84,8 @@ class Checked:
     annotation: GenerationConfig | None = None
     annotation_cache_dir: str | None = None
     annotation_min_confidence: float = 0.0
+    paraphrase: GenerationConfig | None = None
+    paraphrase_cache_dir: str | None = None
 
 
 def preflight(recipe: Recipe, dry_run: bool = False) -> Checked:
@@ -115,6 +117,11 @@ def preflight(recipe: Recipe, dry_run: bool = False) -> Checked:
         a = preflight_annotation(recipe)
         annotation = {"annotation": a, "annotation_cache_dir": generation.resolve_cache_dir(a, runner),
                       "annotation_min_confidence": g.annotation.min_confidence}
+    if g.paraphrase.enabled:
+        from .generation.paraphrase import preflight_paraphrase
+
+        para = preflight_paraphrase(recipe)
+        annotation |= {"paraphrase": para, "paraphrase_cache_dir": generation.resolve_cache_dir(para, runner)}
     if g.generator != "openai":
         return Checked(g, None, **annotation)
     g = generation.preflight(g, runner)
@@ -184,6 +191,16 @@ def generation_transform(recipe: Recipe, checked: Checked, out: str | None = Non
         stage = GenerateFromLabels(g.categories, g.seed, settings_of(g.labels), sources_vocabulary(recipe.sources))
         return beam.ParDo(stage).with_outputs(REJECTS, main="main")
     return beam.ParDo(GenerateFromTemplates(g.categories, g.seed)).with_outputs(REJECTS, main="main")
+
+
+def paraphrase_transform(recipe: Recipe, checked: Checked) -> beam.PTransform | None:
+    """Hook (paraphrase, after generate): the LLM's rewording of label questions, as pre-flight decided
+    it; None when the recipe does not ask for it."""
+    if checked.paraphrase is None:
+        return None
+    from .generation.paraphrase import ParaphraseWithLLM
+
+    return ParaphraseWithLLM(checked.paraphrase, checked.paraphrase_cache_dir, recipe.generation.paraphrase.categories)
 
 
 def annotation_transform(checked: Checked) -> beam.PTransform | None:
@@ -272,6 +289,9 @@ def build_pipeline(
     if annotate is not None:
         items = _apply(items, annotate, "annotate", rejects)
     items = _apply(items, generation_transform(recipe, checked, out), "generate", rejects)
+    paraphrase = paraphrase_transform(recipe, checked)
+    if paraphrase is not None:
+        items = _apply(items, paraphrase, "paraphrase", rejects)
     samples = _apply(items, validate_transform(recipe, created_at), "validate", rejects)
     o = recipe.output
     shard_prefix = state.shard_prefix if state is not None else "shard"

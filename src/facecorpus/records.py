@@ -205,6 +205,7 @@ class Provenance(_Record):
     created_at: datetime
     usage: LLMUsage = Field(default_factory=LLMUsage)
     annotation: AnnotationInfo | None = Field(default=None, description="When an LLM re-annotated the attributes.")
+    paraphrase: AnnotationInfo | None = Field(default=None, description="When an LLM reworded the label questions.")
 
 
 class Sample(_Record):

@@ -55,7 +55,7 @@ def assemble(prompt: RenderedPrompt, answers: list[Answer], spend: Spend, defaul
         spend.add(f"failure.{a.failure.reason}")  # type: ignore[union-attr]
     if prompt.mode == "structured":
         return _structured(prompt, answers[0], out)
-    if prompt.mode == "annotate":  # attributes, not text: generation/annotation.py reads them
+    if prompt.mode in ("annotate", "paraphrase"):  # read by generation/annotation.py and paraphrase.py
         out.failure, out.data = answers[0].failure, answers[0].data
         return out
     return _per_category(prompt, answers, failed, out, on_category_failure)

@@ -155,6 +155,30 @@ class AnnotationConfig(Config):
     max_tokens: PositiveInt = Field(default=2000, description="Completion budget of the annotation (45 values with confidences).")
 
 
+#: what `generation.paraphrase` may reword (lists are not: their items are read back from the text)
+PARAPHRASED_CATEGORIES: tuple[str, ...] = ("attribute_open", "attribute_yes_no", "attribute_mcq")
+
+
+class ParaphraseConfig(Config):
+    """The LLM's rewording of the labels generator's questions, the question only, each checked to keep
+    its options and meaning (docs/labelled.md#the-llm-paraphrase-of-questions)."""
+
+    enabled: bool = Field(default=False, description="Have the LLM of generation.openai reword the questions.")
+    prompt_set: str = Field(default="paraphrase", description="A prompt set of mode paraphrase.")
+    categories: list[str] = Field(default_factory=lambda: list(PARAPHRASED_CATEGORIES),
+                                  description="Which label categories to reword (attribute_open, attribute_yes_no, attribute_mcq).")
+    max_tokens: PositiveInt = Field(default=1000, description="Completion budget of one sample's rewordings.")
+
+    @field_validator("categories")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if c not in PARAPHRASED_CATEGORIES]
+        if bad:
+            raise ValueError(f"only {', '.join(PARAPHRASED_CATEGORIES)} can be reworded (lists and counts are read back "
+                             f"from their text); not {', '.join(bad)}")
+        return v
+
+
 class GenerationConfig(Config):
     """Caption and QA generation: the generator, the categories, the prompt set and the LLM (docs/generation.md)."""
 
@@ -184,9 +208,12 @@ class GenerationConfig(Config):
     batch: BatchConfig = Field(default_factory=BatchConfig, description="Batch API settings (`mode: batch`).")
     labels: LabelQAConfig = Field(default_factory=LabelQAConfig)
     annotation: AnnotationConfig = Field(default_factory=AnnotationConfig)
+    paraphrase: ParaphraseConfig = Field(default_factory=ParaphraseConfig)
 
     @model_validator(mode="after")
     def _label_categories(self) -> GenerationConfig:
+        if self.paraphrase.enabled and self.generator != "labels":
+            raise ValueError("paraphrase rewords the labels generator's questions: it needs generator: labels")
         if self.generator == "labels":
             if "categories" not in self.model_fields_set:
                 self.categories = list(LABEL_CATEGORIES)

@@ -30,6 +30,9 @@ log = logging.getLogger("facecorpus")
 
 def load_checked_prompt_set(cfg: GenerationConfig) -> PromptSet:
     ps = load_prompt_set(cfg.prompt_set, cfg.prompts_dir, cfg.topics, cfg.bounds)
+    if ps.mode == "paraphrase" and cfg.categories:
+        raise UserError(f"prompt set '{ps.name}' rewords questions (generation.paraphrase.prompt_set); "
+                        "it writes no captions or QA")
     if ps.mode == "annotate" and cfg.categories:
         raise UserError(f"prompt set '{ps.name}' annotates attributes (generation.annotation.prompt_set); "
                         "it writes no captions or QA")

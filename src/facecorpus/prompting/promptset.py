@@ -23,7 +23,7 @@ from ..resources import data_dir
 from .phrases import LABEL_STYLES
 
 MANIFEST = "manifest.yaml"
-Mode = Literal["per_category", "structured"]
+Mode = Literal["per_category", "structured", "annotate", "paraphrase"]
 
 
 @dataclass(frozen=True)
@@ -141,9 +141,9 @@ def load_prompt_set(
     mode = entry.get("mode")
     questions = entry.get("questions", "model")
     needed = {"per_category": {"system", "instruction", "question"}, "structured": {"system", "user"},
-              "annotate": {"system", "user"}}.get(mode or "")
+              "annotate": {"system", "user"}, "paraphrase": {"system", "user"}}.get(mode or "")
     if needed is None:
-        raise UserError(f"prompt set '{name}': mode must be per_category, structured or annotate (got {mode!r})")
+        raise UserError(f"prompt set '{name}': mode must be per_category, structured, annotate or paraphrase (got {mode!r})")
     if questions not in ("model", "fixed"):
         raise UserError(f"prompt set '{name}': questions must be model or fixed (got {questions!r})")
     if questions == "fixed":

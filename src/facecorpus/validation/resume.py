@@ -60,15 +60,21 @@ def _sha(obj: Any) -> str:
 def prompts_sha256(recipe: Recipe) -> str:
     """Hash of what shapes the generated text for this recipe: the templates generator's phrasing, or
     the one prompt set the LLM generator uses (its verified hash: templates, topics, bounds, version),
-    and the annotation's prompt set when the LLM re-annotates attributes. Other prompt sets in the
-    folder do not count, so editing one never blocks a resume of another."""
+    and the annotation's and the paraphrase's prompt sets when the LLM re-annotates attributes or
+    rewords questions. Other prompt sets in the folder do not count, so editing one never blocks a
+    resume of another."""
     g = recipe.generation
     text = _generation_sha256(recipe)
-    if not g.annotation.enabled:
+    if not g.annotation.enabled and not g.paraphrase.enabled:
         return text
     from ..prompting.promptset import load_prompt_set
 
-    return _sha({"text": text, "annotation": load_prompt_set(g.annotation.prompt_set, g.prompts_dir).sha256})
+    parts = {"text": text}
+    if g.annotation.enabled:
+        parts["annotation"] = load_prompt_set(g.annotation.prompt_set, g.prompts_dir).sha256
+    if g.paraphrase.enabled:
+        parts["paraphrase"] = load_prompt_set(g.paraphrase.prompt_set, g.prompts_dir).sha256
+    return _sha(parts)
 
 
 def _generation_sha256(recipe: Recipe) -> str:
