@@ -233,8 +233,8 @@ def beam_vs_loop(store: str, n: int) -> None:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from facecorpus.faces.face_stage import FaceStage
     from facecorpus.faces.selection import select_faces
-    from facecorpus.faces.stage import FaceStage
     from facecorpus.records import SourceInfo
     from facecorpus.stage import WorkItem
 

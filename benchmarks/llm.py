@@ -44,7 +44,7 @@ from tests.generation_helpers import work_items  # noqa: E402
 
 from facecorpus.generation.accounting import llm_totals  # noqa: E402
 from facecorpus.generation.config import GenerationConfig  # noqa: E402
-from facecorpus.generation.transform import GenerateWithLLM  # noqa: E402
+from facecorpus.generation.llm_stage import GenerateWithLLM  # noqa: E402
 
 
 def server_stats(base_url: str) -> dict:

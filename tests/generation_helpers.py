@@ -15,7 +15,7 @@ from PIL import Image
 
 from facecorpus.generation.accounting import llm_totals
 from facecorpus.generation.config import GenerationConfig
-from facecorpus.generation.transform import GenerateWithLLM
+from facecorpus.generation.llm_stage import GenerateWithLLM
 from facecorpus.records import AttributeValue, SourceInfo
 from facecorpus.stage import WorkItem
 

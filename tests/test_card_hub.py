@@ -16,7 +16,7 @@ from facecorpus.sinks.card_hub import (
     personal_information_section,
 )
 from facecorpus.sinks.card_meta import split_front_matter
-from facecorpus.sinks.summary import read_manifest
+from facecorpus.sinks.run_files import read_manifest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

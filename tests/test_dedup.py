@@ -267,8 +267,8 @@ def test_a_resume_dedups_against_images_its_source_skipped(tmp_path: Path):
     from facecorpus.records import SourceInfo
     from facecorpus.stage import REJECTS, WorkItem
     from facecorpus.validation.config import ValidationConfig
+    from facecorpus.validation.dedup_stage import Dedup
     from facecorpus.validation.resume import HASHES_DIR
-    from facecorpus.validation.screen import Dedup
 
     def item(key: str, data: bytes) -> WorkItem:
         (it,) = list(CheckImage(ImageConfig()).run(WorkItem(key=key, source=SourceInfo(dataset="web", id=key), data=data)))

@@ -15,10 +15,10 @@ from PIL import Image, ImageOps
 
 from facecorpus.download.addresses import AddressPolicy
 from facecorpus.download.config import DownloadConfig
+from facecorpus.download.download_rows import WebRow, default_user_agent, download_row
 from facecorpus.download.fetch import Fetcher, FetchSettings, parse_retry_after
 from facecorpus.download.images import ResizeSettings, map_faces, orient_point
 from facecorpus.download.politeness import DomainGates
-from facecorpus.download.transform import WebRow, default_user_agent, download_row
 
 from .loopback_web import WebServer, photo_bytes
 

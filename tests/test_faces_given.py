@@ -18,8 +18,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
 from facecorpus.faces.config import FacesConfig
+from facecorpus.faces.face_stage import FaceStage
 from facecorpus.faces.given import given_faces_of, scale_given_faces
-from facecorpus.faces.stage import FaceStage
 from facecorpus.pipeline import run_recipe
 from facecorpus.recipe import validate_recipe
 from facecorpus.records import Reject, Sample, SourceFaces

@@ -17,7 +17,7 @@ from PIL import Image
 
 from facecorpus.demo import photo_paths
 from facecorpus.faces.config import FaceCropConfig, FacesConfig
-from facecorpus.faces.stage import FaceStage
+from facecorpus.faces.face_stage import FaceStage
 from facecorpus.image_check import decode_image, encode_jpeg
 from facecorpus.image_config import ImageConfig
 from facecorpus.records import AttributeValue, Reject, SourceInfo

@@ -10,15 +10,15 @@ from pathlib import Path
 import apache_beam as beam
 
 from facecorpus.demo import build_demo_inputs
-from facecorpus.faces.stage import STAGE as FACES_STAGE
+from facecorpus.faces.face_stage import STAGE as FACES_STAGE
 from facecorpus.generation.dry_run import estimate
-from facecorpus.generation.transform import ApplyGeneration, RenderPrompts
+from facecorpus.generation.llm_stage import ApplyGeneration, RenderPrompts
 from facecorpus.image_check import CheckImage
 from facecorpus.pipeline import build_pipeline, preflight, prompts_until_generation
 from facecorpus.recipe import validate_recipe
 from facecorpus.sources.keys import make_key
 from facecorpus.validation.assemble import ValidateSample
-from facecorpus.validation.screen import STAGE as DEDUP_STAGE
+from facecorpus.validation.dedup_stage import STAGE as DEDUP_STAGE
 
 
 def _recipe(tmp_path: Path, **generation):

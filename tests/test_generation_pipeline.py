@@ -242,8 +242,8 @@ def test_a_pending_outcome_cannot_leave_its_worker():
 
     from facecorpus.generation.client import LLMClient
     from facecorpus.generation.endpoint import endpoint_id
+    from facecorpus.generation.llm_stage import render_item
     from facecorpus.generation.preflight import load_checked_prompt_set
-    from facecorpus.generation.transform import render_item
 
     with FaultServer() as srv:
         cfg = GenerationConfig.model_validate({"generator": "openai", "prompt_set": "structured", "categories": ["pose"],

@@ -13,7 +13,7 @@ from facecorpus.review.queue import sample_candidates
 from facecorpus.review.verdicts import VerdictLog
 from facecorpus.sinks import plots
 from facecorpus.sinks.card import _faces_section, _Figures
-from facecorpus.sinks.summary import read_manifest
+from facecorpus.sinks.run_files import read_manifest
 
 from .inprocess_cli import run_main
 
@@ -100,7 +100,7 @@ def test_plots_draw_nothing_without_data() -> None:
 
 
 def test_card_without_figures_keeps_its_tables_and_drops_old_figures(out: Path) -> None:
-    from facecorpus.sinks.summary import write_card
+    from facecorpus.sinks.run_files import write_card
 
     stats = json.loads((out / "stats.json").read_text())
     assert list((out / "plots").glob("*.png"))  # the run drew them

@@ -233,7 +233,7 @@ def stats(
     """Counts, distributions and costs of an output."""
     from apache_beam.io.filesystems import FileSystems
 
-    from .sinks.summary import (
+    from .sinks.run_files import (
         STATS_FILE,
         compute_stats,
         read_manifest,

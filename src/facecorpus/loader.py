@@ -275,7 +275,7 @@ def iter_output_samples(
     """
     from apache_beam.io.filesystems import FileSystems
 
-    from .sinks.summary import shard_files
+    from .sinks.run_files import shard_files
 
     for path in shard_files(out):
         if shards is not None and path.rsplit("/", 1)[-1] not in shards:

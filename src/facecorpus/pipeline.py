@@ -39,8 +39,7 @@ from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage, FinishImage
 from .recipe import Recipe
 from .runners import is_local_runner
-from .sinks.shards import SHARDS_DIR, TMP_DIR, WriteShards, reject_line, remove_staging
-from .sinks.summary import (
+from .sinks.run_files import (
     REJECTS_DIR,
     compute_stats,
     read_manifest,
@@ -48,9 +47,11 @@ from .sinks.summary import (
     write_index,
     write_stats,
 )
+from .sinks.shards import SHARDS_DIR, TMP_DIR, WriteShards, reject_line, remove_staging
 from .sources.config import SourceConfig
 from .stage import METRICS_NAMESPACE, REJECTS
 from .validation.assemble import ValidateSample
+from .validation.dedup_stage import Dedup, dedup_needed
 from .validation.holdout import check_holdout_lists
 from .validation.record_checks import rules_for
 from .validation.resume import (
@@ -64,7 +65,6 @@ from .validation.resume import (
     plan_output,
     write_run_info,
 )
-from .validation.screen import Dedup, dedup_needed
 
 log = logging.getLogger("facecorpus")
 #: `prompts render` runs the front of the graph in this process
@@ -94,7 +94,7 @@ def preflight(recipe: Recipe, dry_run: bool = False) -> Checked:
     vocabulary, the prompt set, and for the openai generator its model pack (local), key and endpoint.
     `dry_run` (`prompts render`): decided without contacting anything, for this process's own runner,
     so it shows what a run would send."""
-    from .faces.stage import check_ready
+    from .faces.face_stage import check_ready
     from .generation import preflight as generation
     from .sources.labelled_config import sources_vocabulary
 
@@ -170,7 +170,7 @@ def dedup_transform(
 def faces_transform(recipe: Recipe) -> beam.PTransform | None:
     """Hook (faces): None when the recipe asks for no face analysis and no source can give face boxes
     (with `backend: none` the stage only turns given boxes into faces)."""
-    from .faces.stage import FaceStage
+    from .faces.face_stage import FaceStage
 
     if recipe.faces.backend == "none" and not any(s.gives_faces for s in recipe.sources):
         return None
@@ -181,7 +181,7 @@ def generation_transform(recipe: Recipe, checked: Checked, out: str | None = Non
     """Hook (generate): the templates generator, or the OpenAI-compatible one as pre-flight decided it."""
     g = recipe.generation
     if g.generator == "openai":
-        from .generation.transform import GenerateWithLLM
+        from .generation.llm_stage import GenerateWithLLM
 
         return GenerateWithLLM(checked.generation, checked.cache_dir, out)
     if g.generator == "labels":
@@ -318,7 +318,7 @@ def prompts_until_generation(recipe: Recipe, key: str | None = None) -> list[dic
     row per item that would reach generation (`key`: only that sample, with its request bodies; see
     generation/dry_run.py)."""
     from .generation.dry_run import Describe
-    from .generation.transform import RenderPrompts
+    from .generation.llm_stage import RenderPrompts
 
     checked = preflight(recipe, dry_run=True)
     with tempfile.TemporaryDirectory(prefix="facecorpus-render-") as tmp:

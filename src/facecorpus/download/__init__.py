@@ -5,7 +5,7 @@
     fetch.py       one URL → bytes or a reason: pinned-IP connections, every redirect hop re-checked,
                    timeouts, retries with back-off, honest User-Agent, X-Robots-Tag opt-out, size cap
     images.py      decode check (`not_image`) and optional downscale, in img2dataset's resize modes
-    transform.py   the Beam DoFn that downloads a batch of rows concurrently → WorkItems and Rejects
+    download_rows.py   the Beam DoFn that downloads a batch of rows concurrently → WorkItems and Rejects
 
 img2dataset's own `download_image` is not used for the network part: it follows redirects inside
 urllib without looking at the addresses they point to, has no per-domain cap and no back-off. Its

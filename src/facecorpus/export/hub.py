@@ -11,7 +11,7 @@ from apache_beam.io.filesystems import FileSystems
 from ..errors import UserError
 from ..sinks.card_meta import join_front_matter, size_category, split_front_matter
 from ..sinks.plots import PLOTS_DIR
-from ..sinks.summary import CARD_FILE, match_paths
+from ..sinks.run_files import CARD_FILE, match_paths
 from .parquet import data_files_config
 
 if TYPE_CHECKING:

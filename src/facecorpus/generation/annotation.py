@@ -44,7 +44,7 @@ from ..rejection import Rejected
 from ..stage import REJECTS, Stage, WorkItem
 from .config import GenerationConfig
 from .handler import OpenAIChatHandler
-from .transform import AwaitOutcomes, image_options, pending_window
+from .llm_stage import AwaitOutcomes, image_options, pending_window
 
 SCHEMA_NAME = "FaceAttributes"
 

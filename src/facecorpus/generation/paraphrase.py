@@ -40,7 +40,7 @@ from ..rejection import Rejected
 from ..stage import REJECTS, Stage, WorkItem
 from .config import PARAPHRASED_CATEGORIES, GenerationConfig
 from .handler import OpenAIChatHandler
-from .transform import AwaitOutcomes, pending_window
+from .llm_stage import AwaitOutcomes, pending_window
 
 SCHEMA_NAME = "ParaphrasedQuestions"
 #: words that carry no meaning of their own in a value's phrase ("of East Asian ethnicity" → east, asian)

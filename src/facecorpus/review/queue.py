@@ -110,14 +110,14 @@ def _pipeline_flagged(row: dict[str, Any]) -> bool:
 
 
 def sample_candidates(out: str) -> list[Candidate]:
-    from ..sinks.summary import read_manifest
+    from ..sinks.run_files import read_manifest
 
     rows = read_manifest(out).to_pylist()
     return [Candidate(id=r["key"], fields=r, shard=r["shard"], flagged=_pipeline_flagged(r)) for r in rows]
 
 
 def reject_candidates(out: str) -> list[Candidate]:
-    from ..sinks.summary import iter_rejects
+    from ..sinks.run_files import iter_rejects
 
     cands = []
     for path, n, line in iter_rejects(out):

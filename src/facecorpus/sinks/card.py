@@ -23,7 +23,7 @@ from .card_hub import (
     recipe_dict,
 )
 from .card_meta import join_front_matter
-from .summary import CARD_FILE, PLOTS_DIR, match_paths, read_manifest, write_text
+from .run_files import CARD_FILE, PLOTS_DIR, match_paths, read_manifest, write_text
 
 AGE_ORDER = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+", "unknown")
 

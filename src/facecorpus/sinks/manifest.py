@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..records import Face, Sample
-from .agreement import annotation_pairs
+from .annotation_agreement import annotation_pairs
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from .manifest import manifest_bytes, manifest_row
 SHARDS_DIR = "shards"
 MANIFEST_DIR = "manifest"
 TMP_DIR = "_tmp"
-#: the dedup stage's staging folder under shards/_tmp/ (validation/screen.py)
+#: the dedup stage's staging folder under shards/_tmp/ (validation/dedup_stage.py)
 SCREEN_DIR = "screen"
 
 

@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils.shared import Shared
 
-from ..download.transform import STAGE as DOWNLOAD_STAGE
-from ..download.transform import DownloadRows, Scalar, WebRow, item_from_bytes, row_reject
+from ..download.download_rows import STAGE as DOWNLOAD_STAGE
+from ..download.download_rows import DownloadRows, Scalar, WebRow, item_from_bytes, row_reject
 from ..errors import UserError
 from ..records import Reject
 from ..rejection import Rejection

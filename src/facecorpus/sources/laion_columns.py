@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from ..download.transform import Scalar
+from ..download.download_rows import Scalar
 from ..errors import UserError
 from ..rejection import Rejection
 from .config import FaceCaptionSource, Img2DatasetSource, LaionSource

@@ -1,7 +1,7 @@
 """Duplicate and held-out images, found at scale without collecting everything on one machine.
 
 Every transform here works on light records `(key, sha256, phash)` only; images stay where they are
-(see `screen.py`). The rule, deterministic whatever the order or the runner:
+(see `dedup_stage.py`). The rule, deterministic whatever the order or the runner:
 
 - exact: images with the same sha256 of their input bytes form a group; all but the smallest key are
   rejected `duplicate` (grouped by sha256, so each group is one reducer's work);

@@ -170,7 +170,7 @@ def build_holdout_list(source: str, out: str, kind: str = "auto", beam_args: lis
     """
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from ..sinks.summary import write_text
+    from ..sinks.run_files import write_text
     from ..sources.folder import ReadFolder
     from ..sources.webdataset import ReadWebDataset
 

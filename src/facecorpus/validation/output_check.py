@@ -34,8 +34,7 @@ from ..recipe import Recipe
 from ..records import Reject, Sample
 from ..resources import data_dir
 from ..sinks.manifest import FILE_COLUMNS, MANIFEST_SCHEMA, manifest_row
-from ..sinks.shards import SHARDS_DIR, TMP_DIR
-from ..sinks.summary import (
+from ..sinks.run_files import (
     INDEX_FILE,
     RUN_FILE,
     STATS_FILE,
@@ -45,6 +44,7 @@ from ..sinks.summary import (
     read_text,
     shard_files,
 )
+from ..sinks.shards import SHARDS_DIR, TMP_DIR
 from .dedup import band_keys
 from .holdout import read_holdout_list
 from .record_checks import RecordRules, check_record, rules_for, verdict

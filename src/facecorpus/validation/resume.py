@@ -42,8 +42,8 @@ from .. import __version__
 from ..errors import UserError
 from ..recipe import Recipe, source_identity
 from ..records import PHASH_VERSION, SCHEMA_VERSION, Reject
+from ..sinks.run_files import CARD_FILE, INDEX_FILE, REJECTS_DIR, RUN_FILE, STATS_FILE, match_paths, read_text
 from ..sinks.shards import MANIFEST_DIR, SHARDS_DIR, TMP_DIR
-from ..sinks.summary import CARD_FILE, INDEX_FILE, REJECTS_DIR, RUN_FILE, STATS_FILE, match_paths, read_text
 
 log = logging.getLogger("facecorpus")
 #: (key, sha256, pHash) of every image dedup saw, one file per bundle (see screen.Park)

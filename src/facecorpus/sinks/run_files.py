@@ -18,7 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from ..records import Reject
 from ..validation.counts import validation_counts
-from .agreement import agreement
+from .annotation_agreement import agreement
 from .manifest import MANIFEST_SCHEMA
 from .shards import MANIFEST_DIR, SHARDS_DIR
 
