@@ -46,7 +46,8 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageEnhance, ImageOps  # noqa: E402
 
 from facecorpus.demo import GROUP_FACES, _fairface_crop, build_demo_inputs, photo_paths  # noqa: E402
-from facecorpus.faces.analyzer import FaceAnalyzer, load_analyzer  # noqa: E402
+from facecorpus.errors import MissingModelPack  # noqa: E402
+from facecorpus.faces.analyzer import FaceAnalyzer, load_analyzer, resolve_pack  # noqa: E402
 from facecorpus.faces.config import FacesConfig  # noqa: E402
 from facecorpus.faces.nms import overlaps  # noqa: E402
 from facecorpus.image_check import decode_image  # noqa: E402
@@ -293,6 +294,10 @@ def main() -> None:
         allowed = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, set(allowed[: args.cores]))
     store = args.store or os.environ.get("FACECORPUS_MODELS")
+    try:
+        resolve_pack(FacesConfig(backend="portable", models_dir=store))
+    except MissingModelPack as e:  # one line, not a traceback: the store is the user's to fill
+        sys.exit(f"faces.py: {e} (or pass --store DIR)")
     print(f"cores: {sorted(os.sched_getaffinity(0))}; crops: {args.crops} x 224 px; photos: {args.photos} x 1024x709 "
           f"(six faces); rounds: {args.rounds}")
     recall(store)
