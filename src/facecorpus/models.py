@@ -1,4 +1,6 @@
 """The model store: named packs of weight files with pinned versions, sha256 and licences.
+(Just over 400 lines: a quarter is the catalogue's pinned entries, data rather than code; the CLI is
+models_cli.py.)
 
 A pack lives in `<store>/<name>/` next to a `pack.json` that records where every file came from and
 its sha256. The store is, in order: an explicit path (a recipe's `faces.models_dir`), the environment

@@ -1,10 +1,11 @@
 """Builds and runs the Beam graph for a recipe. The only place where stages meet.
 
-    pre-flight ─▶ source ─▶ image ─▶ dedup ─▶ finish_image ─▶ faces ─▶ generate ─▶ validate ─▶ shards + manifest
-                    └─────────┴────────┴──────────┴───────────┴────────┴──────────┴──▶ rejects/*.jsonl
+    pre-flight ─▶ source ─▶ image ─▶ dedup ─▶ finish_image ─▶ faces ─▶ [annotate] ─▶ generate ─▶ [paraphrase] ─▶ validate ─▶ shards + manifest
+                    └─────────┴────────┴──────────┴───────────┴─────────┴────────────┴────────────┴──────────────┴──▶ rejects/*.jsonl
     then, on the launcher: stats.json, index.json, README.md (from what was written)
+    [annotate] and [paraphrase]: only when the recipe enables them (generation.annotation / .paraphrase)
 
-`preflight` runs every check that must fail before a run starts. `build_front` builds the graph up to
+`preflight` (preflight.py) runs every check that must fail before a run starts. `build_front` builds the graph up to
 generation, for the run and for `prompts render` (which renders the prompts of what it yields).
 Each stage is applied through `_apply`, which expects a mapping with 'main' and 'rejects', under a Beam
 label equal to the stage name its rejects carry. One hook function per area builds that area's
@@ -31,12 +32,11 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import __version__, progress
-from .errors import UserError
 from .generation.accounting import llm_totals, sum_llm_totals, with_ledger
-from .generation.config import GenerationConfig
 from .generation.ledger import ledger_totals
 from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage, FinishImage
+from .preflight import DRY_RUN_RUNNER, Checked, preflight
 from .recipe import Recipe
 from .runners import is_local_runner
 from .sinks.run_files import (
@@ -52,7 +52,6 @@ from .sources.config import SourceConfig
 from .stage import METRICS_NAMESPACE, REJECTS
 from .validation.assemble import ValidateSample
 from .validation.dedup_stage import Dedup, dedup_needed
-from .validation.holdout import check_holdout_lists
 from .validation.record_checks import rules_for
 from .validation.resume import (
     DropRecordedRejects,
@@ -67,70 +66,9 @@ from .validation.resume import (
 )
 
 log = logging.getLogger("facecorpus")
-#: `prompts render` runs the front of the graph in this process
-DRY_RUN_RUNNER = "FnApiRunner"
-
-# -------------------------------------------------------------------------------------------- pre-flight
-
-
-@dataclass(frozen=True)
-class Checked:
-    """What pre-flight decided: the generation settings as they will run (`image.send` decided when
-    auto) and the response cache folder (None when the cache is off or not needed); the same for the
-    LLM's attribute annotation when the recipe asks for it (else None)."""
-
-    generation: GenerationConfig
-    cache_dir: str | None
-    annotation: GenerationConfig | None = None
-    annotation_cache_dir: str | None = None
-    annotation_min_confidence: float = 0.0
-    paraphrase: GenerationConfig | None = None
-    paraphrase_cache_dir: str | None = None
-
-
-def preflight(recipe: Recipe, dry_run: bool = False) -> Checked:
-    """The one pre-flight: every check that must fail before anything is read or written, each a
-    one-line UserError — face model packs and providers, hold-out lists, the labelled sources'
-    vocabulary, the prompt set, and for the openai generator its model pack (local), key and endpoint.
-    `dry_run` (`prompts render`): decided without contacting anything, for this process's own runner,
-    so it shows what a run would send."""
-    from .faces.face_stage import check_ready
-    from .generation import preflight as generation
-    from .sources.labelled_config import sources_vocabulary
-
-    check_ready(recipe.faces)
-    check_holdout_lists(recipe.validation.holdout.lists)
-    try:
-        sources_vocabulary(recipe.sources)
-    except ValueError as e:
-        raise UserError(f"recipe {recipe.name}: {e}") from None
-    g = recipe.generation
-    if dry_run:
-        g = generation.without_images_for_local(g)  # a run decides the same before it starts
-        generation.load_checked_prompt_set(g)
-        return Checked(g, generation.resolve_cache_dir(g, DRY_RUN_RUNNER))
-    runner = recipe.runner.runner
-    annotation: dict[str, Any] = {}
-    if g.annotation.enabled:
-        from .generation.annotation import preflight_annotation
-
-        a = preflight_annotation(recipe)
-        annotation = {"annotation": a, "annotation_cache_dir": generation.resolve_cache_dir(a, runner),
-                      "annotation_min_confidence": g.annotation.min_confidence}
-    if g.paraphrase.enabled:
-        from .generation.paraphrase import preflight_paraphrase
-
-        para = preflight_paraphrase(recipe)
-        annotation |= {"paraphrase": para, "paraphrase_cache_dir": generation.resolve_cache_dir(para, runner)}
-    if g.generator != "openai":
-        return Checked(g, None, **annotation)
-    g = generation.preflight(g, runner)
-    return Checked(g, generation.resolve_cache_dir(g, runner), **annotation)
-
-
 # ------------------------------------------------------------------------------------------------ hooks
 # One per area: the area's transform for a recipe. Their Beam labels are the stage names that their
-# reject lines and counters carry (source, image, dedup, faces, annotate, generate, validate).
+# reject lines and counters carry (source, image, dedup, faces, annotate, generate, paraphrase, validate).
 
 
 def source_transform(cfg: SourceConfig, finished: beam.PCollection | None = None) -> beam.PTransform:

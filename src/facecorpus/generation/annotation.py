@@ -185,7 +185,7 @@ def annotation_config(recipe: Recipe) -> GenerationConfig:
 
 
 def preflight_annotation(recipe: Recipe) -> GenerationConfig:
-    """The annotation's pre-flight (part of `pipeline.preflight`): the endpoint answers, the key is set,
+    """The annotation's pre-flight (part of `preflight.preflight`): the endpoint answers, the key is set,
     the prompt set loads and is of mode annotate; the settings as they will run. An endpoint that reads
     no images cannot annotate what it cannot see: one line, before the run."""
     from ..prompting.promptset import load_prompt_set

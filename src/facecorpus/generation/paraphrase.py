@@ -234,7 +234,7 @@ def paraphrase_config(recipe: Recipe) -> GenerationConfig:
 
 
 def preflight_paraphrase(recipe: Recipe) -> GenerationConfig:
-    """Part of `pipeline.preflight`: the endpoint answers, the key is set, the prompt set loads and is of
+    """Part of `preflight.preflight`: the endpoint answers, the key is set, the prompt set loads and is of
     mode paraphrase; the settings as they will run."""
     from ..prompting.promptset import load_prompt_set
     from .preflight import preflight

@@ -1,0 +1,76 @@
+"""The one pre-flight of a run: every check that must fail before anything is read or written, each a
+one-line UserError, and what it decided (`Checked`), from which `pipeline` builds the stages.
+
+Each area's own checks live with the area (`faces.face_stage.check_ready`, `generation/preflight.py`,
+`generation.annotation.preflight_annotation`, `generation.paraphrase.preflight_paraphrase`,
+`validation.holdout.check_holdout_lists`, the labelled sources' vocabulary); this module calls them in
+order, for `facecorpus run` and for `prompts render` (`dry_run`: nothing contacted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UserError
+from .generation.config import GenerationConfig
+from .recipe import Recipe
+from .validation.holdout import check_holdout_lists
+
+#: `prompts render` runs the front of the graph in this process
+DRY_RUN_RUNNER = "FnApiRunner"
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What pre-flight decided: the generation settings as they will run (`image.send` decided when
+    auto) and the response cache folder (None when the cache is off or not needed); the same for the
+    LLM's attribute annotation and question paraphrase when the recipe asks for them (else None)."""
+
+    generation: GenerationConfig
+    cache_dir: str | None
+    annotation: GenerationConfig | None = None
+    annotation_cache_dir: str | None = None
+    annotation_min_confidence: float = 0.0
+    paraphrase: GenerationConfig | None = None
+    paraphrase_cache_dir: str | None = None
+
+
+def preflight(recipe: Recipe, dry_run: bool = False) -> Checked:
+    """The one pre-flight: every check that must fail before anything is read or written, each a
+    one-line UserError — face model packs and providers, hold-out lists, the labelled sources'
+    vocabulary, the prompt set, and for the openai generator its model pack (local), key and endpoint.
+    `dry_run` (`prompts render`): decided without contacting anything, for this process's own runner,
+    so it shows what a run would send."""
+    from .faces.face_stage import check_ready
+    from .generation import preflight as generation
+    from .sources.labelled_config import sources_vocabulary
+
+    check_ready(recipe.faces)
+    check_holdout_lists(recipe.validation.holdout.lists)
+    try:
+        sources_vocabulary(recipe.sources)
+    except ValueError as e:
+        raise UserError(f"recipe {recipe.name}: {e}") from None
+    g = recipe.generation
+    if dry_run:
+        g = generation.without_images_for_local(g)  # a run decides the same before it starts
+        generation.load_checked_prompt_set(g)
+        return Checked(g, generation.resolve_cache_dir(g, DRY_RUN_RUNNER))
+    runner = recipe.runner.runner
+    annotation: dict[str, Any] = {}
+    if g.annotation.enabled:
+        from .generation.annotation import preflight_annotation
+
+        a = preflight_annotation(recipe)
+        annotation = {"annotation": a, "annotation_cache_dir": generation.resolve_cache_dir(a, runner),
+                      "annotation_min_confidence": g.annotation.min_confidence}
+    if g.paraphrase.enabled:
+        from .generation.paraphrase import preflight_paraphrase
+
+        para = preflight_paraphrase(recipe)
+        annotation |= {"paraphrase": para, "paraphrase_cache_dir": generation.resolve_cache_dir(para, runner)}
+    if g.generator != "openai":
+        return Checked(g, None, **annotation)
+    g = generation.preflight(g, runner)
+    return Checked(g, generation.resolve_cache_dir(g, runner), **annotation)
