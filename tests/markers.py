@@ -21,7 +21,7 @@ import pytest
 #: file name prefix (after `test_`) → area; the first match wins
 AREAS: tuple[tuple[str, str], ...] = (
     ("recipe", "house"), ("stage", "house"), ("record_declaration", "house"), ("front", "house"), ("docs", "house"),
-    ("install", "house"), ("models", "house"),
+    ("install", "house"), ("models", "house"), ("layers", "house"),
     ("sources", "sources"), ("labelled", "sources"), ("laion", "sources"), ("download", "sources"), ("addresses", "sources"),
     ("politeness", "sources"), ("object_store", "sources"),
     ("image_check", "faces"), ("faces", "faces"),

@@ -14,9 +14,9 @@ from facecorpus.faces.face_stage import STAGE as FACES_STAGE
 from facecorpus.generation.dry_run import estimate
 from facecorpus.generation.llm_stage import ApplyGeneration, RenderPrompts
 from facecorpus.image_check import CheckImage
+from facecorpus.keys import make_key
 from facecorpus.pipeline import build_pipeline, preflight, prompts_until_generation
 from facecorpus.recipe import validate_recipe
-from facecorpus.sources.keys import make_key
 from facecorpus.validation.assemble import ValidateSample
 from facecorpus.validation.dedup_stage import STAGE as DEDUP_STAGE
 

@@ -202,7 +202,7 @@ def test_unknown_prompt_set_is_one_clear_error():
 
 def test_render_command_shows_exactly_what_would_be_sent_and_estimates(tmp_path: Path):
     from facecorpus.demo import build_demo_inputs
-    from facecorpus.sources.keys import make_key
+    from facecorpus.keys import make_key
 
     from .conftest import run_cli, write_recipe
 

@@ -15,11 +15,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from facecorpus.demo import build_fairface, photo_paths
 from facecorpus.errors import UserError
+from facecorpus.keys import make_key
 from facecorpus.records import Reject, is_valid_key
 from facecorpus.sources.config import FairFaceSource, FolderSource, WebDatasetSource
 from facecorpus.sources.fairface import ReadFairFace
 from facecorpus.sources.folder import ReadFolder
-from facecorpus.sources.keys import make_key
 from facecorpus.sources.webdataset import ReadWebDataset
 
 

@@ -18,9 +18,9 @@ from typing import Any
 import apache_beam as beam
 
 from .. import __version__
+from ..keys import make_key
 from ..records import Reject, SourceFaces, SourceInfo
 from ..rejection import Rejection
-from ..sources.keys import make_key
 from ..stage import REJECTS, Counters, Progress, WorkItem, make_reject
 from .config import DownloadConfig
 from .fetch import Fetcher, FetchSettings

@@ -25,6 +25,7 @@ from .. import progress
 from ..config import is_remote
 from ..errors import UserError
 from ..faces.priors import CROP
+from ..keys import make_key
 from ..labels import normalise
 from ..records import AttributeValue, Reject, SourceInfo
 from ..rejection import Rejection
@@ -32,7 +33,6 @@ from ..stage import REJECTS, Counters, WorkItem, count_inputs, make_reject
 from ..textfiles import decode_text
 from .config import FairFaceSource
 from .files import exists, read_bytes
-from .keys import make_key
 
 REQUIRED_COLUMNS = ("file", "age", "gender", "race")
 log = logging.getLogger("facecorpus")

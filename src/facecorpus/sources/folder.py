@@ -10,12 +10,12 @@ import apache_beam as beam
 
 from .. import progress
 from ..errors import UserError
+from ..keys import make_key
 from ..records import SourceInfo
 from ..rejection import Rejection
 from ..stage import REJECTS, Counters, WorkItem, count_inputs, make_reject
 from .config import FolderSource
 from .files import list_files, read_bytes
-from .keys import make_key
 
 
 def _relative(path: str, root: str) -> str:

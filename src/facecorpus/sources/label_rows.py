@@ -26,11 +26,11 @@ from apache_beam.io.filesystems import FileSystems
 
 from ..errors import UserError
 from ..faces.priors import CROP
+from ..keys import make_key
 from ..records import AttributeValue, Reject, SourceFaces, SourceInfo
 from ..rejection import Rejection
 from ..stage import REJECTS, Counters, WorkItem, count_inputs, make_reject
 from .files import exists, read_bytes
-from .keys import make_key
 
 log = logging.getLogger("facecorpus")
 Scalar = str | int | float | bool | None

@@ -28,9 +28,9 @@ from apache_beam.utils.shared import Shared
 from ..download.download_rows import STAGE as DOWNLOAD_STAGE
 from ..download.download_rows import DownloadRows, Scalar, WebRow, item_from_bytes, row_reject
 from ..errors import UserError
+from ..keys import make_key
 from ..records import Reject
 from ..rejection import Rejection
-from ..sources.keys import make_key
 from ..stage import REJECTS, Counters, count_inputs, make_reject
 from .config import FaceCaptionSource, Img2DatasetSource
 from .files import list_files

@@ -11,12 +11,12 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from ..errors import UserError
+from ..keys import make_key
 from ..records import SourceInfo
 from ..rejection import Rejection
 from ..stage import REJECTS, Counters, WorkItem, count_inputs, make_reject
 from .config import WebDatasetSource
 from .files import list_files
-from .keys import make_key
 
 _SCALARS = (str, int, float, bool, type(None))
 
