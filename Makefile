@@ -14,7 +14,7 @@ TORCH  ?= torch==2.13.0
 # LLaMA-Factory wants torchaudio/torchvision builds for another torch. The last two are for the tests only.
 NO_DEPS := insightface==2.1 img2dataset==1.47.0 llamafactory==0.9.5
 
-.PHONY: venv install demo test test-quick lint schema docs bench clean
+.PHONY: venv install demo test test-quick test-pip lint schema docs bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ test: install
 test-quick: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider -m "not e2e"
+
+# plain pip really installing the wheel with every extra into a fresh venv, and running it (minutes:
+# 2.5 GB of files; `make test` only resolves it): tests/test_pip_install.py
+test-pip: install
+	FACECORPUS_TEST_PIP_INSTALL=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=2400 tests/test_pip_install.py
 
 schema: install
 	$(VENV)/bin/facecorpus schema --out schemas/sample.schema.json
