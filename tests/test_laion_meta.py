@@ -87,7 +87,7 @@ def test_laion_face_ids_pth_with_parts_and_the_converter(tmp_path):
 def test_pth_without_torch_says_what_to_install(tmp_path, monkeypatch):
     torch.save([[1, 2]], tmp_path / "ids.pth")
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails as on a machine without it
-    with pytest.raises(UserError, match="needs torch.*pip install torch"):
+    with pytest.raises(UserError, match=r"needs the 'train' extra for torch.*pip install 'facecorpus\[train\]'"):
         read_id_list(str(tmp_path / "ids.pth"))
 
 
