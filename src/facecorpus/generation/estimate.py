@@ -60,7 +60,8 @@ def prompt_tokens(messages: list[dict[str, Any]]) -> int:
 
 def request_tokens(body: dict[str, Any]) -> int:
     """What a request may consume against a TPM limit: estimated prompt + max_tokens (providers
-    count the completion allowance when admitting a request)."""
+    count the completion allowance when admitting a request). Without max_tokens (sent as null) only
+    the prompt is known here; the completion is settled from `usage` when it arrives."""
     schema = body.get("response_format")
     extra = math.ceil(len(str(schema)) / 4) if schema else 0
     return prompt_tokens(body["messages"]) + extra + int(body.get("max_tokens") or 0)
