@@ -139,7 +139,8 @@ def test_structured_generation_end_to_end_then_a_rerun_needs_no_server(store_env
                        "openai": {"base_url": "local", "temperature": 0.0, "seed": 7, "max_tokens": 200},
                        "cache": {"dir": str(tmp_path / "cache")}},
         # a 135M model contradicts labels now and then; keep such samples (flagged) to inspect them
-        "validation": {"label_conflict": "flag", "refusals": "off"},
+        # (and its junk: the junk checks flag it here; test_validation_junk.py tests them)
+        "validation": {"label_conflict": "flag", "refusals": "off", "junk": "flag"},
         "runner": {"runner": "FnApiRunner"},
     }
     recipe = validate_recipe(data, "test", inputs)
@@ -184,7 +185,7 @@ def test_fairfacegpt_recipe_runs_on_the_local_server_with_one_generation_overrid
          "--set", "sources.0.limit=1", "--set", "generation.categories=[pose]",
          "--set", "generation.openai.max_tokens=256", "--set", "generation.openai.temperature=0.3",
          "--set", "generation.openai.seed=1", "--set", "generation.openai.extra_body={repeat_penalty: 1.3}",
-         "--set", "validation.label_conflict=flag", "--set", "faces.backend=none"],
+         "--set", "validation.label_conflict=flag", "--set", "validation.junk=flag", "--set", "faces.backend=none"],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

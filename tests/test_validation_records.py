@@ -44,10 +44,19 @@ def _qa(item: WorkItem, category: str, answer: str) -> None:
     item.qa = [q if q.category != category else QAPair(category=category, question=q.question, answer=answer) for q in item.qa]
 
 
+#: answers an LLM might write for the categories the templates skip without face facts (good ones: they
+#: pass the junk checks, so a test's only finding is the one it provokes)
+LLM_ANSWERS = {
+    "facial_structure": "An oval face with high cheekbones, a straight nose and a defined jawline.",
+    "expression": "He smiles broadly, with relaxed eyes and raised cheeks.",
+    "pose": "The head faces the camera almost straight on, tilted slightly to the left.",
+}
+
+
 def _llm_like(item: WorkItem) -> None:
     """All eight categories present, as the LLM generator writes them."""
     have = {q.category for q in item.qa}
-    item.qa += [QAPair(category=c, question=f"Describe the {c.replace('_', ' ')} of the image.", answer="It looks ordinary.")
+    item.qa += [QAPair(category=c, question=f"Describe the {c.replace('_', ' ')} of the image.", answer=LLM_ANSWERS[c])
                 for c in CATS if c not in have]
     item.flags = [f for f in item.flags if not f.startswith("skipped:")]
     item.provenance.generator = "openai"
@@ -58,10 +67,11 @@ CASES = {
     "empty_answer": lambda it: _qa(it, "detail", "   "),
     "answer_too_short": lambda it: _qa(it, "detail", "A"),
     "answer_too_long": lambda it: _qa(it, "detail", "word " * 1000),
-    "unknown_category": lambda it: it.qa.append(QAPair(category="hairstyle", question="Describe the hair.", answer="Short.")),
+    "unknown_category": lambda it: it.qa.append(QAPair(category="hairstyle", question="Describe the hair.",
+                                                           answer="Short grey hair, neatly combed back.")),
     "missing_category": lambda it: (_llm_like(it), setattr(it, "qa", [q for q in it.qa if q.category != "pose"])),
     "duplicate_question": lambda it: it.qa.append(QAPair(category="detail", question=it.qa[0].question.upper() + "!",
-                                                          answer="Again.")),
+                                                          answer="A close-up portrait of a smiling man.")),
     "bad_charset": lambda it: _qa(it, "detail", "The face is \x07 lit evenly."),
     "wrong_language": lambda it: _qa(it, "detail", "Лицо освещено ровно, выражение спокойное."),
     "degenerate_text": lambda it: _qa(it, "detail", "the face is calm " * 12),

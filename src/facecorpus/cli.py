@@ -178,7 +178,16 @@ def demo(
     typer.echo(f"demo inputs: {inputs}")
     again = ["demo", "--out", out, *[w for o in set_ or [] for w in ("--set", o)]]
     _run_and_report(recipe, out, [], text, again, resume=resume, retry_rejects=retry_rejects)
+    from .demo_summary import MIN_FACE_YIELD, demo_report
+
+    report = demo_report(out)
+    for line in report.lines:
+        typer.echo(line)
     typer.echo(f"next: facecorpus validate {out}  ·  facecorpus stats {out}")
+    if not report.ok:
+        typer.echo(f"facecorpus: error: the demo wrote {report.written} of the {report.faces} faces it found "
+                   f"({100 * report.face_yield:.0f}%), fewer than {MIN_FACE_YIELD:.0%}; see {out}/rejects", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -121,7 +121,8 @@ def generation_transform(recipe: Recipe, checked: Checked, out: str | None = Non
     if g.generator == "openai":
         from .generation.llm_stage import GenerateWithLLM
 
-        return GenerateWithLLM(checked.generation, checked.cache_dir, out)
+        v = recipe.validation  # the junk checks gate the rewrite mode's rewrites
+        return GenerateWithLLM(checked.generation, checked.cache_dir, out, v.junk, v.age_tolerance_years)
     if g.generator == "labels":
         from .generation.label_qa import GenerateFromLabels, settings_of
         from .sources.labelled_config import sources_vocabulary

@@ -206,6 +206,12 @@ class Provenance(_Record):
     usage: LLMUsage = Field(default_factory=LLMUsage)
     annotation: AnnotationInfo | None = Field(default=None, description="When an LLM re-annotated the attributes.")
     paraphrase: AnnotationInfo | None = Field(default=None, description="When an LLM reworded the label questions.")
+    text_sources: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rewrite mode only: how each text (the caption as 'caption', answers by category) was made: "
+        "'llm_rewrite' (the LLM's rewrite of the template text, kept as faithful) or 'template (<why>)' (the "
+        "template text, because the rewrite lost, changed or added a fact, was junk, or failed).",
+    )
 
 
 class Sample(_Record):

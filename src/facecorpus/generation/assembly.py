@@ -3,6 +3,8 @@
 - `structured`: one answer holds the caption and every category's question and answer (or only the
   answers, when the prompt set fixes the questions);
 - `annotate`: one answer holding attribute values (generation/annotation.py applies them);
+- `rewrite`: one answer per text the templates generator wrote (the caption, then each category): the
+  rewrites as they came, or None for a failed request; the generate stage decides what stands;
 - `per_category`: one answer per category; the caption is the first paragraph of the `caption_from`
   category's answer (else the first). A category that failed rejects the item, or is skipped and
   flagged `skipped:<category>` under `on_category_failure: skip` (when some category worked).
@@ -58,6 +60,8 @@ def assemble(prompt: RenderedPrompt, answers: list[Answer], spend: Spend, defaul
     if prompt.mode in ("annotate", "paraphrase"):  # read by generation/annotation.py and paraphrase.py
         out.failure, out.data = answers[0].failure, answers[0].data
         return out
+    if prompt.mode == "rewrite":
+        return _rewrite(answers, out)
     return _per_category(prompt, answers, failed, out, on_category_failure)
 
 
@@ -66,6 +70,15 @@ def _structured(prompt: RenderedPrompt, a: Answer, out: GenerationOutcome) -> Ge
         out.failure = a.failure
         return out
     assert a.data is not None
+    if "answers" in a.data:
+        texts = [("caption", a.data["caption"]), *a.data["answers"].items()]
+    else:
+        texts = [("caption", a.data["caption"])] + [
+            (f"{c} {part}", v[part]) for c, v in a.data["qa"].items() for part in ("question", "answer")]
+    blank = next((c for c, t in texts if not t.strip()), None)
+    if blank is not None:  # the schema's minLength counts spaces; a blank text is no text
+        out.failure = Rejection("llm_empty", f"the structured answer's {blank} text is blank")
+        return out
     out.caption = a.data["caption"].strip()
     if "answers" in a.data:  # the prompt set fixed the questions
         out.qa = [QAPair(category=c, question=prompt.questions[c], answer=a.data["answers"][c].strip())
@@ -73,6 +86,15 @@ def _structured(prompt: RenderedPrompt, a: Answer, out: GenerationOutcome) -> Ge
     else:
         out.qa = [QAPair(category=c, question=a.data["qa"][c]["question"].strip(),
                          answer=a.data["qa"][c]["answer"].strip()) for c in prompt.categories]
+    return out
+
+
+def _rewrite(answers: list[Answer], out: GenerationOutcome) -> GenerationOutcome:
+    """One request per text (the caption, then each category): its rewrite, or None when the request
+    failed. The generate stage holds each rewrite to its template text (generation/rewrite.py)."""
+    out.rewrites = {str(a.request.category): (a.text if a.failure is None else None) for a in answers}
+    out.rewrite_failures = {str(a.request.category): f"{a.failure.reason}: {a.failure.detail}"
+                            for a in answers if a.failure is not None}
     return out
 
 

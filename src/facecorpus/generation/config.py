@@ -153,6 +153,14 @@ class AnnotationConfig(Config):
     prompt_set: str = Field(default="attributes", description="A prompt set of mode annotate.")
     min_confidence: float = Field(default=0.0, ge=0, le=1, description="Values the model is less sure of are not kept.")
     max_tokens: PositiveInt = Field(default=2000, description="Completion budget of the annotation (45 values with confidences).")
+class RewriteConfig(Config):
+    """Prompt sets of mode `rewrite`: the LLM only rephrases the templates generator's texts (docs/trust.md §1c)."""
+
+    on_unfaithful: Literal["template", "reject"] = Field(
+        default="template",
+        description="A rewrite that loses, changes or adds a fact, fails or is junk: keep the template text "
+        "(flag `template_fallback:<category>`) or reject the sample `rewrite_unfaithful`.",
+    )
 
 
 #: what `generation.paraphrase` may reword (lists are not: their items are read back from the text)
@@ -221,6 +229,7 @@ class GenerationConfig(Config):
             if unknown:
                 raise ValueError(f"the labels generator writes {', '.join(LABEL_CATEGORIES)}; not {', '.join(unknown)}")
         return self
+    rewrite: RewriteConfig = Field(default_factory=RewriteConfig)
 
     @field_validator("prices", mode="before")
     @classmethod

@@ -37,6 +37,8 @@ def _never_retry(_: Exception) -> bool:
 
 
 def requests_per_item(cfg: GenerationConfig, mode: str) -> int:
+    if mode == "rewrite":
+        return len(cfg.categories) + 1  # the caption and each answer (fewer when the templates skip one)
     return len(cfg.categories) if mode == "per_category" else 1
 
 

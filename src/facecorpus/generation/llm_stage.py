@@ -26,12 +26,15 @@ from apache_beam.utils.windowed_value import WindowedValue
 from ..errors import UserError
 from ..prompting.promptset import PromptSet
 from ..prompting.render import ImageOptions, RenderedPrompt, render_prompt
+from ..prompting.rewrite import render_rewrite
 from ..rejection import Rejected
 from ..stage import REJECTS, Stage, WorkItem
+from ..validation.config import JunkConfig
+from ..validation.text_quality import JunkRules
 from .client import PendingOutcome
 from .config import GenerationConfig
 from .handler import OpenAIChatHandler
-from .outcome import BatchContext
+from .outcome import BatchContext, GenerationOutcome
 from .preflight import load_checked_prompt_set
 
 
@@ -44,7 +47,13 @@ def image_options(cfg: GenerationConfig) -> ImageOptions:
 
 
 def render_item(item: WorkItem, prompt_set: PromptSet, cfg: GenerationConfig) -> RenderedPrompt:
-    """The rendered prompt of one item (what `facecorpus prompts render` prints, too)."""
+    """The rendered prompt of one item (what `facecorpus prompts render` prints, too). A `rewrite` set
+    first has the templates generator write the item's texts, then asks for each to be rephrased."""
+    if prompt_set.mode == "rewrite":
+        from .rewrite import template_texts
+
+        source = template_texts(item, cfg.categories, cfg.seed)
+        return render_rewrite(prompt_set, source.texts(), {q.category: q.question for q in source.qa}, source)
     # with image.reencode off the source's own JPEG goes (the image stage kept it), else the stored one
     jpeg = item.source_jpeg if not cfg.openai.image.reencode else None
     return render_prompt(
@@ -125,25 +134,54 @@ class AwaitOutcomes(beam.DoFn):
 
 
 class ApplyGeneration(Stage):
-    """Stage 'generate': the LLM outcome onto the item, or a reject with the failure's reason."""
+    """Stage 'generate': the LLM outcome onto the item, or a reject with the failure's reason. For a
+    `rewrite` prompt set, each text is its rewrite when faithful and clean, else its template text
+    (`generation/rewrite.py`); `junk` are the recipe's junk checks that gate the rewrites."""
 
     name = "generate"
+
+    def __init__(self, cfg: GenerationConfig | None = None, junk: JunkConfig | None = None,
+                 age_tolerance: int = 2) -> None:
+        super().__init__()
+        self.on_unfaithful = cfg.rewrite.on_unfaithful if cfg is not None else "template"
+        self.junk_config = junk or JunkConfig()
+        self.prompts_dir = cfg.prompts_dir if cfg is not None else None
+        self.age_tolerance = age_tolerance
+        self._junk: JunkRules | None = None
 
     def run(self, item: WorkItem) -> Iterable[WorkItem]:
         outcome, item.llm_outcome = item.llm_outcome, None
         assert outcome is not None
-        item.prompt = None  # holds the base64 image; not needed downstream
+        prompt, item.prompt = item.prompt, None  # holds the base64 image; not needed downstream
         item.batch = None
         outcome.spend.flush()  # Beam counters only count on the DoFn's own thread
         if outcome.failure is not None:
             raise Rejected.of(outcome.failure)
-        item.caption = outcome.caption
-        item.qa = outcome.qa
         item.provenance.generator = "openai"
         item.provenance.llm_model = outcome.llm_model
         item.provenance.usage = outcome.usage
         item.flags.extend(outcome.flags)
+        if outcome.rewrites is not None and prompt is not None:
+            yield self._rewritten(item, prompt, outcome)
+            return
+        item.caption = outcome.caption
+        item.qa = outcome.qa
         yield item
+
+    def _rewritten(self, item: WorkItem, prompt: RenderedPrompt, outcome: GenerationOutcome) -> WorkItem:
+        from .rewrite import FALLBACK, REWRITTEN, choose_texts, known_labels
+
+        if self._junk is None:
+            self._junk = JunkRules.for_config(self.junk_config, self.prompts_dir)
+        choice = choose_texts(prompt.rewrite_from, outcome.rewrites or {}, outcome.rewrite_failures, known_labels(item),
+                              self._junk, self.on_unfaithful, self.age_tolerance)
+        item.caption, item.qa = choice.caption, choice.qa
+        item.flags.extend(choice.flags)
+        item.provenance.text_sources = choice.text_sources
+        for flag in choice.flags:
+            if flag.startswith((REWRITTEN, FALLBACK)):
+                self.counters.count("rewrite." + flag.replace(":", "."))
+        return item
 
 
 def _attach_batch_context(item: WorkItem, reports: list[dict[str, Any]]) -> WorkItem:
@@ -165,11 +203,14 @@ def pending_window(handler: OpenAIChatHandler, cfg: GenerationConfig) -> int:
 class GenerateWithLLM(beam.PTransform):
     """The generate stage with an OpenAI-compatible endpoint (online or Batch API)."""
 
-    def __init__(self, cfg: GenerationConfig, cache_dir: str | None, out: str | None = None) -> None:
+    def __init__(self, cfg: GenerationConfig, cache_dir: str | None, out: str | None = None,
+                 junk: JunkConfig | None = None, age_tolerance: int = 2) -> None:
         super().__init__()
         self.cfg = cfg
         self.cache_dir = cache_dir
         self.out = out
+        self.junk = junk
+        self.age_tolerance = age_tolerance
         self.prompt_mode = load_checked_prompt_set(cfg).mode
 
     def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
@@ -185,7 +226,8 @@ class GenerateWithLLM(beam.PTransform):
             ready
             | "CallLLM" >> RunInference(handler)
             | "AwaitOutcomes" >> beam.ParDo(AwaitOutcomes(window=pending_window(handler, self.cfg)))
-            | "ApplyGeneration" >> beam.ParDo(ApplyGeneration()).with_outputs(REJECTS, main="main")
+            | "ApplyGeneration" >> beam.ParDo(ApplyGeneration(self.cfg, self.junk, self.age_tolerance)).with_outputs(
+                REJECTS, main="main")
         )
         rejects = (rendered[REJECTS], applied[REJECTS]) | "GenerationRejects" >> beam.Flatten()
         return {"main": applied["main"], REJECTS: rejects}

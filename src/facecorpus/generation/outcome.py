@@ -70,6 +70,9 @@ class GenerationOutcome:
     flags: list[str] = field(default_factory=list)
     #: `annotate` prompt sets: the judged JSON answer (attribute → value and confidence)
     data: dict[str, Any] | None = None
+    #: rewrite sets: each text's rewrite (None when its request failed) and why a request failed
+    rewrites: dict[str, str | None] | None = None
+    rewrite_failures: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

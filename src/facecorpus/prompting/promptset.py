@@ -1,7 +1,8 @@
 """Prompt sets: versioned Jinja2 templates listed in `prompts/manifest.yaml` with their sha256.
 
 A prompt set is a folder of templates plus its manifest entry: version, mode (`per_category`: one
-request per QA category, or `structured`: one JSON request per sample), the topic phrase of each
+request per QA category, `structured`: one JSON request per sample, or `rewrite`: one request per text
+the templates generator wrote, asking only to rephrase it), the topic phrase of each
 category, and the sha256 of every template. Loading checks every hash, so a template edited without
 `facecorpus prompts lock` (which re-hashes and bumps the version) is refused instead of silently
 producing records under an old version.
@@ -23,7 +24,7 @@ from ..resources import data_dir
 from .phrases import LABEL_STYLES
 
 MANIFEST = "manifest.yaml"
-Mode = Literal["per_category", "structured", "annotate", "paraphrase"]
+Mode = Literal["per_category", "structured", "annotate", "paraphrase", "rewrite"]
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,10 @@ def load_prompt_set(
     mode = entry.get("mode")
     questions = entry.get("questions", "model")
     needed = {"per_category": {"system", "instruction", "question"}, "structured": {"system", "user"},
-              "annotate": {"system", "user"}, "paraphrase": {"system", "user"}}.get(mode or "")
+              "annotate": {"system", "user"}, "paraphrase": {"system", "user"}, "rewrite": {"system", "user"}}.get(mode or "")
     if needed is None:
-        raise UserError(f"prompt set '{name}': mode must be per_category, structured, annotate or paraphrase (got {mode!r})")
+        raise UserError(f"prompt set '{name}': mode must be per_category, structured, annotate, paraphrase or rewrite "
+                        f"(got {mode!r})")
     if questions not in ("model", "fixed"):
         raise UserError(f"prompt set '{name}': questions must be model or fixed (got {questions!r})")
     if questions == "fixed":

@@ -76,6 +76,8 @@ class RenderedPrompt:
     categories: list[str] = field(default_factory=list)
     caption_from: str | None = None  # per-category sets: the category whose answer becomes the caption
     questions: dict[str, str] = field(default_factory=dict)  # structured sets with fixed questions
+    #: rewrite sets: the templates generator's texts the requests rephrase (generation/rewrite.py)
+    rewrite_from: Any = None
 
 
 # ------------------------------------------------------------------------------------------- inputs

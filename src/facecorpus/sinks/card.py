@@ -244,6 +244,25 @@ def _rejects_section(stats: dict[str, Any], figs: _Figures) -> list[str]:
     return lines
 
 
+def _text_checks_section(stats: dict[str, Any]) -> list[str]:
+    """The junk checks' rejects and flags per check and category (stats.json validation.text_checks)."""
+    checks = (stats.get("validation") or {}).get("text_checks") or {}
+    rows = [(what, check, cat, n) for what in ("rejected", "flagged")
+            for check, by_cat in (checks.get(what) or {}).items() for cat, n in by_cat.items()]
+    if not rows:
+        return []
+    lines = ["## Text checks", "",
+             "Samples rejected or flagged by the junk checks (docs/trust.md), per text they fired on; a sample "
+             "whose caption and answer both fired counts under both.", "",
+             "| check | text | rejected | flagged |", "|---|---|---:|---:|"]
+    cells: dict[tuple[str, str], dict[str, int]] = {}
+    for what, check, cat, n in rows:
+        cells.setdefault((check, cat), {})[what] = n
+    for (check, cat), c in cells.items():
+        lines.append(f"| {check} | {cat} | {c.get('rejected', 0)} | {c.get('flagged', 0)} |")
+    return [*lines, ""]
+
+
 def _review_section(out: str, figs: _Figures) -> list[str]:
     if "://" in out or not FileSystems.exists(FileSystems.join(out, "reviews")):
         return []
@@ -300,6 +319,7 @@ def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool =
         *_faces_section(col, figs),
         *_qa_section(col, stats, figs),
         *_rejects_section(stats, figs),
+        *_text_checks_section(stats),
         *_review_section(out, figs),
         *licences_section(col, stats),
         *personal_information_section(col, recipe),

@@ -4,9 +4,9 @@ lists (docs/trust.md)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config import Config, PositiveInt, resolve_path
 
@@ -29,6 +29,52 @@ class HoldoutConfig(Config):
 
     def resolve_paths(self, base: Path) -> None:
         self.lists = [resolve_path(p, base) for p in self.lists]
+
+
+JunkMode = Literal["reject", "flag", "off"]
+#: the junk checks' reject reasons, in the order they are reported (validation/junk.py)
+JUNK_CHECKS: tuple[str, ...] = ("markup", "prompt_echo", "meta_talk", "degenerate_text", "repeated_answer", "off_topic",
+                                "caption_not_about_face")
+
+
+class JunkConfig(Config):
+    """Text checks that catch junk a well-formed record can still hold (docs/trust.md §1b). Each check is
+    `reject` (the default), `flag` (kept, flagged `<check>:<category>`) or `off`; `junk: off` (or `flag`) sets
+    every check at once."""
+
+    markup: JunkMode = Field(default="reject", description="Code fences, tags, template syntax, JSON, role tags, placeholders.")
+    prompt_echo: JunkMode = Field(default="reject", description="A run of words copied from our prompts or instructions.")
+    prompt_echo_words: int = Field(default=6, ge=3, le=50, description="Consecutive prompt words that count as an echo.")
+    meta_talk: JunkMode = Field(default="reject", description="Talk about the task, the model or the reader; answers asking questions.")
+    degenerate_text: JunkMode = Field(
+        default="reject", description="Numbers or punctuation only, too few content words, cut off mid-sentence, loops."
+    )
+    min_content_words: dict[str, int] = Field(
+        default_factory=lambda: {"caption": 2, "detail": 3},
+        description="Fewest content words per category ('caption' for the caption); others: min_content_words_default.",
+    )
+    min_content_words_default: int = Field(default=2, ge=0, le=50, description="Fewest content words of an answer.")
+    repeated_answer: JunkMode = Field(default="reject", description="Two categories of one sample answered alike.")
+    repeated_similarity: float = Field(default=0.7, gt=0, le=1, description="Word-sequence similarity that counts as alike.")
+    off_topic: JunkMode = Field(default="reject", description="An answer using no word of its category's topic vocabulary.")
+    topics: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Topic vocabularies per category, laid over the built-in ones (`stem*` matches prefixes); "
+        "an empty list switches the check off for that category; categories without one are not checked.",
+    )
+    caption_not_about_face: JunkMode = Field(default="reject", description="A caption that names no person and no face.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_mode_for_all(cls, v: Any) -> Any:
+        if v is False:  # YAML reads a bare `off` as false
+            v = "off"
+        if v in ("reject", "flag", "off"):
+            return {name: v for name in JUNK_CHECKS}
+        return v
+
+    def mode(self, check: str) -> str:
+        return str(getattr(self, check))
 
 
 class ValidationConfig(Config):
@@ -54,5 +100,6 @@ class ValidationConfig(Config):
         default_factory=lambda: ["templates", "labels"],
         description="Generators allowed to leave out a requested category (flagged `skipped:<category>`).",
     )
+    junk: JunkConfig = Field(default_factory=JunkConfig, description="Junk checks on every caption and answer (docs/trust.md §1b).")
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate images within a run.")
     holdout: HoldoutConfig = Field(default_factory=HoldoutConfig, description="Images that must never enter the corpus.")

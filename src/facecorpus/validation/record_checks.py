@@ -13,8 +13,8 @@
 | `duplicate_question` | the same question twice in one sample (case, spacing and punctuation ignored) |
 | `bad_charset` | control characters, U+FFFD, lone surrogates or private-use characters |
 | `wrong_language` | for `language: en`, less than 90% of the letters are Latin |
-| `degenerate_text` | a looping answer (few distinct word triples) or one character repeated 20 times |
 | `wrong_answer` / `bad_options` / `unverifiable_answer` | a label-derived pair (`labels` generator) whose answer is not what the labels give, or whose options are malformed (`label_answers.py`) |
+| `markup`, `prompt_echo`, `meta_talk`, `degenerate_text`, `off_topic`, `repeated_answer`, `caption_not_about_face` | junk (`junk.py`, `text_quality.py`): reject, flag or off per recipe (`validation.junk`) |
 | `label_conflict` | a statement that contradicts a dataset label (reject or flag per recipe) |
 
 The same function runs inside the pipeline (stage `validate`) and in `facecorpus validate`.
@@ -31,13 +31,12 @@ from ..recipe import Recipe
 from ..records import Sample
 from ..rejection import Rejection
 from .config import ValidationConfig
+from .junk import find_loop
 from .label_answers import CHECKED_CATEGORIES, LabelAnswerCheck
 from .label_consistency import find_conflicts
 from .refusals import find_refusal
 from .source_copy import SourceCopyCheck
-
-_RUN_OF_ONE_CHAR = re.compile(r"(\S)\1{19,}")
-_WORD = re.compile(r"\w+", re.UNICODE)
+from .text_quality import JunkRules
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,12 @@ class RecordRules:
     #: generation.labels.from_models / min_confidence: which values label-derived answers may come from
     answers_from_models: bool = False
     answer_min_confidence: float = 0.5
+    #: the junk checks; built from `config.junk` (shipped prompts as echo sources) when not given
+    junk: JunkRules | None = None
+
+    def __post_init__(self) -> None:
+        if self.junk is None:
+            object.__setattr__(self, "junk", JunkRules.for_config(self.config.junk))
 
     def allows_skip(self, generator: str, category: str, flags: list[str]) -> bool:
         """A requested category may be absent only when its generator may skip and said so with a
@@ -72,8 +77,9 @@ def rules_for(recipe: Recipe) -> RecordRules:
         skippable.add("openai")
     declared = [a for src in recipe.sources for a in getattr(src, "declared_attributes", list)()]
     lab = recipe.generation.labels
+    junk = JunkRules.for_config(recipe.validation.junk, recipe.generation.prompts_dir)
     return RecordRules(recipe.validation, tuple(recipe.generation.categories), frozenset(skippable),
-                       Vocabulary(declared) if declared else VOCABULARY, lab.from_models, lab.min_confidence)
+                       Vocabulary(declared) if declared else VOCABULARY, lab.from_models, lab.min_confidence, junk=junk)
 
 
 @dataclass(frozen=True)
@@ -82,9 +88,12 @@ class Finding(Rejection):
     `verdict` may turn into a flag instead; `attribute` names a `label_conflict`'s flag."""
 
     attribute: str | None = None
+    #: when set, the record is kept with these flags instead of being rejected (recipe: `flag`)
+    flags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "categories", tuple(self.categories))  # checks pass lists
+        object.__setattr__(self, "flags", tuple(self.flags))
 
 
 def _texts(sample: Sample) -> list[tuple[str, str]]:
@@ -124,17 +133,8 @@ def latin_share(text: str) -> float:
 
 
 def degenerate(text: str) -> str | None:
-    """Why `text` looks like a generation loop, or None."""
-    m = _RUN_OF_ONE_CHAR.search(text)
-    if m:
-        return f"the character {m.group(1)!r} repeats {len(m.group(0))} times"
-    words = [w.casefold() for w in _WORD.findall(text)]
-    if len(words) >= 12:
-        triples = list(zip(words, words[1:], words[2:], strict=False))
-        share = len(set(triples)) / len(triples)
-        if share < 0.5:
-            return f"only {share:.0%} of its word triples are distinct (the text loops)"
-    return None
+    """Why `text` looks like a generation loop, or None (kept for callers of the older name)."""
+    return find_loop(text)
 
 
 def _source_copy(sample: Sample, min_words: int) -> Finding | None:
@@ -224,32 +224,33 @@ def check_record(sample: Sample, rules: RecordRules) -> list[Finding]:
                 found.append(Finding("wrong_language", f"only {share:.0%} of the letters in the {where} are Latin; "
                                                        f"the recipe expects English", categories=[] if where == "caption" else [where]))
                 break
-    for where, text in texts:
-        why = degenerate(text)
-        if why:
-            found.append(Finding("degenerate_text", f"the {where}: {why}", categories=[] if where == "caption" else [where]))
-            break
+    assert rules.junk is not None
+    # label-derived pairs ("B. In their thirties", "Yes.") are held to the labels by label_answers instead
+    written = [(q.category, q.answer) for q in sample.qa if q.category not in CHECKED_CATEGORIES]
+    for j in rules.junk.check_texts(sample.caption, written):
+        flags = [f"{j.reason}:{c}" for c in j.categories] if cfg.junk.mode(j.reason) == "flag" else []
+        found.append(Finding(j.reason, j.detail, categories=j.categories, flags=flags))
 
     if cfg.label_conflict != "off":
         for c in find_conflicts(texts, sample.attributes, cfg.age_tolerance_years):
+            flags = [f"label_conflict:{c.attribute}"] if cfg.label_conflict == "flag" else []
             found.append(Finding("label_conflict", f"the {c.where} says \"{c.phrase}\" but the {c.attribute} label is "
                                                    f"{c.label}", categories=[] if c.where == "caption" else [c.where],
-                                 attribute=c.attribute))
+                                 attribute=c.attribute, flags=flags))
     return found
 
 
 def verdict(findings: list[Finding], rules: RecordRules) -> tuple[Finding | None, list[str]]:
     """(the finding that rejects the record or None, flags to add when it is kept).
 
-    Label conflicts reject only when the recipe says `label_conflict: reject`; with `flag` they become
-    `label_conflict:<attribute>` flags. Every other finding rejects.
+    Findings the recipe asks to flag (label conflicts with `label_conflict: flag`, junk checks set to
+    `flag`) become flags (`label_conflict:<attribute>`, `<check>:<category>`); the first other finding
+    rejects.
     """
     flags: list[str] = []
     for f in findings:
-        if f.reason == "label_conflict" and rules.config.label_conflict == "flag":
-            flag = f"label_conflict:{f.attribute}"
-            if flag not in flags:
-                flags.append(flag)
+        if f.flags:
+            flags.extend(x for x in f.flags if x not in flags)
             continue
         return f, []
     return None, flags

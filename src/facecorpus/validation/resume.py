@@ -89,7 +89,12 @@ def _generation_sha256(recipe: Recipe) -> str:
         return _sha({"labels_generator": label_qa_sha256()})
     from ..generation.preflight import load_checked_prompt_set
 
-    return _sha({"prompt_set": load_checked_prompt_set(g).sha256})
+    prompt_set = load_checked_prompt_set(g)
+    if prompt_set.mode == "rewrite":  # the LLM rephrases the templates' texts: both shape them
+        from ..generation.templates import templates_sha256
+
+        return _sha({"prompt_set": prompt_set.sha256, "templates_generator": templates_sha256()})
+    return _sha({"prompt_set": prompt_set.sha256})
 
 
 def fingerprint(recipe: Recipe) -> dict[str, Any]:
