@@ -97,13 +97,14 @@ def measure(rules: JunkRules | None = None, path: Path = SET_PATH, part: str | N
             g.missed.append(row["text"])
     rep = figs["repeated_answer"]
     threshold = rules.config.repeated_similarity
+    summaries = frozenset(rules.config.summary_categories)
     for s in samples:
         answers = [(c, t) for c, t in s["texts"].items() if c != "caption" and t.strip()]
         truth = {frozenset(p) for p in s["repeated"]}
         rep.labelled += len(truth)
         # every pair the check would name (it reports the first; here each pair counts)
         found = {frozenset((a[0], b[0])) for i, a in enumerate(answers) for b in answers[i + 1 :]
-                 if find_repeated_answer([a, b], threshold) is not None}
+                 if find_repeated_answer([a, b], threshold, summaries) is not None}
         rep.fired += len(found)
         rep.right_kind += len(found & truth)
         rep.on_junk += len(found & truth)

@@ -56,6 +56,11 @@ class JunkConfig(Config):
     min_content_words_default: int = Field(default=2, ge=0, le=50, description="Fewest content words of an answer.")
     repeated_answer: JunkMode = Field(default="reject", description="Two categories of one sample answered alike.")
     repeated_similarity: float = Field(default=0.7, gt=0, le=1, description="Word-sequence similarity that counts as alike.")
+    summary_categories: list[str] = Field(
+        default_factory=lambda: ["detail"],
+        description="Categories that sum up the others: an answer restated inside one is not a repeat (whole texts "
+        "are still compared).",
+    )
     off_topic: JunkMode = Field(default="reject", description="An answer using no word of its category's topic vocabulary.")
     topics: dict[str, list[str]] = Field(
         default_factory=dict,

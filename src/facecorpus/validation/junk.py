@@ -205,11 +205,11 @@ class Repeat:
     similarity: float
 
 
-def similarity(a: str, b: str) -> float:
+def similarity(a: str, b: str, containment: bool = True) -> float:
     """How alike two texts are, 0..1: difflib's ratio over their lower-cased word sequences; over their
-    characters when one has fewer than four words (one garbled token against another); and at least the
-    share of the shorter text found in the longer one when the shorter has eight words or more (an
-    answer repeated with more after it)."""
+    characters when one has fewer than four words (one garbled token against another); and, with
+    `containment`, at least the share of the shorter text found in the longer one when the shorter has
+    eight words or more (an answer repeated with more after it)."""
     wa, wb = _ANY_WORD.findall(a.casefold()), _ANY_WORD.findall(b.casefold())
     if not wa or not wb:
         return 1.0 if wa == wb else 0.0
@@ -218,17 +218,21 @@ def similarity(a: str, b: str) -> float:
     matcher = SequenceMatcher(None, wa, wb, autojunk=False)
     ratio = matcher.ratio()
     shorter = min(len(wa), len(wb))
-    if shorter >= 8:
+    if containment and shorter >= 8:
         shared = sum(block.size for block in matcher.get_matching_blocks())
         ratio = max(ratio, shared / shorter)
     return ratio
 
 
-def find_repeated_answer(answers: list[tuple[str, str]], threshold: float) -> Repeat | None:
-    """The first pair of (category, answer) whose answers are at least `threshold` alike, or None."""
+def find_repeated_answer(answers: list[tuple[str, str]], threshold: float,
+                         summaries: frozenset[str] = frozenset({"detail"})) -> Repeat | None:
+    """The first pair of (category, answer) whose answers are at least `threshold` alike, or None.
+
+    A summary category (`detail`: "describe the image in detail") may restate another answer inside a
+    longer text, so a pair with one is compared as whole texts only, not by containment."""
     for i, (cat_a, a) in enumerate(answers):
         for cat_b, b in answers[i + 1 :]:
-            s = similarity(a, b)
+            s = similarity(a, b, containment=cat_a not in summaries and cat_b not in summaries)
             if s >= threshold:
                 return Repeat(cat_a, cat_b, s)
     return None

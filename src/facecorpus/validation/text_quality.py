@@ -90,7 +90,8 @@ class JunkRules:
                 f = found.setdefault(reason, JunkFinding(reason, detail))
                 f.categories.append(category)
         if self.config.repeated_answer != "off":
-            rep = find_repeated_answer([(c, a) for c, a in answers if a.strip()], self.config.repeated_similarity)
+            rep = find_repeated_answer([(c, a) for c, a in answers if a.strip()], self.config.repeated_similarity,
+                                       frozenset(self.config.summary_categories))
             if rep is not None:
                 found["repeated_answer"] = JunkFinding(
                     "repeated_answer", f"the {rep.first} and {rep.second} answers are {rep.similarity:.0%} alike",
