@@ -191,10 +191,10 @@ def test_each_text_keeps_its_rewrite_only_when_faithful_and_clean(scripted, tmp_
         assert [q.question for q in item.qa] == [q.question for q in templates[1]]
         assert "rewritten:caption" in item.flags
         assert {f"template_fallback:{c}" for c in ("demographics", "expression", "pose")} <= set(item.flags)
-        assert item.text_sources["caption"] == "llm_rewrite"
-        assert "is lost" in item.text_sources["demographics"] or "says" in item.text_sources["demographics"]
-        assert "template syntax" in item.text_sources["expression"]
-        assert "the request failed" in item.text_sources["pose"]
+        assert item.provenance.text_sources["caption"] == "llm_rewrite"
+        assert "is lost" in item.provenance.text_sources["demographics"] or "says" in item.provenance.text_sources["demographics"]
+        assert "template syntax" in item.provenance.text_sources["expression"]
+        assert "the request failed" in item.provenance.text_sources["pose"]
     from facecorpus.generation.rewrite import template_texts
 
     # one request per distinct text (caption and three answers per item; an identical one is bought once)

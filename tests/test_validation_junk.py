@@ -75,7 +75,8 @@ def _llm_item(base: WorkItem, **texts: str) -> WorkItem:
     item.caption = t["caption"]
     item.qa = [QAPair(category=c, question=f"What can be said about the {c} of the face in this image?", answer=t[c])
                for c in ("demographics", "expression", "pose")]
-    item.generator, item.prompt_set, item.prompt_version, item.prompt_sha256 = "openai", "compact", "1", "0" * 64
+    p = item.provenance
+    p.generator, p.prompt_set, p.prompt_version, p.prompt_sha256 = "openai", "compact", "1", "0" * 64
     return item
 
 
