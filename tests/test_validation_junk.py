@@ -40,13 +40,23 @@ CATS = list(DEFAULT_CATEGORIES)
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _recipe(**validation) -> Recipe:
-    """The demo's recipe (its three categories, the compact prompt set) with validation overrides."""
+def _recipe(prompt_set: str = "rewrite", **validation) -> Recipe:
+    """The demo's recipe (its three categories, the rewrite prompt set) with validation overrides."""
     import yaml
 
     data = yaml.safe_load((data_dir("pipelines") / "demo.yaml").read_text(encoding="utf-8"))
     data["validation"] = {**data.get("validation", {}), **validation}
+    data["generation"]["prompt_set"] = prompt_set
     return Recipe.model_validate(data)
+
+
+def test_the_rewrite_mode_may_leave_out_what_the_templates_skipped():
+    """The demo's photos carry no labels: the templates write no demographics answer and flag it skipped;
+    under the rewrite mode that stands (the texts are the templates'), under a describing set it does not."""
+    flags = ["skipped:demographics"]
+    assert rules_for(_recipe()).allows_skip("openai", "demographics", flags)
+    assert not rules_for(_recipe("compact")).allows_skip("openai", "demographics", flags)
+    assert not rules_for(_recipe()).allows_skip("openai", "pose", flags)
 
 
 @pytest.fixture(scope="module")

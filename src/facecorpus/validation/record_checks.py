@@ -69,17 +69,28 @@ def rules_for(recipe: Recipe) -> RecordRules:
     Generators that may leave out a requested category: those in `validation.skippable_generators`
     (default: `templates`, which writes only from facts it has and skips the rest, and `labels`, which
     asks only what the labels can answer), plus `openai` when
-    its recipe says `generation.openai.on_category_failure: skip`. Any other absence is `missing_category`.
+    its recipe says `generation.openai.on_category_failure: skip` or its prompt set is of mode `rewrite`
+    (the texts are the templates generator's, rephrased; what it had no facts for it skipped). Any
+    other absence is `missing_category`.
     """
     skippable = set(recipe.validation.skippable_generators)
     openai_cfg = getattr(recipe.generation, "openai", None)
-    if getattr(openai_cfg, "on_category_failure", None) == "skip":
+    if getattr(openai_cfg, "on_category_failure", None) == "skip" or _rewrite_mode(recipe):
         skippable.add("openai")
     declared = [a for src in recipe.sources for a in getattr(src, "declared_attributes", list)()]
     lab = recipe.generation.labels
     junk = JunkRules.for_config(recipe.validation.junk, recipe.generation.prompts_dir)
     return RecordRules(recipe.validation, tuple(recipe.generation.categories), frozenset(skippable),
                        Vocabulary(declared) if declared else VOCABULARY, lab.from_models, lab.min_confidence, junk=junk)
+
+
+def _rewrite_mode(recipe: Recipe) -> bool:
+    g = recipe.generation
+    if g.generator != "openai":
+        return False
+    from ..prompting.promptset import load_prompt_set
+
+    return load_prompt_set(g.prompt_set, g.prompts_dir).mode == "rewrite"
 
 
 @dataclass(frozen=True)
