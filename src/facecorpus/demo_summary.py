@@ -59,7 +59,7 @@ def _examples(out: str, n: int = 3) -> list[dict[str, Any]]:
 
 def demo_report(out: str) -> DemoReport:
     """The demo's table, text origins and examples, from its output folder."""
-    from .sinks.summary import load_rejects, read_manifest
+    from .sinks.run_files import load_rejects, read_manifest
 
     stats = json.loads(open(f"{out}/stats.json", encoding="utf-8").read())
     rejects = load_rejects(out)
