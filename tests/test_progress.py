@@ -18,7 +18,7 @@ import pytest
 from facecorpus import progress
 
 from .conftest import REPO, run_cli, write_recipe
-from .llm_fault_server import FaultServer
+from .llm_fault_server import FaultServer, Rule
 from .test_user_errors import build_inputs, recipe_data
 
 CURSOR_UP = re.compile(r"\x1b\[(\d+)F\x1b\[J")
@@ -29,8 +29,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_inputs(tmp_path_factory.mktemp("progress") / "in")
 
 
-def slow_llm_recipe(inputs: Path, tmp: Path, base_url: str) -> Path:
-    data = {**recipe_data(inputs), "generation": {
+def slow_llm_recipe(inputs: Path, tmp: Path, base_url: str, labels: Path | None = None) -> Path:
+    source = {"labels": [str(labels)]} if labels is not None else {}
+    data = {**recipe_data(inputs, **source), "generation": {
         "generator": "openai", "prompt_set": "compact", "categories": ["expression", "pose"],
         "cache": {"dir": str(tmp / "cache")},
         "openai": {"base_url": base_url, "api_key_env": None, "concurrency": 1}}}
@@ -74,22 +75,33 @@ def last_table(text: str) -> list[str]:
 
 
 def test_a_run_in_a_terminal_redraws_one_live_table(inputs: Path, tmp_path: Path) -> None:
-    with FaultServer(latency_s=1.5) as srv:  # slow enough that the table is redrawn while requests wait
-        recipe = slow_llm_recipe(inputs, tmp_path, srv.base_url)
+    """Totals, rejects by reason, retries, requests in flight and an ETA while it runs, in one table
+    redrawn in place: 4 label rows (one names a photo the zip does not hold), the first LLM request
+    answered 503 (retried), the others after 1.5 s each, one at a time."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text((inputs / "labels.csv").read_text(encoding="utf-8") + "val/9.jpg,20-29,Female,Black,True,Ana\n",
+                      encoding="utf-8")
+    with FaultServer(latency_s=1.5, rules=[Rule("503", times=1)]) as srv:  # slow: redrawn while requests wait
+        recipe = slow_llm_recipe(inputs, tmp_path, srv.base_url, labels)
         code, text = run_in_terminal(["run", str(recipe), "--out", str(tmp_path / "out")], env={})
-        bought = srv.count()
+        bought, refused = srv.count(), srv.count("503")
     assert code == 0, text[-3000:]
     redraws = CURSOR_UP.findall(text)
     assert len(redraws) >= 3, text[-3000:]  # updated in place, not appended
+    tables = [[line for line in chunk.replace("\r", "").split("\n") if line.strip()] for chunk in CURSOR_UP.split(text)[1:]]
     table = last_table(text)
     assert table[0].startswith("errors → ") and "FnApiRunner" in table[0], table
     rows = {line.split()[0]: line.split() for line in table[2:] if line.split()[0] in progress.STAGE_ORDER}
-    assert rows["source"][1:3] == ["3/3", "3"], rows["source"]  # in of the known size, out
-    assert rows["source"][5] == "done"
+    assert rows["source"][1:4] == ["4/4", "3", "1"], rows["source"]  # in of the known size, out, rejected
+    assert rows["source"][5] == "done" and rows["source"][6:] == ["missing_file", "1"], rows["source"]
     assert rows["generate"][1:4] == ["3", "3", "0"], rows["generate"]
     llm = next(line for line in table if line.startswith("LLM: "))
-    assert f"0 in flight · {bought} done" in llm, (llm, bought)
-    assert "inputs 3 → written 3" in text  # the summary follows the final table
+    assert refused == 1 and f"0 in flight · {bought - refused} done" in llm and "· 1 retried ·" in llm, (llm, bought)
+    # while it ran: a request in flight, and an ETA for a stage still at work (a duration, not "-" or "done")
+    assert any(re.search(r"LLM: [1-9]\d* in flight", line) for t in tables for line in t), text[-3000:]
+    eta = re.compile(r"^\S+\s+\S+\s+\d+\s+\d+\s+[\d.]+/s\s+(\d+s|\d+m\d\ds|\d+h\d\dm)\s")
+    assert any(eta.match(line) for t in tables for line in t[2:]), text[-3000:]
+    assert "inputs 4 → written 3" in text  # the summary follows the final table
     assert "Traceback" not in text
 
 

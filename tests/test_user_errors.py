@@ -1,4 +1,7 @@
-"""Every error a user can cause is one line on stderr, exit code 2, no traceback, and nothing left behind.
+"""Every error a user can cause is one line on stderr, exit code 2, no traceback, and nothing left behind
+(a full disk: no partial files; what finished stays for the `--resume` its line names). One table walks
+the cases of issue 12; where the fix is to run again (a declared encoding into the same `--out`, the
+`--resume` after space is freed), the case runs that too.
 
 Each case runs the real `facecorpus` command in a subprocess. The full and read-only disks are real:
 a size-limited and a read-only tmpfs mounted for the test (the machines run the suite as root; where
@@ -88,6 +91,11 @@ class Case:
     #: (tmp, inputs) → (command-line arguments, output folder that must be left as it was, fragments of the line)
     setup: Callable[[Path, Path], tuple[list[str], Path | None, list[str]]]
     mount: str | None = None  # tmpfs options for tmp/"mnt"
+    #: what the output folder holds afterwards: "nothing" (not even run.json), or "no partial files" (a
+    #: full disk: what finished stays, for the `--resume` the line names)
+    left: str = "nothing"
+    #: once the user fixed what the line says: (tmp, inputs, the line) → runs the real command line again
+    then: Callable[[Path, Path, str], None] | None = None
 
 
 def _recipe(tmp: Path, data: dict) -> Path:
@@ -106,6 +114,14 @@ def _latin1_labels(tmp: Path, inputs: Path) -> tuple[list[str], Path | None, lis
     labels.write_bytes(_csv(rows).encode("latin-1"))
     r = _recipe(tmp, recipe_data(inputs, labels=[str(labels)]))
     return ["run", str(r), "--out", str(tmp / "out")], tmp / "out", [str(labels), "line 3", "utf-8", "encoding: latin-1"]
+
+
+def _latin1_declared_reruns_into_the_same_out(tmp: Path, inputs: Path, line: str) -> None:
+    """The run.json an earlier version left behind then refused this re-run ("already holds a run")."""
+    r = _recipe(tmp, recipe_data(inputs, labels=[str(tmp / "latin1.csv")], encoding="latin-1"))
+    proc = run_cli("run", str(r), "--out", str(tmp / "out"), env=QUIET)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp / "out" / "stats.json").read_text())["written"] == 2
 
 
 def _labels_is_a_folder(tmp: Path, inputs: Path) -> tuple[list[str], Path | None, list[str]]:
@@ -157,9 +173,29 @@ def _read_only_out(tmp: Path, inputs: Path) -> tuple[list[str], Path | None, lis
     return ["run", str(r), "--out", str(tmp / "mnt" / "out")], tmp / "mnt" / "out", ["read-only file system", "--out"]
 
 
+def _full_disk(tmp: Path, inputs: Path) -> tuple[list[str], Path | None, list[str]]:
+    r, out = _recipe(tmp, recipe_data(inputs)), tmp / "mnt" / "out"
+    return ["run", str(r), "--out", str(out)], out, [
+        "facecorpus: error: the disk filled up", f"on {tmp / 'mnt'} (now", "free space there",
+        f"continue with: facecorpus run {r} --out {out} --resume"]
+
+
+def _resume_after_growing_the_disk(tmp: Path, inputs: Path, line: str) -> None:
+    """Space freed (the tmpfs grown): the command the line names finishes the run, nothing lost."""
+    out = tmp / "mnt" / "out"
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tmp / "mnt")], check=True)
+    again = shlex.split(line.split("continue with: ", 1)[1])
+    assert again[0] == "facecorpus"
+    proc = run_cli(*again[1:], env=QUIET)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads((out / "stats.json").read_text())
+    assert (stats["inputs"], stats["written"]) == (3, 3), stats
+    assert run_cli("validate", str(out)).returncode == 0
+
+
 CASES = [
     Case("recipe_not_utf8", _bad_utf8_recipe),
-    Case("labels_in_latin1", _latin1_labels),
+    Case("labels_in_latin1", _latin1_labels, then=_latin1_declared_reruns_into_the_same_out),
     Case("labels_is_a_folder", _labels_is_a_folder),
     Case("recipe_is_a_folder", _recipe_is_a_folder),
     Case("folder_source_is_a_file", _folder_source_is_a_file),
@@ -168,6 +204,7 @@ CASES = [
     Case("preflight_unreachable_llm", _unreachable_llm),
     Case("preflight_missing_model_pack", _missing_model_pack),
     Case("out_read_only", _read_only_out, mount="ro,size=1m"),
+    Case("disk_full", _full_disk, mount="size=200k", left="no partial files", then=_resume_after_growing_the_disk),
 ]
 
 
@@ -188,8 +225,14 @@ def test_a_user_error_is_one_line_and_leaves_nothing(case: Case, inputs: Path, t
         assert lines[0].startswith("facecorpus: error: "), lines[0]
         for fragment in fragments:
             assert fragment in lines[0], (fragment, lines[0])
-        if out is not None:
+        if out is not None and case.left == "nothing":
             assert not out.exists(), sorted(str(p) for p in out.rglob("*"))  # nothing left behind, not even run.json
+        elif out is not None:  # on a full disk the partial files are what filled it
+            partial = [p for p in out.rglob("*") if p.is_file() and ("_tmp" in p.parts or "beam-temp" in str(p)
+                                                                      or ".tmp-" in p.name)]
+            assert not partial, partial
+        if case.then is not None:
+            case.then(tmp_path, inputs, lines[0])
 
 
 @contextmanager
@@ -235,29 +278,3 @@ def test_a_run_json_left_by_a_failed_run_does_not_block_a_new_run(inputs: Path, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (out / "shards" / "_tmp" / "staging" / "half-written").exists()
     assert run_cli("validate", str(out)).returncode == 0
-
-
-def test_a_full_disk_is_one_line_and_the_resume_it_names_finishes(inputs: Path, tmp_path: Path) -> None:
-    """A disk that fills up mid-run: one line saying which disk, how much is free, what to do and the
-    `--resume` command; no partial files stay; after the disk grows, that command finishes the run."""
-    mnt = tmp_path / "mnt"
-    with tmpfs(mnt, "size=200k"):
-        out = mnt / "out"
-        r = write_recipe(tmp_path / "r.yaml", recipe_data(inputs))
-        proc = run_cli("run", str(r), "--out", str(out), env=QUIET)
-        lines = proc.stderr.splitlines()
-        assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
-        assert "Traceback" not in proc.stderr + proc.stdout and len(lines) == 1, proc.stderr
-        for fragment in ("facecorpus: error: the disk filled up", f"on {mnt} (now", "free space there",
-                         f"continue with: facecorpus run {r} --out {out} --resume"):
-            assert fragment in lines[0], (fragment, lines[0])
-        partial = [p for p in out.rglob("*") if p.is_file() and ("_tmp" in p.parts or "beam-temp" in str(p) or ".tmp-" in p.name)]
-        assert not partial, partial
-        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
-        again = shlex.split(lines[0].split("continue with: ", 1)[1])
-        assert again[0] == "facecorpus"
-        proc = run_cli(*again[1:], env=QUIET)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        stats = json.loads((out / "stats.json").read_text())
-        assert (stats["inputs"], stats["written"]) == (3, 3), stats
-        assert run_cli("validate", str(out)).returncode == 0

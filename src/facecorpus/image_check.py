@@ -267,9 +267,11 @@ class CheckImage(Stage):
 
 class FinishImage(Stage):
     """Stage 'image', second half (after dedup): the stored JPEG of every item, and its pixels when the
-    face stage will read them (`pixels`). A JPEG that must change is decoded here, in full, once."""
+    face stage will read them (`pixels`). A JPEG that must change is decoded here, in full, once.
+    Its rejects are the image stage's; its counters are `finish_image.*` (CheckImage counted the items in)."""
 
     name = "image"
+    counted_as = "finish_image"
 
     def __init__(self, cfg: ImageConfig, pixels: bool) -> None:
         super().__init__()

@@ -210,6 +210,9 @@ class Stage(beam.DoFn):
     """
 
     name = "stage"
+    #: the name its counters and live-progress row go by when that is not `name` (a stage in two halves,
+    #: like image's, would otherwise count each item in twice)
+    counted_as: str | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -218,7 +221,7 @@ class Stage(beam.DoFn):
     @property
     def counters(self) -> Counters:
         if self._counters is None:
-            self._counters = Counters(self.name)
+            self._counters = Counters(self.counted_as or self.name)
         return self._counters
 
     def run(self, item: WorkItem) -> Iterable[WorkItem]:  # pragma: no cover - abstract

@@ -121,9 +121,11 @@ def merge_annotations(item: WorkItem, values: dict[str, AttributeValue]) -> None
 
 
 class RenderAnnotation(Stage):
-    """Stage 'annotate': the item's annotation request (the image and the attribute list)."""
+    """Stage 'annotate': the item's annotation request (the image and the attribute list). Counted as
+    `render_annotation` (ApplyAnnotation counts the stage's items)."""
 
     name = "annotate"
+    counted_as = "render_annotation"
 
     def __init__(self, cfg: GenerationConfig) -> None:
         super().__init__()
