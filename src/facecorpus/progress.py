@@ -38,7 +38,8 @@ from typing import IO, Any
 ENV_DIR = "FACECORPUS_PROGRESS_DIR"
 ENV_EVERY = "FACECORPUS_PROGRESS_S"
 #: the order stages run in; stages not listed follow in the order they first count
-STAGE_ORDER = ("source", "download", "image", "dedup", "finish_image", "faces", "render_annotation", "annotate", "render", "generate", "validate")
+STAGE_ORDER = ("source", "download", "image", "dedup", "finish_image", "faces", "render_annotation", "annotate", "render", "generate",
+               "render_paraphrase", "paraphrase", "validate")
 log = logging.getLogger("facecorpus")
 
 _lock = threading.Lock()

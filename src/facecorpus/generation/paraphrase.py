@@ -156,6 +156,7 @@ class RenderParaphrase(Stage):
     """Stage 'paraphrase': the item's request (its chosen questions' stems); items without any pass."""
 
     name = "paraphrase"
+    counted_as = "render_paraphrase"  # ApplyParaphrase counts the stage's items
 
     def __init__(self, cfg: GenerationConfig, categories: list[str]) -> None:
         super().__init__()
