@@ -128,6 +128,42 @@ def test_every_junk_example_of_the_issue_is_rejected_with_its_reason(photo_item:
     assert where in bad.categories  # counted against the text it fired on ('caption' for the caption)
 
 
+def test_the_validate_stage_on_beam_refuses_every_junk_example(photo_item: WorkItem):
+    """The same examples through the pipeline's `validate` stage (FnApiRunner): each one a reject line with
+    its reason and the text it fired on; the good record alone is written."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that
+
+    from facecorpus.stage import REJECTS
+    from facecorpus.validation.assemble import ValidateSample
+
+    items = []
+    for n, (texts, _) in enumerate(ISSUE_JUNK):
+        item = _llm_item(photo_item, **texts)
+        item.key, item.source = f"junk_{n}", SourceInfo(dataset="issue", id=str(n))
+        items.append(item)
+    good = _llm_item(photo_item)
+    good.key = "good"
+
+    def check_rejects(rejects):
+        got = {r.source_id: r for r in rejects}
+        assert sorted(got) == sorted(str(n) for n in range(len(ISSUE_JUNK)))
+        for n, (texts, reason) in enumerate(ISSUE_JUNK):
+            r = got[str(n)]
+            assert (r.stage, r.reason, r.retryable) == ("validate", reason, False), r
+            (where,) = texts
+            assert where in r.categories and r.detail, r
+
+    def check_main(samples):
+        assert [s.key for s in samples] == ["good"]
+
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        out = (p | beam.Create([*items, good])
+               | beam.ParDo(ValidateSample("demo", "0" * 64, "0", WHEN, rules_for(_recipe()))).with_outputs(REJECTS, main="main"))
+        assert_that(out[REJECTS], check_rejects, label="Rejects")
+        assert_that(out["main"], check_main, label="Main")
+
+
 def test_the_busy_run_caption_is_also_meta_talk_and_not_about_a_face(photo_item: WorkItem):
     """'The photograph is not attached.' fails three ways; each check catches it alone too."""
     item = _llm_item(photo_item, caption="The photograph is not attached.")

@@ -38,6 +38,17 @@ class DemoReport:
         return self.faces > 0 and self.face_yield >= MIN_FACE_YIELD
 
 
+def _made_by(record: dict[str, Any], category: str) -> str:
+    """How one text of a record was made, in words: the LLM's rewrite, the template text it fell back
+    to, or the generator's own text."""
+    flags = record.get("flags", [])
+    if f"rewritten:{category}" in flags:
+        return "LLM rewrite"
+    if f"template_fallback:{category}" in flags:
+        return "template text, the rewrite was not kept"
+    return f"{record['provenance']['generator']} generator"
+
+
 def _examples(out: str, n: int = 3) -> list[dict[str, Any]]:
     """Up to `n` records for the example QA pairs: rewritten texts first, one category each in turn."""
     from .loader import iter_output_samples
@@ -50,9 +61,7 @@ def _examples(out: str, n: int = 3) -> list[dict[str, Any]]:
         for q in r["qa"]:
             if q["category"] not in used and len(picked) < n:
                 used.add(q["category"])
-                picked.append({"key": r["key"], "caption": r["caption"], **q,
-                               "source": "LLM rewrite" if f"rewritten:{q['category']}" in r.get("flags", [])
-                               else r["provenance"]["generator"]})
+                picked.append({"key": r["key"], "caption": r["caption"], **q, "source": _made_by(r, q["category"])})
                 break
     return picked
 
