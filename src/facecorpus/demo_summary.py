@@ -50,19 +50,22 @@ def _made_by(record: dict[str, Any], category: str) -> str:
 
 
 def _examples(out: str, n: int = 3) -> list[dict[str, Any]]:
-    """Up to `n` records for the example QA pairs: rewritten texts first, one category each in turn."""
+    """Up to `n` example QA pairs, one category each, each from a different record; for each category a
+    text the LLM rewrote is shown when there is one (labelled as such), else the text that stands."""
     from .loader import iter_output_samples
 
-    records = [json.loads(m["json"]) for _, m in iter_output_samples(out) if "json" in m]
-    records.sort(key=lambda r: (-sum(f.startswith("rewritten:") for f in r.get("flags", [])), r["key"]))
+    records = sorted((json.loads(m["json"]) for _, m in iter_output_samples(out) if "json" in m), key=lambda r: r["key"])
+    pairs = [(r, q) for r in records for q in r["qa"]]
+    pairs.sort(key=lambda rq: f"rewritten:{rq[1]['category']}" not in rq[0].get("flags", []))  # stable: keys kept in order
     picked: list[dict[str, Any]] = []
-    used: set[str] = set()
-    for r in records:
-        for q in r["qa"]:
-            if q["category"] not in used and len(picked) < n:
-                used.add(q["category"])
-                picked.append({"key": r["key"], "caption": r["caption"], **q, "source": _made_by(r, q["category"])})
-                break
+    used_categories: set[str] = set()
+    used_keys: set[str] = set()
+    for r, q in pairs:
+        if q["category"] in used_categories or r["key"] in used_keys or len(picked) >= n:
+            continue
+        used_categories.add(q["category"])
+        used_keys.add(r["key"])
+        picked.append({"key": r["key"], "caption": r["caption"], **q, "source": _made_by(r, q["category"])})
     return picked
 
 
