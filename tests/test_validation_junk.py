@@ -210,6 +210,18 @@ def test_rejects_are_counted_per_check_and_category():
         "markup": {"caption": 1, "pose": 1}, "off_topic": {"pose": 2}}
 
 
+def test_the_card_shows_the_text_checks_per_check_and_text():
+    from facecorpus.sinks.card import _text_checks_section
+
+    rejects = [Reject(source_id="a", stage="validate", reason="off_topic", detail="x", categories=["pose"]),
+               Reject(source_id="b", stage="validate", reason="markup", detail="x", categories=["caption"])]
+    stats = {"validation": validation_counts(rejects, [["meta_talk:expression"], ["meta_talk:expression"]])}
+    lines = _text_checks_section(stats)
+    assert lines[0] == "## Text checks"
+    assert {"| off_topic | pose | 1 | 0 |", "| markup | caption | 1 | 0 |", "| meta_talk | expression | 0 | 2 |"} <= set(lines)
+    assert _text_checks_section({"validation": validation_counts([], [])}) == []
+
+
 def test_junk_off_turns_every_check_off(photo_item: WorkItem):
     item = _llm_item(photo_item, caption="[Your caption here]", demographics="1.3", pose="1.3")
     assert _reasons(item, _recipe(junk="off")) == []
