@@ -110,7 +110,8 @@ def test_web_formats_in_the_photo_folder_all_get_past_decoding(demo_output: Path
 def test_card_and_index(demo_output: Path):
     card = (demo_output / "README.md").read_text()
     assert "inputs == written + rejected: yes" in card
-    assert re.search(r"\| fairface \| \d+ \| `CC-BY-4.0` \| Creative Commons Attribution 4.0", card)  # its licence, declared
+    # its licence, declared: named in full under its source (sinks/card_hub.py licences_section)
+    assert re.search(r"- fairface: \d+ samples\n  - licence: Creative Commons Attribution 4\.0 \(CC BY 4\.0\) — ", card)
     index = json.loads((demo_output / "index.json").read_text())
     assert index["__kind__"] == "wids-shard-index-v1"
     assert sum(s["nsamples"] for s in index["shardlist"]) == _stats(demo_output)["written"]
