@@ -181,7 +181,8 @@ class ProgressReport:
         header = f"{self.title} · {_duration(now - self.t0)}"
         if figures.get("resume.skipped"):
             header += f" · {figures['resume.skipped']} finished earlier, skipped"
-        rows = [header, f"{'stage':<9} {'in':>11} {'out':>7} {'rejected':>8} {'rate':>8} {'ETA':>7}  rejects so far"]
+        width = max([9] + [len(stage) for stage in _stages(figures)])
+        rows = [header, f"{'stage':<{width}} {'in':>11} {'out':>7} {'rejected':>8} {'rate':>8} {'ETA':>7}  rejects so far"]
         expected = float(self.expected) if self.expected is not None else None
         for stage in _stages(figures):
             n_in, n_out, n_rej = figures[f"in.{stage}"], figures[f"out.{stage}"], figures[f"rejected.{stage}"]
@@ -197,7 +198,7 @@ class ProgressReport:
             reasons = sorted(((k.split(".", 2)[2], v) for k, v in figures.items()
                               if k.startswith(f"reason.{stage}.") and v), key=lambda kv: (-kv[1], kv[0]))
             rate_s = f"{rate:.1f}/s" if rate is not None else "-"
-            rows.append(f"{stage:<9} {shown_in:>11} {n_out:>7} {n_rej:>8} {rate_s:>8} {eta:>7}  "
+            rows.append(f"{stage:<{width}} {shown_in:>11} {n_out:>7} {n_rej:>8} {rate_s:>8} {eta:>7}  "
                         + (", ".join(f"{k} {v}" for k, v in reasons[:4]) or "-"))
             if expected is not None and n_in:
                 expected = expected * (n_out / n_in)  # what reaches the next stage, at this stage's ratio so far
