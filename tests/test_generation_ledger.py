@@ -107,14 +107,20 @@ def test_ledger_totals_pair_events_and_count_batch_results_once(tmp_path: Path):
     ledger.failed(b, 429)
     ledger.sent(c)  # in flight when the process died
     ledger.failed(ledger.new_id(), "APIConnectionError")  # never reached the endpoint: not an attempt
+    d, e = ledger.new_id(), ledger.new_id()
+    ledger.sent(d, "judge")  # another stage's lines: in the totals, and by stage
+    ledger.answered(d, TokenUsage(4, 1, 0), 0.125, "judge")
+    ledger.sent(e, "judge")  # the judge's request in flight at the kill
     ledger.batch_result("k1", TokenUsage(7, 3, 0), 0.5)
     ledger.batch_result("k1", TokenUsage(7, 3, 0), 0.5)  # collected again after a kill: counted once
     ledger.close()
     with open(ledger.path, "ab") as f:
         f.write(b'{"e": "sent", "id": "torn')  # a torn line is skipped
     t = ledger_totals(str(tmp_path))
-    assert t == {"attempts": 3, "requests": 2, "unanswered": 1, "failed_attempts": 2, "batch_requests": 1,
-                 "prompt_tokens": 17, "completion_tokens": 8, "cached_tokens": 2, "cost_usd": 0.75}
+    assert t == {"attempts": 5, "requests": 3, "unanswered": 2, "failed_attempts": 2, "batch_requests": 1,
+                 "prompt_tokens": 21, "completion_tokens": 9, "cached_tokens": 2, "cost_usd": 0.875,
+                 "by_stage": {"judge": {"attempts": 2, "requests": 1, "prompt_tokens": 4, "completion_tokens": 1,
+                                        "cached_tokens": 0, "cost_usd": 0.125}}}
     assert ledger_totals(str(tmp_path / "elsewhere")) is None
     assert ledger_totals("s3://bucket/out") is None
 

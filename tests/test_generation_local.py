@@ -198,3 +198,4 @@ def test_fairfacegpt_recipe_runs_on_the_local_server_with_one_generation_overrid
         assert s.qa[0].question == "Describe the face pose of the image based on the visual information."
     else:
         assert gen_rejects and gen_rejects[0].reason in {"llm_truncated", "llm_empty"}
+

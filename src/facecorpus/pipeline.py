@@ -142,14 +142,29 @@ def paraphrase_transform(recipe: Recipe, checked: Checked) -> beam.PTransform | 
     return ParaphraseWithLLM(checked.paraphrase, checked.paraphrase_cache_dir, recipe.generation.paraphrase.categories)
 
 
-def annotation_transform(checked: Checked) -> beam.PTransform | None:
+def annotation_transform(checked: Checked, out: str | None = None) -> beam.PTransform | None:
     """Hook (annotate, before generate): the LLM's attribute re-annotation as pre-flight decided it;
     None when the recipe does not ask for it."""
     if checked.annotation is None:
         return None
     from .generation.annotation import AnnotateWithLLM
 
-    return AnnotateWithLLM(checked.annotation, checked.annotation_cache_dir, checked.annotation_min_confidence)
+    return AnnotateWithLLM(checked.annotation, checked.annotation_cache_dir, checked.annotation_min_confidence, out)
+
+
+def judge_transform(recipe: Recipe, checked: Checked, out: str | None = None) -> beam.PTransform | None:
+    """Hook (judge, after validate): the optional LLM judge as pre-flight decided it; None when off."""
+    if checked.judge is None:
+        return None
+    from .generation.judge import JudgeSamples
+
+    return JudgeSamples(checked.judge, checked.judge_cache_dir, recipe.generation.judge, out)
+
+
+def uses_llm(recipe: Recipe) -> bool:
+    """True when any stage of the run asks an LLM (generation, annotation, paraphrase, the judge)."""
+    g = recipe.generation
+    return g.generator == "openai" or g.annotation.enabled or g.paraphrase.enabled or g.judge.enabled
 
 
 def validate_transform(recipe: Recipe, created_at: datetime) -> beam.PTransform:
@@ -224,7 +239,7 @@ def build_pipeline(
     front = build_front(p, recipe, out, staging, state)
     rejects, finished = front.rejects, front.finished
     items = front.items
-    annotate = annotation_transform(checked)
+    annotate = annotation_transform(checked, out)
     if annotate is not None:
         items = _apply(items, annotate, "annotate", rejects)
     items = _apply(items, generation_transform(recipe, checked, out), "generate", rejects)
@@ -232,6 +247,9 @@ def build_pipeline(
     if paraphrase is not None:
         items = _apply(items, paraphrase, "paraphrase", rejects)
     samples = _apply(items, validate_transform(recipe, created_at), "validate", rejects)
+    judge = judge_transform(recipe, checked, out)
+    if judge is not None:
+        samples = _apply(samples, judge, "judge", rejects)
     o = recipe.output
     shard_prefix = state.shard_prefix if state is not None else "shard"
     _ = samples | "WriteShards" >> WriteShards(out, o.samples_per_shard, o.max_shard_bytes, staging=staging,
@@ -348,11 +366,15 @@ def run_recipe(
     finished_at = datetime.now(tz=UTC).replace(microsecond=0).isoformat()
     # LLM spend comes from this attempt's Beam counters (it includes answers for samples later rejected);
     # run.json keeps each attempt's, and stats.json sums them: a resumed output reports what it all cost
-    llm = llm_totals(result) if recipe.generation.generator == "openai" else None
+    llm = llm_totals(result) if uses_llm(recipe) else None
     info = dict(state.run_info)
     info["attempts"][-1].update({"finished_at": finished_at, "duration_s": round(time.time() - t0, 2)})
     if llm is not None:
         info["attempts"][-1]["llm"] = llm
+    if recipe.generation.judge.enabled:
+        from .generation.judge import judge_totals
+
+        info["attempts"][-1]["judge"] = judge_totals(result)
     recipe_text = recipe_yaml or yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
     info["recipe_yaml"] = recipe_text  # the card shows it; `facecorpus stats --write` re-reads it from here
     write_run_info(out, info)
@@ -369,7 +391,12 @@ def run_recipe(
     if llm_all is not None:
         # what was sent and paid for, from the spend ledger: it survives kills, the counters of a killed
         # attempt do not (generation/ledger.py)
-        llm_all = with_ledger(llm_all, ledger_totals(out))
+        ledger = ledger_totals(out)
+        llm_all = with_ledger(llm_all, ledger)
+        if recipe.generation.judge.enabled:
+            from .generation.judge import sum_judge_totals
+
+            llm_all["judge"] = sum_judge_totals([a["judge"] for a in info["attempts"] if "judge" in a], ledger)
     stats = compute_stats(out, inputs, run_info, llm=llm_all)
     write_stats(out, stats)
     write_card(out, stats, recipe_text, plots=recipe.output.card.plots)

@@ -34,6 +34,8 @@ class Checked:
     annotation_min_confidence: float = 0.0
     paraphrase: GenerationConfig | None = None
     paraphrase_cache_dir: str | None = None
+    judge: GenerationConfig | None = None
+    judge_cache_dir: str | None = None
 
 
 def preflight(recipe: Recipe, dry_run: bool = False) -> Checked:
@@ -70,6 +72,11 @@ def preflight(recipe: Recipe, dry_run: bool = False) -> Checked:
 
         para = preflight_paraphrase(recipe)
         annotation |= {"paraphrase": para, "paraphrase_cache_dir": generation.resolve_cache_dir(para, runner)}
+    if g.judge.enabled:
+        from .generation.judge import preflight_judge
+
+        jc = preflight_judge(recipe)
+        annotation |= {"judge": jc, "judge_cache_dir": generation.resolve_cache_dir(jc, runner)}
     if g.generator != "openai":
         return Checked(g, None, **annotation)
     g = generation.preflight(g, runner)

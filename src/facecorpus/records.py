@@ -193,6 +193,21 @@ class AnnotationInfo(_Record):
     usage: LLMUsage = Field(default_factory=LLMUsage)
 
 
+class Judgement(_Record):
+    """The LLM judge's verdict on the sample's texts (generation/judge.py): a score from 1 to 5 and a
+    reason per criterion, whether every score reached the recipe's minimum, and how it was made."""
+
+    scores: dict[str, int] = Field(description="Criterion → score, 1 (clearly fails) to 5 (fully meets it).")
+    reasons: dict[str, str] = Field(default_factory=dict, description="Criterion → the judge's one-sentence reason.")
+    min_score: int = Field(ge=1, le=5, description="The recipe's threshold when it was judged.")
+    passed: bool = Field(description="Every score at least min_score (a sample kept with a flag has passed false).")
+    llm_model: str
+    prompt_set: str
+    prompt_version: str
+    prompt_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    usage: LLMUsage = Field(default_factory=LLMUsage)
+
+
 class Provenance(_Record):
     generator: str = Field(description="'templates' or 'openai'.")
     llm_model: str | None = None
@@ -234,6 +249,7 @@ class Sample(_Record):
     qa: list[QAPair] = Field(min_length=1)
     flags: list[str] = Field(default_factory=list, description="Non-fatal findings, e.g. 'label_conflict'.")
     provenance: Provenance
+    judgement: Judgement | None = Field(default=None, description="The LLM judge's scores, when the recipe runs it.")
 
     @field_validator("primary_face")
     @classmethod

@@ -205,15 +205,16 @@ def preflight_annotation(recipe: Recipe) -> GenerationConfig:
 class AnnotateWithLLM(beam.PTransform):
     """The annotation stage: items → the same items with the LLM's attribute values (see the module)."""
 
-    def __init__(self, cfg: GenerationConfig, cache_dir: str | None, min_confidence: float) -> None:
+    def __init__(self, cfg: GenerationConfig, cache_dir: str | None, min_confidence: float, out: str | None = None) -> None:
         super().__init__()
+        self.out = out  # the spend ledger's output (None: no ledger)
         self.cfg = cfg
         self.cache_dir = cache_dir
         self.min_confidence = min_confidence
 
     def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
         rendered = items | "RenderAnnotation" >> beam.ParDo(RenderAnnotation(self.cfg)).with_outputs(REJECTS, main="main")
-        handler = OpenAIChatHandler(self.cfg, self.cache_dir, "annotate")
+        handler = OpenAIChatHandler(self.cfg, self.cache_dir, "annotate", self.out, ledger_stage="annotate")
         applied = (
             rendered["main"]
             | "AnnotateLLM" >> RunInference(handler)

@@ -57,7 +57,7 @@ def assemble(prompt: RenderedPrompt, answers: list[Answer], spend: Spend, defaul
         spend.add(f"failure.{a.failure.reason}")  # type: ignore[union-attr]
     if prompt.mode == "structured":
         return _structured(prompt, answers[0], out)
-    if prompt.mode in ("annotate", "paraphrase"):  # read by generation/annotation.py and paraphrase.py
+    if prompt.mode in ("annotate", "paraphrase", "judge"):  # values, not text: annotation.py, paraphrase.py, judge.py
         out.failure, out.data = answers[0].failure, answers[0].data
         return out
     if prompt.mode == "rewrite":

@@ -118,7 +118,7 @@ class SubmitAndWait(beam.DoFn):
         if o.api_key_env and not self._key:
             raise UserError(f"environment variable {o.api_key_env} (generation.openai.api_key_env) is not set")
         self.client = openai.OpenAI(api_key=self._key or "no-key-required", base_url=o.base_url, max_retries=3,
-                                    timeout=max(o.timeout_s, 600.0))
+                                    timeout=max(o.request_timeout(), 600.0))
         self.cache = ResponseCache(self.cache_dir)
         self.ledger = process_ledger(self.out)
 

@@ -53,10 +53,11 @@ class LLMClient:
         endpoint: str,
         server_slots: int | None = None,
         ledger: SpendLedger | None = None,
+        ledger_stage: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.endpoint = endpoint
-        self.transport = Transport(cfg, base_url, api_key, server_slots, ledger)
+        self.transport = Transport(cfg, base_url, api_key, server_slots, ledger, ledger_stage)
         self.cache = ResponseCache(cache_dir if cfg.cache.enabled else None)
         self.model = model_name(cfg)
         self._flights = SingleFlight()

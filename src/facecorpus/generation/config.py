@@ -14,6 +14,12 @@ from pydantic import Field, field_validator, model_validator
 from ..config import EXECUTION_ONLY, Config, PositiveInt
 from ..records import DEFAULT_CATEGORIES
 
+#: default request timeouts: a remote endpoint that takes longer is in trouble; the embedded server is
+#: this run's own and only slow when the machine is (2 slots sharing a loaded 2-core CPU took over
+#: 120 s a request for the demo's prompts), and retrying a slow request only throws its work away
+REMOTE_TIMEOUT_S = 120.0
+LOCAL_TIMEOUT_S = 1800.0
+
 
 class LLMImageConfig(Config):
     """How the image goes along with a request (a base64 JPEG data URL)."""
@@ -47,7 +53,9 @@ class OpenAIConfig(Config):
     extra_body: dict[str, Any] = Field(
         default_factory=dict, description="More body fields, e.g. {frequency_penalty: 0.5} or llama.cpp's repeat_penalty."
     )
-    timeout_s: Annotated[float, EXECUTION_ONLY] = Field(default=120.0, gt=0, description="Per request.")
+    timeout_s: Annotated[float | None, EXECUTION_ONLY] = Field(
+        default=None, gt=0, description="Per request, from the moment it has a slot; null: 120 for a remote endpoint, "
+        "1800 for the embedded server (this run's own, on a CPU that may be busy: a slow answer is still an answer).")
     concurrency: Annotated[PositiveInt, EXECUTION_ONLY] = Field(
         default=16, description="Most requests in flight per worker (for base_url 'local': at most the server's slots)."
     )
@@ -66,6 +74,12 @@ class OpenAIConfig(Config):
         default="reject", description="A category that fails after the re-ask rejects the sample, or is skipped."
     )
     preflight: Annotated[bool, EXECUTION_ONLY] = Field(default=True, description="Check the key and the endpoint before the run starts.")
+
+    def request_timeout(self) -> float:
+        """Seconds one request may take once it has a slot (`timeout_s`, or the default for the endpoint)."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        return LOCAL_TIMEOUT_S if self.base_url == "local" else REMOTE_TIMEOUT_S
 
 
 class RetryConfig(Config):
@@ -187,6 +201,28 @@ class ParaphraseConfig(Config):
         return v
 
 
+#: what the LLM judge scores, each from 1 (fails clearly) to 5 (fully meets it); generation/judge.py
+JUDGE_CRITERIA: tuple[str, ...] = ("on_topic", "consistent", "no_identity", "no_invented_certainty")
+
+
+class JudgeConfig(Config):
+    """The optional LLM judge after validation (docs/generation.md#the-llm-judge): each written-to-be
+    sample's caption and answers scored on a rubric under a strict schema, with a reason per score."""
+
+    enabled: bool = Field(default=False, description="Score every sample that passed the record checks with an LLM.")
+    prompt_set: str = Field(default="judge", description="A prompt set of mode judge.")
+    min_score: int = Field(default=3, ge=1, le=5, description="A sample with any criterion scored below this is low.")
+    on_low: Literal["reject", "flag"] = Field(
+        default="reject", description="A low sample: reject it (reason judge_low_score), or keep it flagged judge_low:<criterion>.")
+    on_error: Literal["reject", "flag"] = Field(
+        default="reject", description="A sample the judge could not score (endpoint error, unparsable verdict): reject it "
+        "(judge_failed, retryable) or keep it flagged judge_failed:<reason>.")
+    max_tokens: PositiveInt = Field(default=500, description="Completion budget of one verdict (four scores with reasons).")
+    reason_max_chars: int = Field(default=200, ge=20, le=1000, description="Longest reason the schema allows per criterion.")
+    openai: OpenAIConfig | None = Field(
+        default=None, description="The judge's own endpoint (e.g. a stronger model); null: generation.openai's.")
+
+
 class GenerationConfig(Config):
     """Caption and QA generation: the generator, the categories, the prompt set and the LLM (docs/generation.md)."""
 
@@ -217,6 +253,7 @@ class GenerationConfig(Config):
     labels: LabelQAConfig = Field(default_factory=LabelQAConfig)
     annotation: AnnotationConfig = Field(default_factory=AnnotationConfig)
     paraphrase: ParaphraseConfig = Field(default_factory=ParaphraseConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
     @model_validator(mode="after")
     def _label_categories(self) -> GenerationConfig:

@@ -45,11 +45,13 @@ def requests_per_item(cfg: GenerationConfig, mode: str) -> int:
 class OpenAIChatHandler(RemoteModelHandler[WorkItem, PredictionResult, LLMClient]):
     """RunInference handler: WorkItems carrying a rendered prompt → PredictionResult(item, outcome)."""
 
-    def __init__(self, cfg: GenerationConfig, cache_dir: str | None, prompt_mode: str, out: str | None = None) -> None:
+    def __init__(self, cfg: GenerationConfig, cache_dir: str | None, prompt_mode: str, out: str | None = None,
+                 ledger_stage: str | None = None) -> None:
         super().__init__(namespace="facecorpus", num_retries=0, retry_filter=_never_retry)
         self.cfg = cfg
         self.cache_dir = cache_dir
         self.out = out  # where the spend ledger goes (None: no ledger)
+        self.ledger_stage = ledger_stage  # the tag of this stage's lines in the ledger (None: generation)
         per_item = requests_per_item(cfg, prompt_mode)
         # batches no longer wait for their answers (see AwaitOutcomes), so their size only sets how
         # many items are rendered between submissions
@@ -74,7 +76,7 @@ class OpenAIChatHandler(RemoteModelHandler[WorkItem, PredictionResult, LLMClient
                     f"environment variable {o.api_key_env} (generation.openai.api_key_env) is not set on this worker"
                 )
         client = LLMClient(self.cfg, base_url, api_key, self.cache_dir, endpoint_id(o.base_url, o.local_model),
-                           server_slots=slots, ledger=process_ledger(self.out))
+                           server_slots=slots, ledger=process_ledger(self.out), ledger_stage=self.ledger_stage)
         # Everything loaded so far (Beam, the pipeline, libraries, models) lives as long as the worker:
         # collect once, then exempt it from the cycle collector. Otherwise each full collection walks
         # those ~0.5 M objects holding the GIL — measured 0.2-0.5 s pauses of every request thread,

@@ -4,12 +4,12 @@ Beam counters only reach stats.json when an attempt finishes; a run killed with 
 although the endpoint received (and billed) every request it sent. The ledger closes that gap: each
 worker process appends to its own file `<out>/llm_ledger/<host>-<pid>-<random>.jsonl`
 
-    {"e": "sent", "id": "<file>:<seq>", "t": 1733100000.123}
-    {"e": "answered", "id": ..., "prompt_tokens": .., "completion_tokens": .., "cached_tokens": .., "cost_usd": ..}
+    {"e": "sent", "id": "<file>:<seq>", "t": 1733100000.123[, "s": "judge"]}
+    {"e": "answered", "id": ..., "prompt_tokens": .., "completion_tokens": .., "cached_tokens": .., "cost_usd": ..[, "s": ..]}
     {"e": "failed", "id": ..., "status": 429}          (an HTTP error, a timeout, a dropped connection)
     {"e": "batch", "key": <cache key>, "prompt_tokens": .., ...}   (a Batch API result stored in the cache)
 
-one line per event, written with a single `write` to a file opened `O_APPEND` — the kernel has it
+(`s` tags the lines of a stage other than generation, e.g. the LLM judge's), one line per event, written with a single `write` to a file opened `O_APPEND` — the kernel has it
 the moment the call returns, so a kill of the process loses nothing written; a line is never
 interleaved with another. Lines hold counts only: no request text, no answer, no API key, no URL
 (a batch line names its response-cache key, a hash, so a result collected twice counts once).
@@ -72,13 +72,19 @@ class SpendLedger:
         with self._lock:
             return f"{self._name}:{next(self._seq)}"
 
-    def sent(self, rid: str) -> None:
+    def sent(self, rid: str, stage: str | None = None) -> None:
         """Record that the attempt's request has been handed to the endpoint (its body is on the wire)."""
-        self._write({"e": "sent", "id": rid, "t": round(time.time(), 3)})
+        event: dict[str, Any] = {"e": "sent", "id": rid, "t": round(time.time(), 3)}
+        if stage:
+            event["s"] = stage
+        self._write(event)
 
-    def answered(self, rid: str, usage: TokenUsage, cost_usd: float) -> None:
-        self._write({"e": "answered", "id": rid, "prompt_tokens": usage.prompt, "completion_tokens": usage.completion,
-                     "cached_tokens": usage.cached, "cost_usd": cost_usd})
+    def answered(self, rid: str, usage: TokenUsage, cost_usd: float, stage: str | None = None) -> None:
+        event: dict[str, Any] = {"e": "answered", "id": rid, "prompt_tokens": usage.prompt,
+                                 "completion_tokens": usage.completion, "cached_tokens": usage.cached, "cost_usd": cost_usd}
+        if stage:
+            event["s"] = stage
+        self._write(event)
 
     def failed(self, rid: str, status: int | str) -> None:
         self._write({"e": "failed", "id": rid, "status": status})
@@ -101,7 +107,8 @@ def ledger_totals(out: str) -> dict[str, Any] | None:
     """What every attempt of an output sent and received, from its ledger; None when it has none.
 
     Keys: attempts, requests, unanswered, failed_attempts, batch_requests, prompt_tokens,
-    completion_tokens, cached_tokens, cost_usd. A torn last line (a kill in the middle of a write
+    completion_tokens, cached_tokens, cost_usd (all stages together), and `by_stage`: the same
+    attempts, requests, tokens and cost for each tagged stage (e.g. `judge`). A torn last line (a kill in the middle of a write
     cannot happen with one write of one line, but a full disk can) is skipped.
     """
     folder = ledger_dir(out)
@@ -112,6 +119,8 @@ def ledger_totals(out: str) -> dict[str, Any] | None:
     batch_keys: set[str] = set()
     totals: dict[str, Any] = {"attempts": 0, "requests": 0, "unanswered": 0, "failed_attempts": 0,
                               "batch_requests": 0, **{k: 0 for k in _SUMMED}, "cost_usd": 0.0}
+    stages: dict[str, dict[str, Any]] = {}
+    stage_sent: dict[str, set[str]] = {}
     for name in sorted(os.listdir(folder)):
         if not name.endswith(".jsonl"):
             continue
@@ -122,14 +131,23 @@ def ledger_totals(out: str) -> dict[str, Any] | None:
                 except ValueError:
                     continue
                 kind = event.get("e")
+                tag = event.get("s")
                 if kind == "sent":
                     sent.add(event["id"])
+                    if tag:
+                        stage_sent.setdefault(tag, set()).add(event["id"])
                 elif kind in ("answered", "failed"):
                     closed.add(event["id"])
                     if kind == "failed":
                         totals["failed_attempts"] += 1
                         continue
                     totals["requests"] += 1
+                    if tag:
+                        part = stages.setdefault(tag, {"requests": 0, **{k: 0 for k in _SUMMED}, "cost_usd": 0.0})
+                        part["requests"] += 1
+                        for k in _SUMMED:
+                            part[k] += int(event.get(k, 0))
+                        part["cost_usd"] += float(event.get("cost_usd", 0.0))
                 if kind in ("answered", "batch"):
                     if kind == "batch":
                         if event.get("key") in batch_keys:
@@ -143,6 +161,11 @@ def ledger_totals(out: str) -> dict[str, Any] | None:
     totals["attempts"] = len(sent)
     totals["unanswered"] = len(sent - closed)
     totals["cost_usd"] = round(totals["cost_usd"], 6)
+    totals["by_stage"] = {}
+    for tag in sorted(set(stages) | set(stage_sent)):
+        part = stages.get(tag, {"requests": 0, **{k: 0 for k in _SUMMED}, "cost_usd": 0.0})
+        part["cost_usd"] = round(part["cost_usd"], 6)
+        totals["by_stage"][tag] = {"attempts": len(stage_sent.get(tag, ())), **part}
     return totals
 
 

@@ -79,16 +79,18 @@ class Transport:
         api_key: str | None,
         server_slots: int | None = None,
         ledger: SpendLedger | None = None,
+        ledger_stage: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.ledger = ledger
+        self.ledger_stage = ledger_stage  # tags this transport's ledger lines (the judge's: "judge")
         self.secrets = (api_key,) if api_key else ()
         # max_retries=0: tenacity below is the only retry layer
         self.openai = openai.OpenAI(
             api_key=api_key or "no-key-required",
             base_url=base_url,
             max_retries=0,
-            timeout=cfg.openai.timeout_s,
+            timeout=cfg.openai.request_timeout(),
         )
         self._tls = ssl.create_default_context()  # one TLS context for all the per-thread clients (~20 ms each)
         self._local = threading.local()
@@ -167,7 +169,8 @@ class Transport:
                 if rid is not None:
                     raw_usage = response.get("usage")
                     usage = TokenUsage.from_api(raw_usage if isinstance(raw_usage, dict) else None)
-                    self.ledger.answered(rid, usage, self.cost(body["model"], usage, batch=False))  # type: ignore[union-attr]
+                    self.ledger.answered(rid, usage, self.cost(body["model"], usage, batch=False),  # type: ignore[union-attr]
+                                         self.ledger_stage)
         except Exception as e:
             signal = OVERLOAD if is_overload(e) else OTHER
             if rid is not None:
@@ -189,10 +192,11 @@ class Transport:
         assert self.ledger is not None
         rid = self.ledger.new_id()
         ledger = self.ledger
+        stage = self.ledger_stage
 
         def on_sent(event: str, _info: dict[str, Any]) -> None:
             if event.endswith("send_request_body.complete"):
-                ledger.sent(rid)
+                ledger.sent(rid, stage)
 
         self._local.on_sent = on_sent
         return rid

@@ -24,7 +24,7 @@ from ..resources import data_dir
 from .phrases import LABEL_STYLES
 
 MANIFEST = "manifest.yaml"
-Mode = Literal["per_category", "structured", "annotate", "paraphrase", "rewrite"]
+Mode = Literal["per_category", "structured", "annotate", "paraphrase", "rewrite", "judge"]
 
 
 @dataclass(frozen=True)
@@ -142,9 +142,10 @@ def load_prompt_set(
     mode = entry.get("mode")
     questions = entry.get("questions", "model")
     needed = {"per_category": {"system", "instruction", "question"}, "structured": {"system", "user"},
-              "annotate": {"system", "user"}, "paraphrase": {"system", "user"}, "rewrite": {"system", "user"}}.get(mode or "")
+              "annotate": {"system", "user"}, "paraphrase": {"system", "user"}, "rewrite": {"system", "user"},
+              "judge": {"system", "user"}}.get(mode or "")
     if needed is None:
-        raise UserError(f"prompt set '{name}': mode must be per_category, structured, annotate, paraphrase or rewrite "
+        raise UserError(f"prompt set '{name}': mode must be per_category, structured, annotate, paraphrase, rewrite or judge "
                         f"(got {mode!r})")
     if questions not in ("model", "fixed"):
         raise UserError(f"prompt set '{name}': questions must be model or fixed (got {questions!r})")

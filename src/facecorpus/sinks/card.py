@@ -160,6 +160,24 @@ def _annotation_section(stats: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _judge_section(stats: dict[str, Any]) -> list[str]:
+    """The LLM judge's verdicts (generation/judge.py): how many passed, the low criteria, mean scores, cost."""
+    j = (stats.get("llm") or {}).get("judge")
+    if not j:
+        return []
+    low_by, means = j.get("low_by", {}), j.get("mean_score", {})
+    lines = ["## LLM judge", "",
+             f"{j.get('judged', 0)} samples were scored (1 to 5 per criterion): {j.get('passed', 0)} passed, "
+             f"{j.get('low', 0)} scored low on at least one criterion, {j.get('failed', 0)} got no verdict. "
+             f"The judge made {j.get('requests', 0)} requests ({j.get('cache_hits', 0)} cache hits), "
+             f"{j.get('prompt_tokens', 0) + j.get('completion_tokens', 0)} tokens, "
+             f"${j.get('cost_usd', 0.0):.4f} (included in the totals above).", "",
+             "| criterion | mean score | low |", "|---|---:|---:|"]
+    for c in means:
+        lines.append(f"| {c} | {means[c]:.2f} | {low_by.get(c, 0)} |")
+    return [*lines, ""]
+
+
 def _faces_section(col: dict[str, list], figs: _Figures) -> list[str]:
     n = len(col["key"])
     faces = Counter(col["n_faces"])
@@ -316,6 +334,7 @@ def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool =
         *_attribute_labels_section(stats),
         *_label_qa_section(stats),
         *_annotation_section(stats),
+        *_judge_section(stats),
         *_faces_section(col, figs),
         *_qa_section(col, stats, figs),
         *_rejects_section(stats, figs),

@@ -60,12 +60,11 @@ def _sha(obj: Any) -> str:
 def prompts_sha256(recipe: Recipe) -> str:
     """Hash of what shapes the generated text for this recipe: the templates generator's phrasing, or
     the one prompt set the LLM generator uses (its verified hash: templates, topics, bounds, version),
-    and the annotation's and the paraphrase's prompt sets when the LLM re-annotates attributes or
-    rewords questions. Other prompt sets in the folder do not count, so editing one never blocks a
-    resume of another."""
+    and the annotation's, the paraphrase's and the judge's prompt sets when those stages run. Other
+    prompt sets in the folder do not count, so editing one never blocks a resume of another."""
     g = recipe.generation
     text = _generation_sha256(recipe)
-    if not g.annotation.enabled and not g.paraphrase.enabled:
+    if not g.annotation.enabled and not g.paraphrase.enabled and not g.judge.enabled:
         return text
     from ..prompting.promptset import load_prompt_set
 
@@ -74,6 +73,8 @@ def prompts_sha256(recipe: Recipe) -> str:
         parts["annotation"] = load_prompt_set(g.annotation.prompt_set, g.prompts_dir).sha256
     if g.paraphrase.enabled:
         parts["paraphrase"] = load_prompt_set(g.paraphrase.prompt_set, g.prompts_dir).sha256
+    if g.judge.enabled:
+        parts["judge"] = load_prompt_set(g.judge.prompt_set, g.prompts_dir).sha256
     return _sha(parts)
 
 
