@@ -62,10 +62,14 @@ def test_every_request_refused_with_preflight_off_exits_1(inputs: Path, tmp_path
 def test_a_collapsed_demo_exits_1_and_the_command_it_names_finishes_it(face_models: dict[str, str], tmp_path: Path) -> None:
     """The demo against an endpoint that fails every request (as a saturated server does): exit 1, the
     line counts the llm_error rejects and names `facecorpus demo … --resume --retry-rejects`; once the
-    endpoint recovers, exactly that command writes them."""
+    endpoint recovers, exactly that command writes them. The demo's own prompt set is `rewrite`, where a
+    failed request keeps the template text (flagged `template_fallback`), so this run asks the model
+    for the texts (`compact`); the fault server's one canned sentence per category is not what the junk
+    checks are tested on here (off)."""
     out = tmp_path / "demo"
     with FaultServer(rules=[Rule("500")]) as srv:
-        sets = ["--set", f"generation.openai.base_url={srv.base_url}", "--set", "generation.openai.api_key_env=null",
+        sets = ["--set", "generation.prompt_set=compact", "--set", "validation.junk=off",
+                "--set", f"generation.openai.base_url={srv.base_url}", "--set", "generation.openai.api_key_env=null",
                 "--set", "generation.openai.preflight=false",
                 "--set", "generation.retries.max_attempts=2", "--set", "generation.retries.initial_s=0.01",
                 "--set", f"generation.cache.dir={tmp_path / 'cache'}"]
