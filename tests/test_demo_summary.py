@@ -34,3 +34,33 @@ def test_the_gate_fails_when_too_few_faces_become_samples(demo_output: Path, tmp
     bad = demo_report(str(out))
     assert bad.faces == 2 * rep.faces and not bad.ok
     assert "| rejected after the faces stage: `off_topic` |" in "\n".join(bad.lines)
+
+
+def test_validate_refuses_a_demo_output_holding_junk(demo_output: Path, tmp_path: Path):
+    """`make demo`'s second gate: `facecorpus validate` re-checks every record with the recipe's junk
+    checks, so a caption edited into junk after the run is refused by its reason (the edit also breaks
+    the manifest's sha256, reported on its own line)."""
+    import io
+    import tarfile
+
+    from facecorpus.validation.output_check import check_output
+
+    out = tmp_path / "out"
+    shutil.copytree(demo_output, out)
+    assert check_output(str(out)).problems == []
+    shard = sorted((out / "shards").glob("*.tar"))[0]
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
+    key = next(m.name.removesuffix(".json") for m, _ in members if m.name.endswith(".json"))
+    with tarfile.open(shard, "w") as tar:
+        for m, data in members:
+            if m.name == f"{key}.json":
+                record = json.loads(data)
+                record["caption"] = "[Your caption here]"
+                data = json.dumps(record).encode()
+            elif m.name == f"{key}.txt":
+                data = b"[Your caption here]"
+            m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    problems = check_output(str(out)).problems
+    assert any(f"{key} breaks the recipe's record rules (markup)" in p for p in problems), problems
