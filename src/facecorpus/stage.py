@@ -16,6 +16,7 @@ import os
 import time
 import traceback
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, get_origin
 
 import apache_beam as beam
@@ -135,6 +136,27 @@ class WorkItem(Sample):
         """A copy under another key (one sample per face), with its own labels, flags and provenance."""
         fresh = {"labels": dict(self.labels), "flags": list(self.flags), "provenance": self.provenance.model_copy(deep=True)}
         return self.model_copy(update={**fresh, "key": key, **update})
+
+
+@dataclass
+class ShardSample:
+    """What stage `validate` hands on (to the judge, if any, and the sink): the validated record and
+    its JPEG; `members` are its files in the shard."""
+
+    sample: Sample
+    jpeg: bytes
+
+    @property
+    def key(self) -> str:
+        return self.sample.key
+
+    def members(self) -> list[tuple[str, bytes]]:
+        record = self.sample.model_dump_json(exclude_none=False).encode("utf-8")
+        return [
+            (f"{self.key}.jpg", self.jpeg),
+            (f"{self.key}.json", record),
+            (f"{self.key}.txt", self.sample.caption.encode("utf-8")),
+        ]
 
 
 def make_reject(

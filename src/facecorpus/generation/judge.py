@@ -53,8 +53,7 @@ from ..prompting.render import (
 from ..recipe import Recipe
 from ..records import Judgement, Sample, SourceInfo
 from ..rejection import Rejected
-from ..sinks.shards import ShardSample
-from ..stage import METRICS_NAMESPACE, REJECTS, Stage
+from ..stage import METRICS_NAMESPACE, REJECTS, ShardSample, Stage
 from .config import JUDGE_CRITERIA, GenerationConfig, JudgeConfig
 from .handler import OpenAIChatHandler
 from .llm_stage import AwaitOutcomes, image_options, pending_window

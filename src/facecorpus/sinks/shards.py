@@ -35,7 +35,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from ..records import Sample
+from ..stage import ShardSample
 from .manifest import manifest_bytes, manifest_row
 
 SHARDS_DIR = "shards"
@@ -43,26 +43,6 @@ MANIFEST_DIR = "manifest"
 TMP_DIR = "_tmp"
 #: the dedup stage's staging folder under shards/_tmp/ (validation/dedup_stage.py)
 SCREEN_DIR = "screen"
-
-
-@dataclass
-class ShardSample:
-    """What the sink needs of a sample: its record and its encoded members."""
-
-    sample: Sample
-    jpeg: bytes
-
-    @property
-    def key(self) -> str:
-        return self.sample.key
-
-    def members(self) -> list[tuple[str, bytes]]:
-        record = self.sample.model_dump_json(exclude_none=False).encode("utf-8")
-        return [
-            (f"{self.key}.jpg", self.jpeg),
-            (f"{self.key}.json", record),
-            (f"{self.key}.txt", self.sample.caption.encode("utf-8")),
-        ]
 
 
 def bucket_of(key: str, n_buckets: int) -> int:

@@ -11,8 +11,7 @@ from pydantic import ValidationError
 
 from ..records import Sample
 from ..rejection import Rejected
-from ..sinks.shards import ShardSample
-from ..stage import Stage, WorkItem
+from ..stage import ShardSample, Stage, WorkItem
 from .record_checks import RecordRules, check_record, verdict
 
 
