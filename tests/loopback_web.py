@@ -2,7 +2,7 @@
 
 `WebServer` serves real face photos (insightface's t1.jpg, scikit-image's astronaut, the Tom Hanks
 crop) plus 404s, a slow endpoint, redirect chains, a redirect to a "blocked" address, HTML served as
-image/jpeg, X-Robots-Tag opt-outs, a huge Content-Length, and a "flaky" endpoint that fails until
+image/jpeg, X-Robots-Tag opt-outs, a robots.txt a test can set, a huge Content-Length, and a "flaky" endpoint that fails until
 `recover()` is called. Every request is recorded server-side so tests can assert what was (and was
 not) fetched. A second server bound to 127.0.0.2 stands in for a private address: tests allow only
 127.0.0.1/32, so nothing may ever reach it.
@@ -103,6 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if srv.delay_s:
             time.sleep(srv.delay_s)
+        if path == "/robots.txt":  # 404 unless a test sets one (RFC 9309: then nothing is disallowed)
+            status, text = srv.robots
+            return self._send(status, text.encode("utf-8"))
         if path.startswith("/img/"):
             name = path[len("/img/"):]
             if name in srv.photos:
@@ -171,6 +174,7 @@ class _Server(ThreadingHTTPServer):
         self.slow_s = 30.0
         self.delay_s = 0.0
         self.blocked_url = ""
+        self.robots: tuple[int, str] = (404, "no robots.txt here")
 
 
 class WebServer:
@@ -217,6 +221,10 @@ class WebServer:
 
     def set_slow(self, seconds: float) -> None:
         self._srv.slow_s = seconds
+
+    def set_robots(self, text: str, status: int = 200) -> None:
+        """Serve `text` as /robots.txt with `status` (a 5xx status makes it 'unreachable')."""
+        self._srv.robots = (status, text)
 
     def __enter__(self) -> WebServer:
         self._thread.start()

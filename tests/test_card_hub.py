@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from facecorpus.output.summary import SUMMARY_COLUMNS, WrittenSummary
 from facecorpus.sinks.card_hub import (
     hub_metadata,
     licence_groups,
@@ -76,12 +77,13 @@ def test_parquet_export_card_keeps_the_metadata_and_names_its_files(demo_output:
     assert paths and all(p.startswith("data/") and p.endswith("-*.parquet") for p in paths)
 
 
-def _columns(rows: list[dict]) -> dict[str, list]:
-    base = {"key": "", "source_dataset": "", "licence": None, "label_age": None, "label_gender": None,
-            "label_race": None, "age": None, "gender": None, "race": None, "url": None, "n_faces": 1,
-            "llm_model": None}
-    filled = [{**base, "key": f"k{i}", **r} for i, r in enumerate(rows)]
-    return {k: [r[k] for r in filled] for k in base}
+def _columns(rows: list[dict]) -> WrittenSummary:
+    """The manifest summary the card reads, from these rows (other columns empty)."""
+    base = {**dict.fromkeys(SUMMARY_COLUMNS), "source_dataset": "", "n_faces": 1}
+    filled = [{**base, **r} for r in rows]
+    summary = WrittenSummary()
+    summary.add_columns({k: [r[k] for r in filled] for k in base})
+    return summary
 
 
 STATS = {"written": 0, "by_generator": {"templates": 1}, "labels": {}, "run": {"recipe": "t"}}

@@ -42,7 +42,8 @@ def fetcher(allow=ALLOW_TEST_HOST, resolver=socket.getaddrinfo, per_domain: int 
     settings = FetchSettings(
         user_agent=default_user_agent(DownloadConfig()), allow_networks=tuple(allow),
         timeout_s=kw.pop("timeout_s", 2.0), deadline_s=kw.pop("deadline_s", 10.0), retries=kw.pop("retries", 0),
-        backoff_s=kw.pop("backoff_s", 0.01), max_backoff_s=kw.pop("max_backoff_s", 0.5), **kw,
+        backoff_s=kw.pop("backoff_s", 0.01), max_backoff_s=kw.pop("max_backoff_s", 0.5),
+        robots_txt=kw.pop("robots_txt", False), **kw,  # robots.txt has its own tests (test_politeness.py)
     )
     return Fetcher(settings, DomainGates(per_domain), resolver=resolver)
 

@@ -164,6 +164,7 @@ def test_no_request_reaches_a_blocked_address_or_a_filtered_row(laion_run):
         assert not any(h.endswith(query) for h in hits), query
     assert hits.count("/flaky/109.jpg") == 2  # one try + one retry
     assert hits.count("/to-blocked") == 1  # refused at the redirect, not retried
+    assert hits.count("/robots.txt") == 1  # read once for the host (one worker process), before its first image
 
 
 def test_output_validates(laion_run):
@@ -180,8 +181,8 @@ def test_retry_rejects_fetches_only_the_retryable_ones_after_the_server_recovers
     a.clear()
     proc = run_cli("run", str(laion_run["recipe"]), "--out", str(out), "--resume", "--retry-rejects")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    # only the two retryable URLs went out again: nothing finished was downloaded twice
-    assert sorted(a.paths()) == ["/flaky/109.jpg", "/slow/photo.jpg"], a.paths()
+    # only the two retryable URLs went out again (after the host's robots.txt): nothing finished was downloaded twice
+    assert sorted(a.paths()) == ["/flaky/109.jpg", "/robots.txt", "/slow/photo.jpg"], a.paths()
     assert blocked.paths() == []
     records = read_records(out)
     assert {"105", "109"} <= set(records)

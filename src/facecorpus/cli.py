@@ -36,12 +36,21 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: commands that read or write an output folder: Beam's FileSystems get their options before they start
+OUTPUT_COMMANDS = frozenset({"run", "demo", "validate", "stats", "export", "review", "finalize"})
+
+
 @app.callback()
 def _options(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Build face image-text corpora (WebDataset shards) with Apache Beam."""
+    if ctx.invoked_subcommand in OUTPUT_COMMANDS:
+        from .storage import use_storage
+
+        use_storage()  # s3:// and gs:// from the standard environment (storage.py); `run` may override
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -95,6 +104,10 @@ def _run_and_report(recipe: Any, out: str, beam_args: list[str], text: str, agai
         if inner is not None and inner is not e:
             raise UserError(str(inner).split(" [while running ")[0]) from None
         raise
+    if result.stats is None:
+        typer.echo(f"submitted job {result.job_id or '(no id reported)'}; when it has finished: facecorpus finalize {out} "
+                   f"--inputs N  (N: the job's facecorpus/inputs counter)")
+        return
     _print_summary(result.stats, out)
     why = run_failure(result.stats, recipe.runner.max_retryable_rejects, _command(*again, "--resume", "--retry-rejects"))
     if why is not None:
@@ -123,6 +136,8 @@ def run(
     retry_rejects: Annotated[
         bool, typer.Option("--retry-rejects", help="With --resume: also re-run the inputs whose rejects are retryable.")
     ] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="Remote runners: submit the job and return; finish the "
+                                         "output later with `facecorpus finalize`.")] = False,
     beam_args: Annotated[list[str] | None, typer.Argument(help="Beam pipeline options after `--`.")] = None,
 ) -> None:
     """Run a recipe into --out (or finish one there with --resume). Exit codes: 0 done, 1 the run wrote
@@ -136,7 +151,7 @@ def run(
     again = ["run", str(recipe), "--out", out, *[w for o in set_ or [] for w in ("--set", o)],
              *(["--new-version"] if new_version else [])]
     _run_and_report(r, out, beam_args or [], text, again + (["--", *beam_args] if beam_args else []),
-                    resume=resume, new_version=new_version, retry_rejects=retry_rejects)
+                    resume=resume, new_version=new_version, retry_rejects=retry_rejects, detach=detach)
 
 
 @app.command()
@@ -242,26 +257,19 @@ def stats(
     """Counts, distributions and costs of an output."""
     from apache_beam.io.filesystems import FileSystems
 
-    from .sinks.run_files import (
-        STATS_FILE,
-        compute_stats,
-        read_manifest,
-        read_text,
-        write_card,
-        write_index,
-        write_stats,
-    )
+    from .sinks.run_files import STATS_FILE, read_text
+    from .storage import require_filesystem
 
-    path = FileSystems.join(out, STATS_FILE)
+    path = FileSystems.join(require_filesystem(out), STATS_FILE)
     if not FileSystems.exists(path):
         raise UserError(f"{out} has no stats.json: is it a facecorpus output?")
     current = json.loads(read_text(path))
     if write:
-        manifest = read_manifest(out)
-        write_index(out, manifest, current.get("run", {}).get("recipe", "facecorpus"))
-        current = compute_stats(out, current.get("inputs"), current.get("run", {}), current.get("llm"))
-        write_stats(out, current)
-        write_card(out, current, _recorded_recipe_yaml(out), plots=_recorded_card_plots(out))
+        from .output.finalize import finalize
+
+        inputs = current.get("inputs") if current.get("inputs_counted_by") == "run" else None
+        current = finalize(out, inputs, current.get("run", {}), _recorded_recipe_yaml(out), llm=current.get("llm"),
+                           plots=_recorded_card_plots(out))
         typer.echo(f"rewrote stats.json, index.json, README.md and plots/ in {out}", err=True)
     if as_json:
         typer.echo(json.dumps(current, indent=2))
@@ -275,6 +283,35 @@ def stats(
         f"LLM: {llm.get('requests', 0)} requests, {llm.get('cache_hits', 0)} cache hits, "
         f"{llm.get('prompt_tokens', 0)}+{llm.get('completion_tokens', 0)} tokens, ${llm.get('cost_usd', 0):.4f}"
     )
+
+
+@app.command()
+def finalize(
+    out: Annotated[str, typer.Argument(help="A finished job's output folder (local, gs://, s3://).")],
+    inputs: Annotated[int | None, typer.Option("--inputs", min=0, help="The job's `facecorpus/inputs` counter (Dataflow: "
+                                                 "the job page's custom counters); without it inputs are not proven.")] = None,
+) -> None:
+    """Write index.json, stats.json and the card of a job that ran detached (streamed, bounded memory)."""
+    from .output.finalize import finalize as finalize_output
+    from .storage import require_filesystem
+    from .validation.resume import read_run_info
+
+    info = read_run_info(require_filesystem(out))
+    if info is None:
+        raise UserError(f"{out} has no run.json: is it a facecorpus output?")
+    run = {k: v for k, v in info.items() if k not in ("recipe_json", "recipe_yaml")}
+    from .sinks.shards import remove_staging
+
+    remove_staging(out)  # the job has finished: nothing reads its staging files any more
+    stats = finalize_output(out, inputs, run, _recorded_recipe_yaml(out), name=info.get("recipe"),
+                            plots=_recorded_card_plots(out))
+    _print_summary(stats, out)
+    if not stats["invariant_ok"]:
+        typer.echo(f"INVALID: inputs {stats['inputs']} != written {stats['written']} + rejected {stats['rejected']}", err=True)
+        raise typer.Exit(1)
+    if inputs is None:
+        typer.echo("note: inputs counted from the outputs (pass --inputs N from the job's counter to prove none was lost)",
+                   err=True)
 
 
 @app.command()

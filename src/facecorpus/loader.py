@@ -5,9 +5,11 @@
     for image, conversation in ds: ...
 
 `source` is an output folder (local, `gs://`, `s3://`; its `index.json` lists the shards) or shard URLs
-(a list, or one brace pattern such as `shards/shard-{00000..00009}.tar`). Remote shards are opened
-through fsspec (gcsfs / s3fs, `pip install 'facecorpus[gcp]'` / `'facecorpus[aws]'`) or, with `open_with="pipe"`,
-by streaming `gsutil cat` / `aws s3 cp … -`, which needs no Python client library.
+(a list, or one brace pattern such as `shards/shard-{00000..00009}.tar`). `gs://` and `s3://` are
+read through Beam FileSystems, as the pipeline wrote them, with the standard environment's
+credentials (storage.py: `AWS_ENDPOINT_URL_S3`, AWS keys, Google application default credentials;
+`pip install apache-beam[gcp]` / `[aws]`); `open_with="fsspec"` uses gcsfs / s3fs instead, and
+`open_with="pipe"` streams `gsutil cat` / `aws s3 cp … -`, which needs no Python client library.
 
 Splitting: without resampling, shards are divided between nodes (torch.distributed rank, or RANK and
 WORLD_SIZE) and then between DataLoader workers, so each sample is read once per epoch. With
@@ -47,7 +49,29 @@ def _join(base: str, rel: str) -> str:
     return base.rstrip("/") + "/" + rel
 
 
+def _beam_scheme(url: str) -> bool:
+    """gs:// and s3:// are read through Beam FileSystems, like the writer (one set of credentials)."""
+    return urlparse(url).scheme in ("gs", "s3")
+
+
+def _beam_open(url: str):  # noqa: ANN202 - a binary file object
+    from apache_beam.io.filesystems import FileSystems
+
+    from .storage import use_storage
+
+    use_storage()
+    return FileSystems.open(url)
+
+
 def _read_bytes(url: str) -> bytes:
+    if _beam_scheme(url):
+        from apache_beam.io.filesystems import BeamIOError
+
+        try:
+            with _beam_open(url) as f:
+                return f.read()
+        except BeamIOError as e:
+            raise FileNotFoundError(url) from e
     if _is_remote(url):
         import fsspec
 
@@ -99,11 +123,14 @@ def pipe_command(url: str) -> str:
 
 
 def open_shard(url: str, open_with: str = "auto"):  # noqa: ANN201 - a binary file object
-    """Open one shard for streaming: local files directly, remote ones with fsspec or a pipe."""
+    """Open one shard for streaming: local files directly, gs:// and s3:// through Beam FileSystems (or
+    fsspec / a pipe when asked), other remote URLs with fsspec."""
     if url.startswith("pipe:") or (open_with == "pipe" and _is_remote(url)):
         from webdataset.gopen import gopen
 
         return gopen(url if url.startswith("pipe:") else pipe_command(url), "rb")
+    if _beam_scheme(url) and open_with == "auto":
+        return _beam_open(url)
     if _is_remote(url):
         import fsspec
 
@@ -208,7 +235,7 @@ def collate_pairs(batch: list[Any]) -> tuple[list[Any], list[Any]]:
 class IndexedCorpus:
     """Random access to samples by index through the `wids` index (index.json), e.g. for a sampler.
 
-    Local shards are memory-mapped where they are; remote shards are downloaded once with fsspec into
+    Local shards are memory-mapped where they are; remote shards are downloaded once (`_read_bytes`) into
     `cache_dir` (wids' own downloader would need gsutil / the aws CLI).
     """
 
@@ -276,6 +303,9 @@ def iter_output_samples(
     from apache_beam.io.filesystems import FileSystems
 
     from .sinks.run_files import shard_files
+    from .storage import use_storage
+
+    use_storage()
 
     for path in shard_files(out):
         if shards is not None and path.rsplit("/", 1)[-1] not in shards:

@@ -32,24 +32,21 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import __version__, progress
+from .errors import UserError
+from .execution import Execution, check_shared_paths, execution_for
 from .generation.accounting import llm_totals, sum_llm_totals, with_ledger
 from .generation.ledger import ledger_totals
 from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage, FinishImage
+from .output.finalize import finalize
 from .preflight import DRY_RUN_RUNNER, Checked, preflight
 from .recipe import Recipe
-from .runners import is_local_runner
-from .sinks.run_files import (
-    REJECTS_DIR,
-    compute_stats,
-    read_manifest,
-    write_card,
-    write_index,
-    write_stats,
-)
+from .runtime_check import versions
+from .sinks.run_files import REJECTS_DIR
 from .sinks.shards import SHARDS_DIR, TMP_DIR, WriteShards, reject_line, remove_staging
 from .sources.config import SourceConfig
 from .stage import METRICS_NAMESPACE, REJECTS
+from .storage import require_filesystem, use_storage
 from .validation.assemble import ValidateSample
 from .validation.dedup_stage import Dedup, dedup_needed
 from .validation.record_checks import rules_for
@@ -64,8 +61,10 @@ from .validation.resume import (
     plan_output,
     write_run_info,
 )
+from .worker_image import check_worker_image
 
 log = logging.getLogger("facecorpus")
+
 # ------------------------------------------------------------------------------------------------ hooks
 # One per area: the area's transform for a recipe. Their Beam labels are the stage names that their
 # reject lines and counters carry (source, image, dedup, faces, annotate, generate, paraphrase, validate).
@@ -183,10 +182,13 @@ def _apply(pcoll: beam.PCollection, transform: beam.PTransform, label: str, reje
     return result["main"]
 
 
-def staging_for(recipe: Recipe, runner: str | None = None) -> bool:
-    """True when items wait in staging files rather than in the runner's shuffle (local runners)."""
+def staging_for(recipe: Recipe, execution: Execution | None = None) -> bool:
+    """True when items wait in staging files rather than in the runner's shuffle: runners whose workers
+    run on this machine (FnApiRunner underneath) hold a shuffle's whole input in memory."""
     o = recipe.output
-    return o.grouping == "staging" or (o.grouping == "auto" and is_local_runner(runner or recipe.runner.runner))
+    if execution is None:
+        execution = execution_for(recipe.runner.runner, recipe.runner.options, [])
+    return o.grouping == "staging" or (o.grouping == "auto" and execution.workers_local)
 
 
 @dataclass
@@ -231,11 +233,13 @@ def build_front(p: beam.Pipeline, recipe: Recipe, out: str, staging: bool, state
 
 
 def build_pipeline(
-    p: beam.Pipeline, recipe: Recipe, out: str, created_at: datetime, checked: Checked, state: OutputState | None = None
+    p: beam.Pipeline, recipe: Recipe, out: str, created_at: datetime, checked: Checked, state: OutputState | None = None,
+    execution: Execution | None = None,
 ) -> None:
     """The whole graph (`checked`: what pre-flight decided). With `state` resuming an output, finished
-    keys are skipped and their rejects not repeated."""
-    staging = staging_for(recipe)
+    keys are skipped and their rejects not repeated. `execution`: the effective runner (default: the
+    recipe's, without command-line options)."""
+    staging = staging_for(recipe, execution)
     front = build_front(p, recipe, out, staging, state)
     rejects, finished = front.rejects, front.finished
     items = front.items
@@ -266,6 +270,7 @@ def build_pipeline(
             file_name_suffix=".jsonl",
             num_shards=recipe.output.rejects_shards,
             shard_name_template="-SSSSS-of-NNNNN",
+            skip_if_empty=True,  # a resume with no new rejects writes no (empty) file
         )
     )
 
@@ -280,7 +285,7 @@ def prompts_until_generation(recipe: Recipe, key: str | None = None) -> list[dic
     checked = preflight(recipe, dry_run=True)
     with tempfile.TemporaryDirectory(prefix="facecorpus-render-") as tmp:
         with beam.Pipeline(options=PipelineOptions([f"--runner={DRY_RUN_RUNNER}"])) as p:
-            items = build_front(p, recipe, tmp, staging_for(recipe, DRY_RUN_RUNNER)).items
+            items = build_front(p, recipe, tmp, staging_for(recipe, execution_for(DRY_RUN_RUNNER, [], []))).items
             if key is not None:
                 items = items | "OnlyKey" >> beam.Filter(lambda it, k=key: it.key == k)
             rendered = items | "render" >> beam.ParDo(RenderPrompts(checked.generation)).with_outputs(REJECTS, main="main")
@@ -295,11 +300,6 @@ def prompts_until_generation(recipe: Recipe, key: str | None = None) -> list[dic
     return rows
 
 
-def pipeline_options(recipe: Recipe, extra_args: list[str]) -> PipelineOptions:
-    args = [f"--runner={recipe.runner.runner}", *recipe.runner.options, *extra_args]
-    return PipelineOptions(args)
-
-
 def run_started_at() -> datetime:
     """The run's timestamp; SOURCE_DATE_EPOCH (reproducible builds convention) pins it."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
@@ -311,7 +311,8 @@ def run_started_at() -> datetime:
 @dataclass
 class RunResult:
     out: str
-    stats: dict[str, Any]
+    stats: dict[str, Any] | None  # None for a detached run (facecorpus finalize writes them)
+    job_id: str | None = None
 
 
 def _counter(result: Any, name: str) -> int | None:
@@ -332,28 +333,48 @@ def run_recipe(
     resume: bool = False,
     new_version: bool = False,
     retry_rejects: bool = False,
+    detach: bool = False,
 ) -> RunResult:
     """Run a recipe to completion into `out`, then write stats.json, index.json and the dataset card.
 
     `resume` finishes an earlier run of the same recipe in `out` (see validation/resume.py);
     `new_version` lets it continue under a changed recipe or prompts; `retry_rejects` also re-runs
-    the inputs whose rejects are retryable.
+    the inputs whose rejects are retryable. `detach` (remote runners only: a Flex Template, a job
+    that outlives the launcher) submits the job and returns; `facecorpus finalize` writes the end files.
     """
-    checked = preflight(recipe)
+    execution = execution_for(recipe.runner.runner, recipe.runner.options, beam_args or [])
+    if detach and execution.workers_local:
+        raise UserError(f"--detach needs a runner whose workers run elsewhere; {execution.runner} runs the job in this process")
+    use_storage(execution.options)  # gs:// and s3:// need them before the first file access
+    check_shared_paths(recipe, execution)
+    check_worker_image(execution.worker_image, versions())
+    require_filesystem(out)
+    checked = preflight(recipe, execution=execution)
     progress.reset()  # the sources tell it their size while the graph is built
     created_at = run_started_at()
     t0 = time.time()
-    state = plan_output(recipe, out, created_at, resume=resume, new_version=new_version, retry_rejects=retry_rejects)
-    p = beam.Pipeline(options=pipeline_options(recipe, beam_args or []))
-    build_pipeline(p, recipe, out, created_at, checked, state)  # the labelled sources check their tables here
+    state = plan_output(recipe, out, created_at, resume=resume, new_version=new_version, retry_rejects=retry_rejects,
+                        runner=execution.record())
+    p = beam.Pipeline(options=execution.options)
+    build_pipeline(p, recipe, out, created_at, checked, state, execution)  # the labelled sources check their tables here
     commit_output(state)  # only now is anything written: a failed pre-flight leaves no run.json
     try:
         staging_dir = FileSystems.join(out, SHARDS_DIR, TMP_DIR, "staging")
         if not FileSystems.exists(staging_dir):
             FileSystems.mkdirs(staging_dir)
-        title = f"{recipe.name} → {out} · {recipe.runner.runner} · attempt {state.attempt}"
+        title = f"{recipe.name} → {out} · {execution.runner} · attempt {state.attempt}"
         log.debug("running %s", title)
-        with progress.LiveProgress(title) if is_local_runner(recipe.runner.runner) else contextlib.nullcontext():
+        recipe_text = recipe_yaml or yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+        if detach:  # the job outlives this process: record it; `facecorpus finalize` writes the end files
+            result = p.run()
+            info = dict(state.run_info)
+            job_id = result.job_id() if hasattr(result, "job_id") else None
+            info["attempts"][-1].update({"submitted_at": datetime.now(tz=UTC).replace(microsecond=0).isoformat(),
+                                         "job_id": job_id, "detached": True})
+            info["recipe_yaml"] = recipe_text
+            write_run_info(out, info)
+            return RunResult(out=out, stats=None, job_id=job_id)
+        with progress.LiveProgress(title) if execution.workers_local else contextlib.nullcontext():
             result = p.run()
             result.wait_until_finish()
     except BaseException:
@@ -361,8 +382,6 @@ def run_recipe(
         raise
     remove_staging(out)  # one call for every staged file: nothing in the pipeline deletes them (retries)
     inputs = _counter(result, "inputs")
-    manifest = read_manifest(out)
-    write_index(out, manifest, recipe.name)
     finished_at = datetime.now(tz=UTC).replace(microsecond=0).isoformat()
     # LLM spend comes from this attempt's Beam counters (it includes answers for samples later rejected);
     # run.json keeps each attempt's, and stats.json sums them: a resumed output reports what it all cost
@@ -375,7 +394,6 @@ def run_recipe(
         from .generation.judge import judge_totals
 
         info["attempts"][-1]["judge"] = judge_totals(result)
-    recipe_text = recipe_yaml or yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
     info["recipe_yaml"] = recipe_text  # the card shows it; `facecorpus stats --write` re-reads it from here
     write_run_info(out, info)
     run_info = {k: v for k, v in info.items() if k not in ("recipe_json", "recipe_yaml")}
@@ -384,7 +402,6 @@ def run_recipe(
             "started_at": created_at.isoformat(),
             "finished_at": finished_at,
             "duration_s": round(time.time() - t0, 2),
-            "prompt_sets": sorted(set(manifest.column("prompt_set").to_pylist())) if manifest.num_rows else [],
         }
     )
     llm_all = sum_llm_totals([a["llm"] for a in info["attempts"] if "llm" in a]) if llm is not None else None
@@ -397,7 +414,6 @@ def run_recipe(
             from .generation.judge import sum_judge_totals
 
             llm_all["judge"] = sum_judge_totals([a["judge"] for a in info["attempts"] if "judge" in a], ledger)
-    stats = compute_stats(out, inputs, run_info, llm=llm_all)
-    write_stats(out, stats)
-    write_card(out, stats, recipe_text, plots=recipe.output.card.plots)
+    # streamed from the files in bounded memory (output/finalize.py), however large the output
+    stats = finalize(out, inputs, run_info, recipe_text, llm=llm_all, name=recipe.name, plots=recipe.output.card.plots)
     return RunResult(out=out, stats=stats)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import UserError
+from .execution import Execution, execution_for
 from .generation.config import GenerationConfig
 from .recipe import Recipe
 from .validation.holdout import check_holdout_lists
@@ -38,12 +39,13 @@ class Checked:
     judge_cache_dir: str | None = None
 
 
-def preflight(recipe: Recipe, dry_run: bool = False) -> Checked:
+def preflight(recipe: Recipe, dry_run: bool = False, execution: Execution | None = None) -> Checked:
     """The one pre-flight: every check that must fail before anything is read or written, each a
     one-line UserError — face model packs and providers, hold-out lists, the labelled sources'
     vocabulary, the prompt set, and for the openai generator its model pack (local), key and endpoint.
     `dry_run` (`prompts render`): decided without contacting anything, for this process's own runner,
-    so it shows what a run would send."""
+    so it shows what a run would send. `execution`: the effective runner (default: the recipe's own,
+    without command-line options); a remote one refuses the local LLM, a local cache and local key files."""
     from .faces.face_stage import check_ready
     from .generation import preflight as generation
     from .sources.labelled_config import sources_vocabulary
@@ -58,19 +60,19 @@ def preflight(recipe: Recipe, dry_run: bool = False) -> Checked:
     if dry_run:
         g = generation.without_images_for_local(g)  # a run decides the same before it starts
         generation.load_checked_prompt_set(g)
-        return Checked(g, generation.resolve_cache_dir(g, DRY_RUN_RUNNER))
-    runner = recipe.runner.runner
+        return Checked(g, generation.resolve_cache_dir(g, execution_for(DRY_RUN_RUNNER, [], [])))
+    runner = execution or execution_for(recipe.runner.runner, recipe.runner.options, [])
     annotation: dict[str, Any] = {}
     if g.annotation.enabled:
         from .generation.annotation import preflight_annotation
 
-        a = preflight_annotation(recipe)
+        a = preflight_annotation(recipe, runner)
         annotation = {"annotation": a, "annotation_cache_dir": generation.resolve_cache_dir(a, runner),
                       "annotation_min_confidence": g.annotation.min_confidence}
     if g.paraphrase.enabled:
         from .generation.paraphrase import preflight_paraphrase
 
-        para = preflight_paraphrase(recipe)
+        para = preflight_paraphrase(recipe, runner)
         annotation |= {"paraphrase": para, "paraphrase_cache_dir": generation.resolve_cache_dir(para, runner)}
     if g.judge.enabled:
         from .generation.judge import preflight_judge

@@ -1,19 +1,12 @@
-"""The recipe's `runner` section and which Beam runners are local. All of it is execution-only: the
-same recipe on the local runner or on Dataflow writes the same records (and the failure threshold only
-decides the exit code)."""
+"""The recipe's `runner` section. All of it is execution-only: the same recipe on the local runner or
+on Dataflow writes the same records (and the failure threshold only decides the exit code). What the
+effective runner allows is decided in execution.py."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
 from .config import Config
-
-LOCAL_RUNNERS = frozenset({"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner", "PrismRunner"})
-
-
-def is_local_runner(runner: str) -> bool:
-    """True for Beam runners whose workers are this machine (they share its disk and loopback)."""
-    return runner in LOCAL_RUNNERS
 
 
 class RunnerConfig(Config):

@@ -24,6 +24,7 @@ from apache_beam.metrics import Metrics
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import progress
+from . import storage as _storage  # noqa: F401 - every worker process: Beam's s3:// shares boto3 clients
 from .records import AttributeValue, Face, Provenance, Reject, Sample, SourceFaces
 from .rejection import Rejected, Rejection
 

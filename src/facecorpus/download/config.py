@@ -19,7 +19,8 @@ class DownloadConfig(Config):
 
     threads: Annotated[PositiveInt, EXECUTION_ONLY] = Field(default=32, description="Requests in flight per worker process.")
     per_domain: Annotated[PositiveInt, EXECUTION_ONLY] = Field(
-        default=4, description="Requests in flight per host per worker process."
+        default=4, description="Requests in flight per host for the whole job (all workers together): a host's URLs "
+        "travel in this many keyed lanes, one request per lane at a time."
     )
     timeout_s: Annotated[float, EXECUTION_ONLY] = Field(default=10.0, gt=0, description="Connect and per-read timeout.")
     deadline_s: Annotated[float, EXECUTION_ONLY] = Field(
@@ -49,7 +50,13 @@ class DownloadConfig(Config):
         "private, link-local, multicast and reserved addresses are refused. Tests set ['127.0.0.1/32'].",
     )
     verify_tls: bool = Field(default=True, description="Check certificates; false only for test servers.")
-    batch_size: Annotated[PositiveInt, EXECUTION_ONLY] = Field(default=256, description="Rows per download task.")
+    batch_size: Annotated[PositiveInt, EXECUTION_ONLY] = Field(
+        default=256, description="Most rows one download step instance holds at once, waiting or in flight (at least `threads`)."
+    )
+    robots_txt: bool = Field(
+        default=True, description="Read each origin's robots.txt and obey it for user_agent_token (RFC 9309; "
+        "`robots_disallowed`, `robots_unreachable`); its Crawl-delay spaces the host's requests."
+    )
     resize_mode: Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = Field(
         default="keep_ratio_largest", description="Resize mode applied on download (img2dataset's modes)."
     )

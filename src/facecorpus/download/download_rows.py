@@ -1,8 +1,9 @@
 """The Beam step that turns rows with a URL into WorkItems holding image bytes, or into Rejects.
 
-`DownloadRows` takes a batch of `WebRow`s (a slice of a parquet file) and fetches them concurrently on
-a thread pool shared by the whole worker process, under the worker's per-domain gates. Counters are
-incremented on the DoFn's own thread (Beam's metrics are thread-local), one per outcome.
+`PoliteDownload` takes `(lane, WebRow)` pairs keyed by `key_by_lane` (lanes.py: at most `per_domain`
+lanes per host, one request per lane at a time, so the cap holds for the whole job) and fetches many
+lanes concurrently on a thread pool shared by the whole worker process. Counters are incremented on
+the DoFn's own thread (Beam's metrics are thread-local), one per outcome.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import logging
 import threading
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.coders import FloatCoder
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.transforms.window import GlobalWindows
 
 from .. import __version__
 from ..keys import make_key
@@ -33,6 +37,7 @@ from .images import (
     make_upright,
     map_faces,
 )
+from .lanes import LaneScheduler, lane_of
 from .politeness import worker_gates
 
 log = logging.getLogger("facecorpus")
@@ -72,6 +77,16 @@ def default_user_agent(cfg: DownloadConfig) -> str:
     )
 
 
+def worker_fetcher(cfg: DownloadConfig) -> Fetcher:
+    """The process-wide fetcher for a download config: one set of per-host gates and one robots.txt cache."""
+    with _pools_lock:
+        key = repr(cfg.model_dump(mode="json"))
+        fetcher = _fetchers.get(key)
+        if fetcher is None:
+            fetcher = _fetchers[key] = Fetcher(fetch_settings(cfg), worker_gates(cfg.per_domain))
+        return fetcher
+
+
 def fetch_settings(cfg: DownloadConfig) -> FetchSettings:
     return FetchSettings(
         user_agent=cfg.user_agent or default_user_agent(cfg),
@@ -86,6 +101,7 @@ def fetch_settings(cfg: DownloadConfig) -> FetchSettings:
         max_bytes=cfg.max_bytes,
         verify_tls=cfg.verify_tls,
         allow_networks=tuple(cfg.allow_networks),
+        robots_txt=cfg.robots_txt,
     )
 
 
@@ -94,7 +110,8 @@ def resize_settings(cfg: DownloadConfig) -> ResizeSettings:
 
 
 _pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
+_fetchers: dict[str, Fetcher] = {}
+_pools_lock = threading.RLock()
 
 
 def worker_pool(threads: int) -> ThreadPoolExecutor:
@@ -114,6 +131,8 @@ class _Outcome:
     attempts: int = 0
     redirects: int = 0
     nbytes: int = 0
+    retry_after: float | None = None
+    crawl_delay: float | None = None
 
 
 def row_reject(row: WebRow, rejection: Rejection, stage: str = STAGE) -> Reject:
@@ -166,21 +185,30 @@ def download_row(row: WebRow, fetcher: Fetcher, resize: ResizeSettings) -> _Outc
     """Fetch and check one row's image. Never raises: every failure is a Reject with a reason."""
     try:
         res = fetcher.fetch(row.url)
+        pacing = {"retry_after": res.retry_after, "crawl_delay": res.crawl_delay}
         if not res.ok:
             assert res.rejection is not None
-            return _Outcome(reject=row_reject(row, res.rejection), attempts=res.attempts)
+            return _Outcome(reject=row_reject(row, res.rejection), attempts=res.attempts, **pacing)
         assert res.data is not None
         made = item_from_bytes(row, res.data, resize, res.final_url, res.content_type)
         if isinstance(made, Reject):
-            return _Outcome(reject=made, attempts=res.attempts)
-        return _Outcome(item=made, attempts=res.attempts, redirects=res.redirects, nbytes=len(res.data))
+            return _Outcome(reject=made, attempts=res.attempts, **pacing)
+        return _Outcome(item=made, attempts=res.attempts, redirects=res.redirects, nbytes=len(res.data), **pacing)
     except Exception as e:  # a bug or something unforeseen: one reject, the batch goes on
         log.warning("download of %s failed: %s", row.url, traceback.format_exc(limit=3))
         return _Outcome(reject=row_reject(row, Rejection("internal_error", f"{type(e).__name__}: {e}"[:500], True)))
 
 
-class DownloadRows(beam.DoFn):
-    """Batch of WebRows → WorkItems (image bytes) on the main output, Rejects on REJECTS."""
+class PoliteDownload(beam.DoFn):
+    """(lane, WebRow) → WorkItems (image bytes) on the main output, Rejects on REJECTS.
+
+    Keyed and stateful, so the runner never has one lane in two places at once (lanes.py): with one
+    request per lane at a time, `per_domain` holds for the whole job. The state keeps a lane's pause
+    (a Retry-After, a Crawl-delay) as wall-clock time, so a lane that moves to another worker between
+    bundles still waits. Rows of many lanes download at once on the process's thread pool.
+    """
+
+    NOT_BEFORE = ReadModifyWriteStateSpec("not_before", FloatCoder())
 
     def __init__(self, cfg: DownloadConfig) -> None:
         super().__init__()
@@ -189,29 +217,64 @@ class DownloadRows(beam.DoFn):
         self._resize: ResizeSettings | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._progress: Progress | None = None
+        self._lanes: LaneScheduler[WebRow, _Outcome] | None = None
 
     def setup(self) -> None:
-        self._fetcher = Fetcher(fetch_settings(self.cfg), worker_gates(self.cfg.per_domain))
+        self._fetcher = worker_fetcher(self.cfg)
         self._resize = resize_settings(self.cfg)
         self._pool = worker_pool(self.cfg.threads)
         self._progress = Progress("urls downloaded")
 
-    def process(self, batch: list[WebRow]) -> Iterator[Any]:
-        assert self._fetcher is not None and self._resize is not None and self._pool is not None
+    def start_bundle(self) -> None:
+        fetcher, resize = self._fetcher, self._resize
+        assert fetcher is not None and resize is not None and self._pool is not None
+        self._lanes = LaneScheduler(self._pool, lambda row: download_row(row, fetcher, resize), self.cfg.threads,
+                                    self.cfg.batch_size, pause_after=_pause_after)
+
+    def process(self, element: tuple[str, WebRow], not_before: Any = beam.DoFn.StateParam(NOT_BEFORE)) -> Iterator[Any]:
+        assert self._lanes is not None
+        lane, row = element
+        recorded = not_before.read()
+        if recorded:
+            self._lanes.pause(lane, recorded)
         counters = Counters(STAGE)
-        futures = [self._pool.submit(download_row, row, self._fetcher, self._resize) for row in batch]
-        for fut in as_completed(futures):
-            out = fut.result()
-            if self._progress is not None:
-                self._progress.tick()
-            if out.attempts > 1:
-                counters.count("retries", out.attempts - 1)
-            if out.reject is not None:
-                counters.rejected(out.reject.reason)
-                yield beam.pvalue.TaggedOutput(REJECTS, out.reject)
-                continue
-            counters.kept()
-            counters.count("bytes", out.nbytes)
-            if out.redirects:
-                counters.count("redirected")
-            yield out.item
+        for out in self._lanes.add(lane, row):
+            yield from self._emit(out, counters)
+        until = self._lanes.not_before(lane)
+        if until is not None and until != recorded:
+            not_before.write(until)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        assert self._lanes is not None
+        counters = Counters(STAGE)
+        for out in self._lanes.drain():
+            for produced in self._emit(out, counters):
+                if isinstance(produced, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(produced.tag, GlobalWindows.windowed_value(produced.value))
+                else:
+                    yield GlobalWindows.windowed_value(produced)
+
+    def _emit(self, out: _Outcome, counters: Counters) -> Iterator[Any]:
+        if self._progress is not None:
+            self._progress.tick()
+        if out.attempts > 1:
+            counters.count("retries", out.attempts - 1)
+        if out.reject is not None:
+            counters.rejected(out.reject.reason)
+            yield beam.pvalue.TaggedOutput(REJECTS, out.reject)
+            return
+        counters.kept()
+        counters.count("bytes", out.nbytes)
+        if out.redirects:
+            counters.count("redirected")
+        yield out.item
+
+
+def _pause_after(out: _Outcome) -> float | None:
+    """How long a lane waits after this request: the server's Retry-After, else robots.txt's Crawl-delay."""
+    return out.retry_after or out.crawl_delay
+
+
+def key_by_lane(rows: beam.PCollection, per_domain: int) -> beam.PCollection:
+    """WebRow → (lane, WebRow): the keys PoliteDownload runs under."""
+    return rows | "ByLane" >> beam.Map(lambda r: (lane_of(r.url, per_domain), r))

@@ -3,7 +3,8 @@
 For each hop (the URL, then every redirect target): the scheme must be http or https; the host is
 resolved and every address checked (addresses.py); the connection goes to the checked address with
 the original host name in `Host` and TLS SNI; the host's politeness slot is held while the request is
-open. A response must be 200; `X-Robots-Tag` opt-outs (read as img2dataset reads them) are honoured; bodies are
+open. Before the first request to an origin its robots.txt is read (robots.py) and obeyed for every hop.
+A response must be 200; `X-Robots-Tag` opt-outs (read as img2dataset reads them) are honoured; bodies are
 capped by size and read against a deadline. Transient failures (timeouts, connection errors, 429 and
 5xx) are retried with exponential back-off and jitter, and a Retry-After makes the whole worker wait
 for that host.
@@ -20,6 +21,8 @@ Reasons (all snake_case) and whether a later `--retry-rejects` should try again:
     bad_url              not a URL we can request            no
     too_many_redirects   more hops than allowed              no
     robots_optout        X-Robots-Tag: noai / noindex …      no
+    robots_disallowed    robots.txt disallows the URL        no   (download/robots.py)
+    robots_unreachable   robots.txt answered 429/5xx/failed  retryable
     too_large            over the byte cap                   no
     not_image            the bytes do not decode as image    no   (decided by images.py)
 """
@@ -36,17 +39,20 @@ import ssl
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from urllib.parse import quote, urljoin, urlsplit
 
 from ..rejection import Rejected, Rejection
 from .addresses import AddressPolicy, BlockedAddress, DNSFailure, IPAddress, Resolver, resolve_checked
 from .politeness import DomainGates
+from .robots import ROBOTS_MAX_BYTES, RobotsCache
 
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
 DEFAULT_OPTOUT = ("noai", "noimageai", "noindex", "noimageindex")
+# no AVIF/HEIC in the list: OpenCV (the Resizer) cannot decode them, so do not invite them
+IMAGE_ACCEPT = "image/webp,image/png,image/jpeg,image/gif,image/*;q=0.8,*/*;q=0.5"
 _READ_CHUNK = 64 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # characters left as they are when quoting a path/query ('%' keeps existing escapes intact)
@@ -70,6 +76,10 @@ class FetchSettings:
     max_bytes: int = 25_000_000
     verify_tls: bool = True
     allow_networks: tuple[str, ...] = ()
+    robots_txt: bool = True
+    accept: str = IMAGE_ACCEPT
+    #: read at most max_bytes and keep them, instead of rejecting a longer body (robots.txt)
+    truncate: bool = False
 
 
 @dataclass
@@ -85,6 +95,8 @@ class FetchResult:
     attempts: int = 0
     redirects: int = 0
     retry_after: float | None = None
+    #: robots.txt Crawl-delay of the URL's host (seconds), when it sets one for us
+    crawl_delay: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -107,10 +119,11 @@ class _Failure(Rejected):
     """One attempt failed: its rejection, plus the HTTP status and Retry-After the retry loop needs."""
 
     def __init__(self, reason: str, detail: str, retryable: bool, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, retry_now: bool = True) -> None:
         super().__init__(reason, detail, retryable)
         self.status = status
         self.retry_after = retry_after
+        self.retry_now = retry_now  # False: retryable later (--retry-rejects), but not within this fetch
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -178,26 +191,40 @@ def _pinned_connection(scheme: str, host: str, port: int, ip: IPAddress, timeout
 
 
 class Fetcher:
-    """Downloads URLs under one set of rules. Thread-safe: many threads share one instance."""
+    """Downloads URLs under one set of rules. Thread-safe: many threads share one instance.
+
+    With `settings.robots_txt`, each origin's robots.txt is read first (through a second Fetcher with the
+    same address policy and gates) and every hop obeys it; `robots` lets callers share one cache."""
 
     def __init__(self, settings: FetchSettings, gates: DomainGates, resolver: Resolver = socket.getaddrinfo,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, robots: RobotsCache | None = None) -> None:
         self.settings = settings
         self.gates = gates
         self.resolver = resolver
         self.policy = AddressPolicy.from_strings(settings.allow_networks)
         self._sleep = sleep
+        self.robots = robots if robots is not None or not settings.robots_txt else self._robots_cache()
         self._tls = ssl.create_default_context()
         if not settings.verify_tls:
             self._tls.check_hostname = False
             self._tls.verify_mode = ssl.CERT_NONE
         self._headers = {
             "User-Agent": settings.user_agent,
-            # no AVIF/HEIC in the list: OpenCV (the Resizer) cannot decode them, so do not invite them
-            "Accept": "image/webp,image/png,image/jpeg,image/gif,image/*;q=0.8,*/*;q=0.5",
+            "Accept": settings.accept,
             "Accept-Encoding": "identity, gzip, deflate",
             "Connection": "close",
         }
+
+    def _robots_cache(self) -> RobotsCache:
+        s = self.settings
+        plain = Fetcher(replace(s, robots_txt=False, optout_directives=(), max_bytes=ROBOTS_MAX_BYTES, truncate=True,
+                                accept="text/plain,*/*;q=0.5"), self.gates, self.resolver, self._sleep)
+
+        def fetch(url: str) -> tuple[int | None, bytes | None, str | None, str, bool]:
+            res = plain.fetch(url)
+            return res.status, res.data, res.reason, res.detail, res.retryable
+
+        return RobotsCache(fetch, s.user_agent_token, max_crawl_delay_s=s.max_backoff_s)
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -208,10 +235,10 @@ class Fetcher:
         for attempt in range(s.retries + 1):
             result.attempts = attempt + 1
             try:
-                data, final_url, status, ctype, redirects = self._attempt(url)
+                data, final_url, status, ctype, redirects = self._attempt(url, result)
             except _Failure as f:
                 result.rejection, result.status, result.retry_after = f.rejection, f.status, f.retry_after
-                if not f.retryable or attempt == s.retries:
+                if not f.retryable or not f.retry_now or attempt == s.retries:
                     return result
                 pause = self._backoff(attempt, f.retry_after)
                 if pause is None:  # the server wants us away longer than we are willing to wait now
@@ -235,12 +262,14 @@ class Fetcher:
         base = min(s.max_backoff_s, s.backoff_s * (2**attempt))
         return base * random.uniform(0.5, 1.0)  # jitter keeps threads from retrying in lockstep
 
-    def _attempt(self, url: str) -> tuple[bytes, str, int, str | None, int]:
+    def _attempt(self, url: str, result: FetchResult) -> tuple[bytes, str, int, str | None, int]:
         s = self.settings
         deadline = time.monotonic() + s.deadline_s
         current = url
         for hop in range(s.max_redirects + 1):
             scheme, host, port, target = self._check_url(current)
+            if self.robots is not None:
+                self._obey_robots(scheme, host, port, target, result if hop == 0 else None)
             addresses = self._resolve(host, port)
             location, data, status, ctype = self._request(scheme, host, port, target, addresses, deadline)
             if location is None:
@@ -248,6 +277,14 @@ class Fetcher:
                 return data, current, status, ctype, hop
             current = urljoin(current, location)
         raise _Failure("too_many_redirects", f"more than {s.max_redirects} redirects starting at {url}", False)
+
+    def _obey_robots(self, scheme: str, host: str, port: int, target: str, result: FetchResult | None) -> None:
+        assert self.robots is not None
+        verdict = self.robots.verdict(scheme, host.lower(), port, target)
+        if result is not None:
+            result.crawl_delay = verdict.crawl_delay
+        if verdict.reason is not None:
+            raise _Failure(verdict.reason, verdict.detail, verdict.retryable, retry_now=False)
 
     def _check_url(self, url: str) -> tuple[str, str, int, str]:
         url = url.strip()
@@ -302,7 +339,7 @@ class Fetcher:
                     if optout is not None:
                         raise _Failure("robots_optout", f"X-Robots-Tag {optout!r} opts this image out", False, status)
                     length = resp.getheader("Content-Length")
-                    if length and length.strip().isdigit() and int(length) > s.max_bytes:
+                    if length and length.strip().isdigit() and int(length) > s.max_bytes and not s.truncate:
                         raise _Failure("too_large", f"Content-Length {int(length)} is over max_bytes {s.max_bytes}", False, status)
                     body = self._read_body(resp, deadline)
                     return None, body, status, resp.getheader("Content-Type")
@@ -356,9 +393,15 @@ class Fetcher:
             if inflate is not None:
                 # bounded inflation: a small gzip bomb must not become gigabytes in memory
                 chunk = inflate.decompress(chunk, cap + 1 - size)
+                if inflate.unconsumed_tail and self.settings.truncate:
+                    chunks.append(chunk[: cap - size])
+                    break
                 if inflate.unconsumed_tail:
                     raise _Failure("too_large", f"the decompressed body is over max_bytes {cap}", False, resp.status)
             size += len(chunk)
+            if size > cap and self.settings.truncate:
+                chunks.append(chunk[: len(chunk) - (size - cap)])
+                break
             if size > cap:
                 raise _Failure("too_large", f"the body is over max_bytes {cap}", False, resp.status)
             chunks.append(chunk)

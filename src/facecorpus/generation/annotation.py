@@ -28,6 +28,7 @@ import jinja2
 from apache_beam.ml.inference.base import RunInference
 
 from ..errors import UserError
+from ..execution import Execution
 from ..labels import ANNOTATED, VOCABULARY, Category, Flag
 from ..prompting.promptset import PromptSet
 from ..prompting.render import (
@@ -186,14 +187,14 @@ def annotation_config(recipe: Recipe) -> GenerationConfig:
     return cfg
 
 
-def preflight_annotation(recipe: Recipe) -> GenerationConfig:
-    """The annotation's pre-flight (part of `preflight.preflight`): the endpoint answers, the key is set,
-    the prompt set loads and is of mode annotate; the settings as they will run. An endpoint that reads
-    no images cannot annotate what it cannot see: one line, before the run."""
+def preflight_annotation(recipe: Recipe, execution: Execution) -> GenerationConfig:
+    """The annotation's pre-flight (part of `preflight.preflight`, for the effective runner `execution`):
+    the endpoint answers, the key is set, the prompt set loads and is of mode annotate; the settings as
+    they will run. An endpoint that reads no images cannot annotate what it cannot see: one line, before the run."""
     from ..prompting.promptset import load_prompt_set
     from .preflight import preflight
 
-    cfg = preflight(annotation_config(recipe), recipe.runner.runner)
+    cfg = preflight(annotation_config(recipe), execution)
     if load_prompt_set(cfg.prompt_set, cfg.prompts_dir).mode != "annotate":
         raise UserError(f"generation.annotation.prompt_set: {cfg.prompt_set!r} is not a prompt set of mode annotate")
     if cfg.openai.image.send == "never":

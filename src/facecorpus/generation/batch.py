@@ -39,6 +39,7 @@ from .config import GenerationConfig
 from .endpoint import chat_body, endpoint_id
 from .ledger import process_ledger
 from .retries import describe_error, redact
+from .secrets import api_key as api_key_for
 
 log = logging.getLogger("facecorpus")
 
@@ -114,9 +115,7 @@ class SubmitAndWait(beam.DoFn):
         import openai
 
         o = self.cfg.openai
-        self._key = os.environ.get(o.api_key_env) if o.api_key_env else None
-        if o.api_key_env and not self._key:
-            raise UserError(f"environment variable {o.api_key_env} (generation.openai.api_key_env) is not set")
+        self._key = api_key_for(o, where="on this worker")
         self.client = openai.OpenAI(api_key=self._key or "no-key-required", base_url=o.base_url, max_retries=3,
                                     timeout=max(o.request_timeout(), 600.0))
         self.cache = ResponseCache(self.cache_dir)

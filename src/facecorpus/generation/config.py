@@ -45,7 +45,15 @@ class OpenAIConfig(Config):
     model: str = Field(default="gpt-4o-2024-11-20", description="Model name sent to the endpoint.")
     local_model: str = Field(default="smollm2", description="Model pack served when base_url is 'local'.")
     api_key_env: str | None = Field(
-        default="OPENAI_API_KEY", description="NAME of the environment variable holding the key (never the key)."
+        default="OPENAI_API_KEY", description="NAME of the environment variable holding the key (never the key); local runs."
+    )
+    api_key_file: Annotated[str | None, EXECUTION_ONLY] = Field(
+        default=None, description="A file holding the key, read on each worker: a mounted secret, or gs:// / s3://. "
+        "Wins over api_key_secret and api_key_env."
+    )
+    api_key_secret: Annotated[str | None, EXECUTION_ONLY] = Field(
+        default=None, description="Google Secret Manager name, projects/P/secrets/S[/versions/V], read on each worker "
+        "with its service account (Dataflow). Wins over api_key_env."
     )
     temperature: float | None = Field(default=None, ge=0, le=2, description="null: the endpoint's default.")
     max_tokens: PositiveInt | None = Field(default=600, description="Longest answer per request (completion tokens); null: send none (the endpoint's own limit).")

@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from apache_beam.ml.inference.base import PredictionResult, RemoteModelHandler
 
-from ..errors import UserError
 from ..stage import WorkItem
 from .client import LLMClient, PendingOutcome
 from .config import GenerationConfig
 from .endpoint import endpoint_id
 from .ledger import process_ledger
+from .secrets import api_key as api_key_for
 
 
 def _never_retry(_: Exception) -> bool:
@@ -70,11 +69,7 @@ class OpenAIChatHandler(RemoteModelHandler[WorkItem, PredictionResult, LLMClient
             slots = server_slots(base_url)  # never more in flight than it decodes at once
         else:
             base_url = o.base_url
-            api_key = os.environ.get(o.api_key_env) if o.api_key_env else None
-            if o.api_key_env and not api_key:
-                raise UserError(
-                    f"environment variable {o.api_key_env} (generation.openai.api_key_env) is not set on this worker"
-                )
+            api_key = api_key_for(o, where="on this worker")
         client = LLMClient(self.cfg, base_url, api_key, self.cache_dir, endpoint_id(o.base_url, o.local_model),
                            server_slots=slots, ledger=process_ledger(self.out), ledger_stage=self.ledger_stage)
         # Everything loaded so far (Beam, the pipeline, libraries, models) lives as long as the worker:

@@ -31,6 +31,7 @@ import jinja2
 from apache_beam.ml.inference.base import RunInference
 
 from ..errors import UserError
+from ..execution import Execution
 from ..labels import VOCABULARY, Category, Flag, Vocabulary
 from ..prompting.promptset import PromptSet
 from ..prompting.render import PromptRequest, RenderedPrompt, prompt_sha256
@@ -234,13 +235,13 @@ def paraphrase_config(recipe: Recipe) -> GenerationConfig:
     return cfg
 
 
-def preflight_paraphrase(recipe: Recipe) -> GenerationConfig:
+def preflight_paraphrase(recipe: Recipe, execution: Execution) -> GenerationConfig:
     """Part of `preflight.preflight`: the endpoint answers, the key is set, the prompt set loads and is of
     mode paraphrase; the settings as they will run."""
     from ..prompting.promptset import load_prompt_set
     from .preflight import preflight
 
-    cfg = preflight(paraphrase_config(recipe), recipe.runner.runner)
+    cfg = preflight(paraphrase_config(recipe), execution)
     if load_prompt_set(cfg.prompt_set, cfg.prompts_dir).mode != "paraphrase":
         raise UserError(f"generation.paraphrase.prompt_set: {cfg.prompt_set!r} is not a prompt set of mode paraphrase")
     return cfg

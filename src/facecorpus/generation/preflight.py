@@ -18,13 +18,15 @@ import urllib.request
 from typing import Any
 
 from ..errors import UserError
+from ..execution import Execution
 from ..prompting.promptset import PromptSet, load_prompt_set
-from ..runners import is_local_runner
 from .cache import default_cache_dir
 from .config import GenerationConfig
 from .endpoint import model_name
 from .local_server import ENV_URL, gguf_path
 from .retries import redact
+from .secrets import api_key as api_key_for
+from .secrets import check_reachable_by_workers
 
 log = logging.getLogger("facecorpus")
 
@@ -41,13 +43,14 @@ def load_checked_prompt_set(cfg: GenerationConfig) -> PromptSet:
     return ps
 
 
-def resolve_cache_dir(cfg: GenerationConfig, runner: str) -> str | None:
+def resolve_cache_dir(cfg: GenerationConfig, execution: Execution) -> str | None:
+    """The response cache folder; a local one only when the workers run on this machine."""
     if not cfg.cache.enabled:
         return None
     root = cfg.cache.dir or default_cache_dir()
-    if not is_local_runner(runner) and "://" not in root:
+    if not execution.workers_local and "://" not in root:
         raise UserError(
-            f"generation.cache.dir is the local folder {root}, which {runner} workers cannot share; "
+            f"generation.cache.dir is the local folder {root}, which {execution.runner} workers cannot share; "
             "use gs://… or s3://…"
         )
     return root
@@ -90,26 +93,26 @@ def without_images_for_local(cfg: GenerationConfig) -> GenerationConfig:
     return cfg
 
 
-def preflight(cfg: GenerationConfig, runner: str) -> GenerationConfig:
+def preflight(cfg: GenerationConfig, execution: Execution) -> GenerationConfig:
     """Check the generation config against the world; returns it, with `image.send` decided when auto."""
     load_checked_prompt_set(cfg)
     o = cfg.openai
     if o.base_url == "local":
         if cfg.mode == "batch":
             raise UserError("generation.mode: batch needs the OpenAI Batch API; the local server has none")
-        if not is_local_runner(runner):
-            raise UserError(f"generation.openai.base_url: local runs the LLM inside this machine; {runner} cannot use it")
+        if not execution.workers_local:
+            raise UserError(f"generation.openai.base_url: local runs the LLM on this machine's loopback; "
+                            f"{execution.runner} workers do not run here and cannot reach it")
         if not os.environ.get(ENV_URL):
             gguf_path(o.local_model)  # MissingModelPack → `facecorpus models pull smollm2`
         return without_images_for_local(cfg)
-    api_key = None
-    if o.api_key_env:
-        api_key = os.environ.get(o.api_key_env)
-        if not api_key:
-            raise UserError(
-                f"environment variable {o.api_key_env} is not set: export your API key there "
-                "(generation.openai.api_key_env names the variable; null for endpoints without keys)"
-            )
+    check_reachable_by_workers(o, execution.workers_local, execution.runner)
+    if o.api_key_file and not execution.workers_local and "://" not in o.api_key_file:
+        # a secret mounted on the workers need not exist on this machine: the workers read it
+        log.warning("generation.openai.api_key_file %s is read on the workers; endpoint not checked from here",
+                    o.api_key_file)
+        return cfg
+    api_key = api_key_for(o)
     if not o.preflight:
         return cfg
     listing = _models_listing(o.base_url, api_key)

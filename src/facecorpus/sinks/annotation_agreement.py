@@ -9,12 +9,12 @@ per attribute and kind, the number of samples compared, the agreement rate and C
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+from collections import Counter, defaultdict
 from typing import Any
 
 from ..labels import age_bin_of, head_pose_of
 from ..records import Sample
-from ..review.agreement import cohen_kappa
 
 LABEL, FACE_MODEL = "label", "face_model"
 
@@ -50,17 +50,35 @@ def annotation_pairs(sample: Sample) -> list[str]:
 
 def agreement(pairs_per_sample: list[list[str] | None]) -> dict[str, dict[str, dict[str, Any]]]:
     """{attribute: {kind: {n, agree, rate, kappa}}} over every sample's pairs."""
-    by: dict[tuple[str, str], tuple[list[str], list[str]]] = defaultdict(lambda: ([], []))
-    for pairs in pairs_per_sample:
-        for entry in pairs or []:
-            name, kind, llm, other = entry.split("\t")
-            a, b = by[(name, kind)]
-            a.append(llm)
-            b.append(other)
+    return agreement_from_counts(Counter(entry for pairs in pairs_per_sample for entry in pairs or []))
+
+
+def agreement_from_counts(entries: Counter) -> dict[str, dict[str, dict[str, Any]]]:
+    """The same table from how often each `name<TAB>kind<TAB>llm<TAB>other` entry occurs, so a run's
+    summary holds one count per distinct comparison, never one per sample."""
+    by: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    for entry, n in entries.items():
+        name, kind, llm, other = entry.split("\t")
+        by[(name, kind)][(llm, other)] += n
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for (name, kind), (a, b) in sorted(by.items()):
-        agree = sum(x == y for x, y in zip(a, b, strict=True))
-        kappa = cohen_kappa(a, b)
-        out.setdefault(name, {})[kind] = {"n": len(a), "agree": agree, "rate": round(agree / len(a), 4),
+    for (name, kind), pairs in sorted(by.items()):
+        total = sum(pairs.values())
+        agree = sum(n for (x, y), n in pairs.items() if x == y)
+        kappa = _kappa(pairs, total)
+        out.setdefault(name, {})[kind] = {"n": total, "agree": agree, "rate": round(agree / total, 4),
                                           "kappa": None if kappa is None else round(kappa, 4)}
     return out
+
+
+def _kappa(pairs: Counter, total: int) -> float | None:
+    """Cohen's kappa from a (rater a, rater b) → units table (review/agreement.cohen_kappa's definition)."""
+    ca: Counter = Counter()
+    cb: Counter = Counter()
+    for (x, y), n in pairs.items():
+        ca[x] += n
+        cb[y] += n
+    expected = sum(ca[k] * cb[k] for k in ca.keys() | cb.keys()) / (total * total)
+    if math.isclose(expected, 1.0):
+        return None
+    observed = sum(n for (x, y), n in pairs.items() if x == y) / total
+    return (observed - expected) / (1 - expected)

@@ -7,13 +7,13 @@ Hugging Face dataset card: YAML metadata first (card_hub.hub_metadata), then the
 
 from __future__ import annotations
 
-import statistics
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from ..output.summary import WrittenSummary, expand, percentile
 from .card_hub import (
     USES,
     biases_section,
@@ -23,7 +23,7 @@ from .card_hub import (
     recipe_dict,
 )
 from .card_meta import join_front_matter
-from .run_files import CARD_FILE, PLOTS_DIR, match_paths, read_manifest, write_text
+from .run_files import CARD_FILE, PLOTS_DIR, manifest_files, match_paths, write_text
 
 AGE_ORDER = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+", "unknown")
 
@@ -71,16 +71,12 @@ def _age_key(a: str) -> int:
     return AGE_ORDER.index(a) if a in AGE_ORDER else len(AGE_ORDER)
 
 
-def _label_section(col: dict[str, list], stats: dict[str, Any], figs: _Figures) -> list[str]:
+def _label_section(written: WrittenSummary, stats: dict[str, Any], figs: _Figures) -> list[str]:
     w = stats["written"]
     lines = ["## Label balance (dataset labels)", ""]
     for attr, dist in stats["labels"].items():
         lines += [*_table(dist, w, attr), ""]
-    combos = Counter(
-        (a or "unknown", g or "unknown", r or "unknown")
-        for a, g, r in zip(col["label_age"], col["label_gender"], col["label_race"], strict=True)
-        if a or g or r
-    )
+    combos = written.label_combos
     if not combos:
         return [*lines, "No sample carries dataset labels.", ""]
     lines += ["### age × gender × race", "", "| age | gender | race | count | % of labelled |", "|---|---|---|---:|---:|"]
@@ -112,8 +108,9 @@ def _attribute_labels_section(stats: dict[str, Any]) -> list[str]:
         if a in flags:
             continue
         if a == "age_years":
-            years = sorted(int(float(k)) for k, n in d.items() for _ in range(n))
-            lines += [f"- {a}: {len(years)} labelled, median {statistics.median(years):g}, range {years[0]}-{years[-1]}", ""]
+            years = Counter({int(float(k)): n for k, n in d.items()})  # value counts: no list of every sample
+            lines += [f"- {a}: {sum(years.values())} labelled, median {percentile(years, 50):g}, "
+                      f"range {min(years)}-{max(years)}", ""]
             continue
         lines += [*_table(d, sum(d.values()), a), ""]
     return lines
@@ -178,24 +175,23 @@ def _judge_section(stats: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def _faces_section(col: dict[str, list], figs: _Figures) -> list[str]:
-    n = len(col["key"])
-    faces = Counter(col["n_faces"])
-    faces_table = {str(k): v for k, v in sorted(faces.items())}
+def _faces_section(written: WrittenSummary, figs: _Figures) -> list[str]:
+    n = written.written
+    faces_table = {str(k): v for k, v in sorted(written.faces_per_sample.items())}
     lines = ["## Faces", "", *_table(faces_table, n, "faces per image"), ""]
     lines += figs.add("faces_per_image", lambda plots: plots.bar_chart(faces_table, "faces per image", "images"), "faces per image")
-    pose = {"yaw": col["pose_yaw"], "pitch": col["pose_pitch"], "roll": col["pose_roll"]}
-    if not any(v is not None for values in pose.values() for v in values):
+    pose = {k: expand(c) for k, c in written.pose.items()}
+    if not any(written.pose.values()):
         lines += ["No head pose was measured in this output (no primary face with pose).", ""]
     else:
         lines += ["### Head pose", "", "| angle | n | median ° | p10 ° | p90 ° |", "|---|---:|---:|---:|---:|"]
-        for name, values in pose.items():
-            vs = sorted(v for v in values if v is not None)
-            if vs:
-                lines.append(f"| {name} | {len(vs)} | {statistics.median(vs):.1f} | {_pct(vs, 10):.1f} | {_pct(vs, 90):.1f} |")
+        for name, counts in written.pose.items():
+            if counts:
+                lines.append(f"| {name} | {sum(counts.values())} | {percentile(counts, 50):.1f} | "
+                             f"{percentile(counts, 10):.1f} | {percentile(counts, 90):.1f} |")
         lines += ["", *figs.add("pose", lambda plots: plots.histograms(pose, "head pose of the primary face", "degrees"),
                                 "head pose histograms")]
-    expressions = Counter(e for e in col["expression"] if e)
+    expressions = written.expressions
     if expressions:
         dist = dict(expressions.most_common())
         lines += ["### Expression", "", *_table(dist, sum(dist.values()), "expression"), ""]
@@ -205,26 +201,20 @@ def _faces_section(col: dict[str, list], figs: _Figures) -> list[str]:
     return lines
 
 
-def _pct(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    i = max(0, min(len(sorted_values) - 1, round(p / 100 * (len(sorted_values) - 1))))
-    return sorted_values[i]
-
-
-def _qa_section(col: dict[str, list], stats: dict[str, Any], figs: _Figures) -> list[str]:
+def _qa_section(written: WrittenSummary, stats: dict[str, Any], figs: _Figures) -> list[str]:
     lines = ["## QA pairs", "", *_table(stats["qa_by_category"], stats["qa_pairs"], "category"), ""]
     lines += figs.add("qa_per_category", lambda plots: plots.bar_chart(stats["qa_by_category"], "QA pairs per category", "QA pairs"), "QA pairs per category")
-    lengths: dict[str, list[int]] = defaultdict(list)
-    for cats, chars in zip(col["categories"], col["answer_chars"], strict=True):
-        for c, n in zip(cats, chars or [], strict=False):
-            lengths[c].append(n)
+    lengths = {c: counts for c, counts in written.answer_chars.items() if counts}
     if lengths:
         lines += ["### Answer length (characters)", "", "| category | n | median | p10 | p90 | max |", "|---|---:|---:|---:|---:|---:|"]
-        for c, vs in sorted(lengths.items()):
-            vs.sort()
-            lines.append(f"| {c} | {len(vs)} | {statistics.median(vs):.0f} | {_pct(vs, 10)} | {_pct(vs, 90)} | {vs[-1]} |")
+        for c, counts in sorted(lengths.items()):
+            lines.append(f"| {c} | {sum(counts.values())} | {percentile(counts, 50):.0f} | {percentile(counts, 10)} | "
+                         f"{percentile(counts, 90)} | {max(counts)} |")
         lines.append("")
-        all_lengths = [n for vs in lengths.values() for n in vs]
+        everything: Counter = Counter()
+        for counts in lengths.values():
+            everything.update(counts)
+        all_lengths = expand(everything)
         lines += figs.add("answer_length", lambda plots: plots.histograms({"all categories": all_lengths}, "answer length", "characters"), "answer length")
     return lines
 
@@ -309,12 +299,16 @@ def _review_section(out: str, figs: _Figures) -> list[str]:
     return [*lines, ""]
 
 
-def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool = True) -> str:
-    """README.md text for the output; writes the figures it links under DIR/plots/ (none with `plots` False)."""
+def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool = True,
+                written: WrittenSummary | None = None) -> str:
+    """README.md text for the output; writes the figures it links under DIR/plots/ (none with `plots` False).
+    `written`: the manifest's summary when the caller has it (else it is read here, streaming)."""
     run = stats.get("run", {})
     w = stats["written"]
-    manifest = read_manifest(out)
-    col = manifest.to_pydict()
+    if written is None:
+        from ..output.finalize import summarize_written
+
+        written = summarize_written(manifest_files(out))
     recipe = recipe_dict(recipe_yaml)
     figs = _Figures(out, enabled=plots)
     lines = [
@@ -330,18 +324,18 @@ def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool =
         "",
         *([] if plots else ["Figures are off for this output (`output.card.plots: false`); the tables hold every number.", ""]),
         *_tokens_section(stats),
-        *_label_section(col, stats, figs),
+        *_label_section(written, stats, figs),
         *_attribute_labels_section(stats),
         *_label_qa_section(stats),
         *_annotation_section(stats),
         *_judge_section(stats),
-        *_faces_section(col, figs),
-        *_qa_section(col, stats, figs),
+        *_faces_section(written, figs),
+        *_qa_section(written, stats, figs),
         *_rejects_section(stats, figs),
         *_text_checks_section(stats),
         *_review_section(out, figs),
-        *licences_section(col, stats),
-        *personal_information_section(col, recipe),
+        *licences_section(written, stats),
+        *personal_information_section(written, recipe),
         *biases_section(stats),
         *USES,
         "## Provenance",
@@ -355,9 +349,10 @@ def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool =
         "",
     ]
     figs.remove_stale()
-    return join_front_matter(hub_metadata(stats, col, recipe), "\n".join(lines))
+    return join_front_matter(hub_metadata(stats, written, recipe), "\n".join(lines))
 
 
-def write_card_files(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool = True) -> None:
+def write_card_files(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool = True,
+                     written: WrittenSummary | None = None) -> None:
     """Write DIR/README.md and (with `plots`) DIR/plots/*.png."""
-    write_text(FileSystems.join(out, CARD_FILE), render_card(out, stats, recipe_yaml, plots))
+    write_text(FileSystems.join(out, CARD_FILE), render_card(out, stats, recipe_yaml, plots, written))

@@ -1,21 +1,24 @@
 """The parts of the dataset card a Hugging Face Hub card needs: its YAML metadata, and the sections on
 licences, personal and sensitive information, biases, and uses — computed from what the output holds.
 
-Inputs are plain values (the stats dict, the manifest's columns, the recipe), so the card can be
-written wherever the output package lives; nothing here reads or writes files.
+Inputs are plain values (the stats dict, the manifest's summary — counts, never one value per sample,
+output/summary.py — and the recipe), so the card can be written wherever the output package lives;
+nothing here reads or writes files.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ..sources.licences import DATASET_TERMS, Licence, licence_of
 from .card_meta import size_category
+
+if TYPE_CHECKING:
+    from ..output.summary import WrittenSummary
 
 SHARDS_GLOB = "shards/*.tar"
 #: Hub licence ids a source may record as such (SPDX ids, lower-cased, as the Hub spells them)
@@ -47,11 +50,10 @@ class LicenceGroup:
         return lowered if lowered in HUB_LICENCES else "other"
 
 
-def licence_groups(col: dict[str, list]) -> list[LicenceGroup]:
+def licence_groups(written: WrittenSummary) -> list[LicenceGroup]:
     """(dataset, recorded licence) groups of the written samples, most samples first."""
-    counts = Counter(zip(col["source_dataset"], col["licence"], strict=True))
     groups = []
-    for (dataset, recorded), n in counts.most_common():
+    for (dataset, recorded), n in sorted(written.licences.items(), key=lambda kv: (-kv[1], str(kv[0]))):
         declared = licence_of(recorded) or DATASET_TERMS.get(dataset)
         groups.append(LicenceGroup(dataset, recorded, n, declared))
     return groups
@@ -61,9 +63,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
 
 
-def hub_metadata(stats: dict[str, Any], col: dict[str, list], recipe: dict[str, Any]) -> dict[str, Any]:
+def hub_metadata(stats: dict[str, Any], written: WrittenSummary, recipe: dict[str, Any]) -> dict[str, Any]:
     """The card's YAML front matter: what the Hub shows and filters by, and where the data files are."""
-    groups = licence_groups(col)
+    groups = licence_groups(written)
     ids = sorted({g.hub_id for g in groups}) or ["unknown"]
     meta: dict[str, Any] = {
         "pretty_name": recipe.get("description") or recipe.get("name") or stats.get("run", {}).get("recipe", "facecorpus output"),
@@ -77,7 +79,7 @@ def hub_metadata(stats: dict[str, Any], col: dict[str, list], recipe: dict[str, 
             meta["license_link"] = g.declared.url
     elif others:
         meta["license_name"] = "mixed-source-terms"
-    labelled = any(v for a in LABELS for v in col[f"label_{a}"])
+    labelled = any(written.labelled[a] for a in LABELS)
     meta.update({
         "language": ["en"],
         "task_categories": ["image-text-to-text", "visual-question-answering", "image-to-text"],
@@ -105,13 +107,13 @@ def _terms(lic: Licence) -> str:
 _SHOWN_PER_SOURCE = 5
 
 
-def licences_section(col: dict[str, list], stats: dict[str, Any]) -> list[str]:
+def licences_section(written: WrittenSummary, stats: dict[str, Any]) -> list[str]:
     """Each source dataset read, its samples, and the terms they are under: a declared licence in full
     (name, terms, commercial use, where published), a web source's dataset-level terms beside what its
     rows recorded, anything else as recorded, and a warning where nothing was declared."""
     lines = ["## Sources and licences", "", "Computed from the samples written:", ""]
     by_dataset: dict[str, list[LicenceGroup]] = {}
-    for g in licence_groups(col):
+    for g in licence_groups(written):
         by_dataset.setdefault(g.dataset, []).append(g)
     for dataset, groups in sorted(by_dataset.items()):
         n = sum(g.samples for g in groups)
@@ -131,7 +133,7 @@ def licences_section(col: dict[str, list], stats: dict[str, Any]) -> list[str]:
                              "source in the recipe, and do not publish these images before you know their terms")
         if len(groups) > _SHOWN_PER_SOURCE:
             lines.append(f"  - … {len(groups) - _SHOWN_PER_SOURCE} other licences (see the manifest's `licence` column)")
-    models = Counter(m for m in col["llm_model"] if m)
+    models = written.llm_models
     generators = ", ".join(f"{k} ({v})" for k, v in stats["by_generator"].items()) or "-"
     lines += ["", "Each sample's `KEY.json` carries its source licence (`source.licence`); the manifest has it as the "
               "`licence` column.", "",
@@ -145,22 +147,21 @@ def _share(n: int, total: int) -> str:
     return f"{100.0 * n / total:.1f}%" if total else "-"
 
 
-def personal_information_section(col: dict[str, list], recipe: dict[str, Any]) -> list[str]:
+def personal_information_section(written: WrittenSummary, recipe: dict[str, Any]) -> list[str]:
     """What in this output identifies or describes real people, counted."""
-    n = len(col["key"])
-    faces = sum(col["n_faces"])
+    n = written.written
+    faces = sum(int(k) * v for k, v in written.faces_per_sample.items() if k is not None)
     lines = ["## Personal and sensitive information", "",
              f"This output holds {n} images with {faces} detected faces. Face images are personal data of the "
              "people shown, and become biometric data when processed to identify them.", ""]
     lines += ["| what | samples | share |", "|---|---:|---:|"]
     for attr, what in (("race", "race / ethnicity label (special-category data in many jurisdictions)"),
                        ("gender", "gender label"), ("age", "age label")):
-        labelled = sum(1 for v in col[f"label_{attr}"] if v)
-        inferred = sum(1 for lab, v in zip(col[f"label_{attr}"], col[attr], strict=True) if v and not lab)
+        labelled, inferred = written.labelled[attr], written.inferred[attr]
         lines.append(f"| {what}, from the source dataset | {labelled} | {_share(labelled, n)} |")
         if inferred:
             lines.append(f"| {attr} inferred by a face model (no label) | {inferred} | {_share(inferred, n)} |")
-    urls = sum(1 for u in col["url"] if u)
+    urls = written.with_url
     lines.append(f"| source URL of the image (the page or person it came from may be found) | {urls} | {_share(urls, n)} |")
     embedding = bool((recipe.get("faces") or {}).get("embedding"))
     lines += ["", f"- Face embeddings (biometric templates that can match a person across photos): "

@@ -21,7 +21,10 @@ class OutputConfig(Config):
 
     samples_per_shard: PositiveInt = Field(default=1000, description="Target samples per shard.")
     max_shard_bytes: PositiveInt = Field(default=1_000_000_000, description="A shard closes before passing this.")
-    rejects_shards: PositiveInt = Field(default=1, description="Number of rejects/*.jsonl files.")
+    rejects_shards: int = Field(
+        default=0, ge=0, description="Number of rejects/*.jsonl files per attempt; 0: one per bundle that has rejects "
+        "(written in parallel by the workers, no empty files — object stores cannot take an empty multipart upload)."
+    )
     grouping: Annotated[Literal["auto", "staging", "shuffle"], EXECUTION_ONLY] = Field(
         default="auto",
         description="How samples reach their shard: 'staging' spills samples to files and shuffles keys only "

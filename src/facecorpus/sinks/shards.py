@@ -203,8 +203,15 @@ class WriteStagedBucket(WriteShardBucket):
 def remove_staging(out_dir: str) -> None:
     """Remove every staging file (the dedup stage's and the sink's) in one call, once the pipeline has
     succeeded: nothing reads them any more. Folders that were never made are fine."""
+    from ..storage import is_remote
+
     folders = [FileSystems.join(out_dir, SHARDS_DIR, TMP_DIR, sub) for sub in (STAGING_DIR, SCREEN_DIR)]
-    present = [f for f in folders if FileSystems.exists(f)]
+    if is_remote(out_dir):  # an object store has no folders to delete: its objects under the prefixes
+        from .run_files import match_paths
+
+        present = [p for f in folders for p in match_paths(f + "/**")]
+    else:
+        present = [f for f in folders if FileSystems.exists(f)]
     if present:
         FileSystems.delete(present)
 

@@ -3,7 +3,7 @@
     parquet files ─▶ (file, row group) units ─▶ read rows, keep the LAION-Face ids
         ─▶ [limit] ─▶ row filters (NSFW, declared size, similarity)     ─▶ rejects (stage source)
         ─▶ group by SAMPLE_ID (+ FaRL detections)  → first row wins      ─▶ rejects duplicate_id
-        ─▶ batches of `download.batch_size` ─▶ DownloadRows (download/)  ─▶ rejects (stage download)
+        ─▶ keyed by host lane ─▶ PoliteDownload (download/, stateful)    ─▶ rejects (stage download)
         ─▶ WorkItems: data = image bytes; SourceInfo.id = SAMPLE_ID, .text = alt-text (untrusted),
            .licence = LICENSE, .extra = similarity, NSFW, declared size; given faces on .given_faces
 
@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils.shared import Shared
 
 from ..download.download_rows import STAGE as DOWNLOAD_STAGE
-from ..download.download_rows import DownloadRows, Scalar, WebRow, item_from_bytes, row_reject
+from ..download.download_rows import PoliteDownload, Scalar, WebRow, item_from_bytes, key_by_lane, row_reject
 from ..errors import UserError
 from ..keys import make_key
 from ..records import Reject
@@ -314,12 +314,8 @@ class ReadWebList(beam.PTransform):
                 | "ReadArchives" >> beam.ParDo(_ReadArchive()).with_outputs(REJECTS, main="main")
             )
         else:
-            size = cfg.download.batch_size
-            downloaded = (
-                rows
-                | "Batch" >> beam.BatchElements(min_batch_size=size, max_batch_size=size)
-                | "Download" >> beam.ParDo(DownloadRows(cfg.download)).with_outputs(REJECTS, main="main")
-            )
+            downloaded = key_by_lane(rows, cfg.download.per_domain) | "Download" >> beam.ParDo(
+                PoliteDownload(cfg.download)).with_outputs(REJECTS, main="main")
         rejects = (filtered[REJECTS], unique[REJECTS], downloaded[REJECTS]) | "Rejects" >> beam.Flatten()
         return {"main": downloaded["main"], "rejects": rejects}
 

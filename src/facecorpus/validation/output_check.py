@@ -45,6 +45,7 @@ from ..sinks.run_files import (
     shard_files,
 )
 from ..sinks.shards import SHARDS_DIR, TMP_DIR
+from ..storage import folder_exists
 from .dedup import band_keys
 from .holdout import read_holdout_list
 from .record_checks import RecordRules, check_record, rules_for, verdict
@@ -395,7 +396,7 @@ def _check_holdout(recipe: Recipe, rep: Report, seen: dict[str, SeenSample]) -> 
 def check_output(out: str) -> Report:
     """Every check above on the output folder `out`; the report lists what is wrong (empty: valid)."""
     rep = Report()
-    if not FileSystems.exists(out):
+    if not folder_exists(out):
         rep.add("layout", f"{out} does not exist")
         return rep
     recipe = _recipe_of(out, rep)

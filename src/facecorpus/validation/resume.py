@@ -216,8 +216,10 @@ def drop_reject_lines(out: str, retryable_too: bool) -> int:
                 removed += 1
                 continue
             keep.append(line)
-        if len(keep) != len(lines):
-            write_atomically(path, ("\n".join(keep) + "\n" if keep else "").encode())
+        if len(keep) != len(lines) and keep:
+            write_atomically(path, ("\n".join(keep) + "\n").encode())
+        elif len(keep) != len(lines):
+            FileSystems.delete([path])  # nothing left (and S3 takes no empty upload through Beam)
     return removed
 
 
@@ -272,19 +274,22 @@ def _finished_manifests(out: str) -> list[str]:
 
 
 def plan_output(
-    recipe: Recipe, out: str, started_at: datetime, resume: bool = False, new_version: bool = False, retry_rejects: bool = False
+    recipe: Recipe, out: str, started_at: datetime, resume: bool = False, new_version: bool = False, retry_rejects: bool = False,
+    runner: dict[str, Any] | None = None,
 ) -> OutputState:
     """What a run into `out` will be (fresh or which attempt, what is finished), writing nothing.
 
     UserError (one line) when it must not run: without `resume`, `out` must not hold finished work;
     with it, see the module docstring. `commit_output` then makes the folder ready and records the
-    attempt — after the pre-flight checks, so a run that fails them leaves no trace.
+    attempt — after the pre-flight checks, so a run that fails them leaves no trace. `runner`: what
+    really runs this attempt (execution.Execution.record()); run.json's `runner` names it.
     """
+    where = runner or {"runner": recipe.runner.runner}
     fp = fingerprint(recipe)
     resume = resume or retry_rejects or new_version
     if FileSystems.exists(out) and "://" not in out and not Path(out).is_dir():
         raise UserError(f"--out {out} is a file; give a folder (new or holding a facecorpus run)")
-    exists = FileSystems.exists(out) and holds_finished_work(out)
+    exists = holds_finished_work(out)  # (an object-store prefix never `exists`: look for the objects a run leaves)
     if exists and not resume:
         raise UserError(f"{out} already holds a run; finish it with --resume, or choose a new --out")
     previous = read_run_info(out) if exists else None
@@ -309,12 +314,13 @@ def plan_output(
             mode = "retry_rejects" if retry_rejects else "resume"
         attempts = list(previous.get("attempts", []))
     attempt = len(attempts)
-    attempts.append({"attempt": attempt, "mode": mode, "started_at": started_at.isoformat(), "fingerprint": fp["sha256"]})
+    attempts.append({"attempt": attempt, "mode": mode, "started_at": started_at.isoformat(), "fingerprint": fp["sha256"],
+                     "runner": where})
     info = {
         "recipe": recipe.name,
         "recipe_sha256": recipe.sha256(),
         "pipeline_version": __version__,
-        "runner": recipe.runner.runner,
+        "runner": where["runner"],
         "fingerprint": fp,
         "recipe_json": json.loads(recipe.canonical_json()),
         "attempts": attempts,
@@ -386,10 +392,12 @@ def abandon_output(state: OutputState) -> bool:
 
 
 def open_output(
-    recipe: Recipe, out: str, started_at: datetime, resume: bool = False, new_version: bool = False, retry_rejects: bool = False
+    recipe: Recipe, out: str, started_at: datetime, resume: bool = False, new_version: bool = False, retry_rejects: bool = False,
+    runner: dict[str, Any] | None = None,
 ) -> OutputState:
     """`plan_output` then `commit_output`: `out` ready for a run, the attempt recorded in run.json."""
-    state = plan_output(recipe, out, started_at, resume=resume, new_version=new_version, retry_rejects=retry_rejects)
+    state = plan_output(recipe, out, started_at, resume=resume, new_version=new_version, retry_rejects=retry_rejects,
+                        runner=runner)
     commit_output(state)
     return state
 
