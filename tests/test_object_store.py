@@ -31,6 +31,7 @@ from .conftest import REPO, run_cli, write_recipe
 from .test_resume import EPOCH, records, reject_lines
 
 BUCKET = "corpus"
+pytestmark = pytest.mark.e2e  # every test here needs moto's server or a whole run
 
 
 def _free_port() -> int:

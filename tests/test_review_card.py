@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from facecorpus.output.summary import SUMMARY_COLUMNS, WrittenSummary
 from facecorpus.review.queue import sample_candidates
 from facecorpus.review.verdicts import VerdictLog
 from facecorpus.sinks import plots
@@ -76,16 +77,18 @@ def test_stats_write_adds_review_acceptance_and_drops_stale_figures(out: Path, m
 
 
 def test_faces_section_with_pose_and_expression(tmp_path: Path) -> None:
-    col = {
-        "key": ["a", "b", "c"],
+    col: dict[str, list] = {c: [None] * 3 for c in SUMMARY_COLUMNS}  # the card reads the manifest's summary
+    col.update({
         "n_faces": [1, 2, 0],
         "pose_yaw": [-20.0, 10.0, None],
         "pose_pitch": [5.0, -3.0, None],
         "pose_roll": [1.0, 0.5, None],
         "expression": ["happy", "neutral", None],
-    }
+    })
+    written = WrittenSummary()
+    written.add_columns(col)
     figs = _Figures(str(tmp_path))
-    text = "\n".join(_faces_section(col, figs))
+    text = "\n".join(_faces_section(written, figs))
     assert "### Head pose" in text and "| yaw | 2 |" in text
     assert "| happy | 1 | 50.0 |" in text and "| 2 | 1 | 33.3 |" in text
     assert {p.name for p in (tmp_path / "plots").iterdir()} == {"faces_per_image.png", "pose.png", "expression.png"}
