@@ -51,7 +51,8 @@ def test_summaries_merge_like_one_pass():
                      ("expression", "happy"), ("pose_yaw", rng.uniform(-40, 40)), ("pose_pitch", None),
                      ("pose_roll", 1.0), ("flags", ["label_conflict:age"] if i % 9 == 0 else []),
                      ("prompt_tokens", 10), ("completion_tokens", 5), ("cost_usd", 0.01), ("prompt_set", "compact"),
-                     ("licence", "CC BY 4.0" if i % 5 else None),
+                     ("licence", "CC BY 4.0" if i % 5 else None), ("llm_model", "m1" if i % 2 else None),
+                     ("url", None), ("age", "30-39"), ("gender", "Male"), ("race", None),
                      ("labels_json", '{"smiling": true}' if i % 2 else None), ("answer_keys", ["attribute_yes_no=yes"]),
                      ("annotation_pairs", [f"smiling\tlabel\t{'true' if i % 3 else 'false'}\ttrue"] if i % 2 else [])):
             cols[c].append(v)
@@ -69,6 +70,8 @@ def test_summaries_merge_like_one_pass():
     assert whole.flagged_conflicts == Counter({"age": 34})
     assert whole.attribute_labels == {"smiling": Counter({"true": 150})}
     assert licence_table(whole.licences) == {"laion": {"CC BY 4.0": 240, "unknown": 60}}
+    assert (whole.labelled["age"], whole.inferred["age"], whole.inferred["gender"]) == (75, 225, 0)
+    assert whole.llm_models == Counter({"m1": 150}) and whole.with_url == 0
     llm = [entry.split("\t")[2] for row in cols["annotation_pairs"] for entry in row]
     table = agreement_from_counts(whole.annotation_pairs)["smiling"]["label"]  # counts, not per-sample lists
     assert (table["n"], table["agree"]) == (150, sum(v == "true" for v in llm))
