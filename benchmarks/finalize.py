@@ -36,7 +36,7 @@ def build(out: Path, rows: int, rejects: int, seed: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from facecorpus.sinks.shards import MANIFEST_SCHEMA
+    from facecorpus.sinks.manifest import MANIFEST_SCHEMA
 
     rng = random.Random(seed)
     for sub in ("manifest", "shards", "rejects"):
