@@ -123,3 +123,29 @@ def test_finalize_of_a_copied_output_matches_reading_everything(demo_output: Pat
     assert proc.returncode == 1 and "INVALID: inputs" in proc.stderr  # a lost input is not papered over
     assert run_cli("finalize", str(out), "--inputs", str(original["inputs"])).returncode == 0
     assert run_cli("validate", str(out)).returncode == 0
+
+
+def test_streamed_validation_section_equals_the_in_memory_count():
+    """stats.json's `validation` from the streaming summaries is what validation.counts computes from
+    every reject and flag in memory (the two must not drift apart)."""
+    from facecorpus.output.summary import stats_from
+    from facecorpus.records import Reject
+    from facecorpus.validation.counts import validation_counts
+
+    rejects = [Reject(source_id="a", stage="validate", reason="off_topic", detail="x", categories=["pose"]),
+               Reject(source_id="b", stage="validate", reason="markup", detail="x", categories=["caption", "pose"]),
+               Reject(source_id="c", stage="generate", reason="refusal", detail="x", categories=[]),
+               Reject(source_id="d", stage="validate", reason="label_conflict", detail="x", categories=["demographics"]),
+               Reject(source_id="e", stage="dedup", reason="duplicate", detail="x"),
+               Reject(source_id="f", stage="validate", reason="meta_talk", detail="x", retryable=True)]
+    flags = [["label_conflict:age", "markup:caption"], [], ["meta_talk:expression", "skipped:pose"], None]
+    r = RejectSummary()
+    for rej in rejects:
+        r.add_line(rej.model_dump_json())
+    cols: dict[str, list] = {c: [None] * len(flags) for c in SUMMARY_COLUMNS}
+    cols["flags"] = flags
+    w = WrittenSummary()
+    w.add_columns(cols)
+    want = validation_counts(rejects, [f or [] for f in flags])
+    assert want["text_checks"]["rejected"] and want["text_checks"]["flagged"]  # the case covers both
+    assert stats_from(w, r, None, {})["validation"] == want

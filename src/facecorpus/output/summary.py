@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..sinks.annotation_agreement import agreement_from_counts
+from ..validation.config import JUNK_CHECKS
 
 #: manifest columns the summaries read (the rest stay on disk)
 SUMMARY_COLUMNS = (
@@ -81,6 +82,7 @@ class WrittenSummary:
     expressions: Counter = field(default_factory=Counter)
     pose: dict[str, Counter] = field(default_factory=lambda: {"yaw": Counter(), "pitch": Counter(), "roll": Counter()})
     flagged_conflicts: Counter = field(default_factory=Counter)  # attribute → n (flags label_conflict:ATTR)
+    junk_flagged: Counter = field(default_factory=Counter)  # (junk check, category) → n (flags CHECK:CATEGORY)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
@@ -121,6 +123,11 @@ class WrittenSummary:
                                     if v is not None and v == v)
         self.flagged_conflicts.update(f.split(":", 1)[1] for row in col["flags"] for f in row or []
                                       if f.startswith("label_conflict:"))
+        for row in col["flags"]:
+            for f in row or []:
+                check, _, category = f.partition(":")
+                if check in JUNK_CHECKS and category:
+                    self.junk_flagged[(check, category)] += 1
         self.prompt_tokens += sum(v or 0 for v in col["prompt_tokens"])
         self.completion_tokens += sum(v or 0 for v in col["completion_tokens"])
         self.cost_usd += sum(v or 0.0 for v in col["cost_usd"])
@@ -142,7 +149,7 @@ class WrittenSummary:
         for name in ("written", "qa_pairs", "prompt_tokens", "completion_tokens", "cost_usd", "with_url"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("per_shard", "by_source", "licences", "llm_models", "labelled", "inferred", "by_generator", "label_combos", "faces_per_sample", "qa_by_category",
-                     "expressions", "flagged_conflicts", "annotation_pairs"):
+                     "expressions", "flagged_conflicts", "junk_flagged", "annotation_pairs"):
             getattr(self, name).update(getattr(other, name))
         for mine, theirs in ((self.labels, other.labels), (self.pose, other.pose), (self.answer_chars, other.answer_chars),
                              (self.attribute_labels, other.attribute_labels), (self.label_qa, other.label_qa)):
@@ -162,6 +169,7 @@ class RejectSummary:
     retryable_by_reason: Counter = field(default_factory=Counter)
     by_category: dict[str, Counter] = field(default_factory=lambda: {"refusal": Counter(), "label_conflict": Counter()})
     unreadable: int = 0  # lines that are not JSON objects (`facecorpus validate` reports them)
+    junk_rejected: Counter = field(default_factory=Counter)  # (junk check, category) → rejects of stage validate
 
     def add_line(self, line: str) -> None:
         """Add one reject line (JSON); blank lines are not rejects."""
@@ -180,6 +188,8 @@ class RejectSummary:
             self.retryable_by_reason[reason] += 1
         if reason in self.by_category:
             self.by_category[reason].update(r.get("categories") or ["caption"])
+        if stage == "validate" and reason in JUNK_CHECKS:
+            self.junk_rejected.update((reason, c) for c in r.get("categories") or ["caption"])
 
     @property
     def by_reason(self) -> Counter:
@@ -193,6 +203,7 @@ class RejectSummary:
         self.retryable += other.retryable
         self.unreadable += other.unreadable
         self.retryable_by_reason.update(other.retryable_by_reason)
+        self.junk_rejected.update(other.junk_rejected)
         for mine, theirs in ((self.by_stage, other.by_stage), (self.by_category, other.by_category)):
             for k, counts in theirs.items():
                 mine.setdefault(k, Counter()).update(counts)
@@ -201,6 +212,14 @@ class RejectSummary:
 
 def _sorted(c: Counter) -> dict[str, int]:
     return dict(sorted((str(k), v) for k, v in c.items()))
+
+
+def _by_check(counts: Counter) -> dict[str, dict[str, int]]:
+    """{junk check: {category: n}} in JUNK_CHECKS order, checks without any left out."""
+    by: dict[str, Counter] = {}
+    for (check, category), n in counts.items():
+        by.setdefault(check, Counter())[category] += n
+    return {k: _sorted(by[k]) for k in JUNK_CHECKS if k in by}
 
 
 def licence_table(counts: Counter) -> dict[str, dict[str, int]]:
@@ -246,6 +265,7 @@ def stats_from(written: WrittenSummary, rejects: RejectSummary, inputs: int | No
             "refusals_by_category": _sorted(rejects.by_category["refusal"]),
             "label_conflicts_rejected_by_category": _sorted(rejects.by_category["label_conflict"]),
             "label_conflicts_flagged_by_attribute": _sorted(written.flagged_conflicts),
+            "text_checks": {"rejected": _by_check(rejects.junk_rejected), "flagged": _by_check(written.junk_flagged)},
             "duplicates": reasons.get("duplicate", 0),
             "holdout": reasons.get("holdout", 0),
         },
