@@ -77,7 +77,7 @@ def preflight(recipe: Recipe, dry_run: bool = False, execution: Execution | None
     if g.judge.enabled:
         from .generation.judge import preflight_judge
 
-        jc = preflight_judge(recipe)
+        jc = preflight_judge(recipe, runner)
         annotation |= {"judge": jc, "judge_cache_dir": generation.resolve_cache_dir(jc, runner)}
     if g.generator != "openai":
         return Checked(g, None, **annotation)

@@ -38,6 +38,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 
 from ..errors import UserError
+from ..execution import Execution
 from ..prompting.phrases import subject_phrase
 from ..prompting.promptset import PromptSet
 from ..prompting.render import (
@@ -222,13 +223,13 @@ def judge_config(recipe: Recipe) -> GenerationConfig:
     return cfg
 
 
-def preflight_judge(recipe: Recipe) -> GenerationConfig:
-    """The judge's pre-flight (part of `pipeline.preflight`): the endpoint answers, the key is set, the
+def preflight_judge(recipe: Recipe, execution: Execution) -> GenerationConfig:
+    """The judge's pre-flight (part of `preflight.preflight`, for the effective runner `execution`): the endpoint answers, the key is set, the
     prompt set loads and is of mode judge; the settings as they will run (`image.send` decided)."""
     from ..prompting.promptset import load_prompt_set
     from .preflight import preflight
 
-    cfg = preflight(judge_config(recipe), recipe.runner.runner)
+    cfg = preflight(judge_config(recipe), execution)
     if load_prompt_set(cfg.prompt_set, cfg.prompts_dir).mode != "judge":
         raise UserError(f"generation.judge.prompt_set: {cfg.prompt_set!r} is not a prompt set of mode judge")
     return cfg
