@@ -14,7 +14,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from facecorpus.output.summary import (
+from facecorpus.review.agreement import cohen_kappa
+from facecorpus.sinks.annotation_agreement import agreement, agreement_from_counts
+from facecorpus.sinks.summaries import (
     SUMMARY_COLUMNS,
     RejectSummary,
     WrittenSummary,
@@ -22,8 +24,6 @@ from facecorpus.output.summary import (
     licence_table,
     percentile,
 )
-from facecorpus.review.agreement import cohen_kappa
-from facecorpus.sinks.annotation_agreement import agreement, agreement_from_counts
 
 from .conftest import run_cli
 
@@ -128,8 +128,8 @@ def test_finalize_of_a_copied_output_matches_reading_everything(demo_output: Pat
 def test_streamed_validation_section_equals_the_in_memory_count():
     """stats.json's `validation` from the streaming summaries is what validation.counts computes from
     every reject and flag in memory (the two must not drift apart)."""
-    from facecorpus.output.summary import stats_from
     from facecorpus.records import Reject
+    from facecorpus.sinks.summaries import stats_from
     from facecorpus.validation.counts import validation_counts
 
     rejects = [Reject(source_id="a", stage="validate", reason="off_topic", detail="x", categories=["pose"]),

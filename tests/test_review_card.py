@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from facecorpus.output.summary import SUMMARY_COLUMNS, WrittenSummary
 from facecorpus.review.queue import sample_candidates
 from facecorpus.review.verdicts import VerdictLog
 from facecorpus.sinks import plots
 from facecorpus.sinks.card import _faces_section, _Figures
 from facecorpus.sinks.run_files import read_manifest
+from facecorpus.sinks.summaries import SUMMARY_COLUMNS, WrittenSummary
 
 from .inprocess_cli import run_main
 

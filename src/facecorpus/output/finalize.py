@@ -1,6 +1,6 @@
 """The end-of-run files — index.json, stats.json, README.md and its figures — from what is on storage,
 read as streams: manifest files a column batch at a time (pyarrow), reject files a line at a time,
-shard sizes from one listing. Memory is bounded by the summaries (output/summary.py), not by the
+shard sizes from one listing. Memory is bounded by the summaries (sinks/summaries.py), not by the
 number of samples or rejects, so the launcher of a 50M-URL run finishes in the memory of a small one.
 
 `finalize(out, …)` is what `facecorpus run` does after the job, `facecorpus stats --write` redoes,
@@ -9,17 +9,12 @@ and `facecorpus finalize DIR` runs for a job that was launched detached.
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from .summary import SUMMARY_COLUMNS, RejectSummary, WrittenSummary, stats_from
-
-BATCH_ROWS = 8192
+from ..sinks.summaries import WrittenSummary, stats_from, summarize_rejects, summarize_written
 
 
 def _listing(pattern: str) -> list[tuple[str, int]]:
@@ -29,40 +24,6 @@ def _listing(pattern: str) -> list[tuple[str, int]]:
     except Exception:  # noqa: BLE001 - a missing folder matches nothing
         return []
     return sorted((m.path, m.size_in_bytes) for m in found)
-
-
-def iter_manifest_columns(paths: list[str], columns: tuple[str, ...] = SUMMARY_COLUMNS) -> Iterator[dict[str, list]]:
-    """Batches of manifest rows as columns, one file and `BATCH_ROWS` rows at a time."""
-    for path in paths:
-        with FileSystems.open(path) as f:
-            pf = pq.ParquetFile(f)
-            present = [c for c in columns if c in pf.schema_arrow.names]
-            for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=present):
-                col = batch.to_pydict()
-                for c in columns:  # older outputs may lack a column: count it as unknown
-                    col.setdefault(c, [None] * batch.num_rows)
-                yield col
-
-
-def iter_lines(path: str) -> Iterator[str]:
-    """The lines of a text file on any Beam filesystem, streamed."""
-    with FileSystems.open(path) as raw:
-        yield from io.TextIOWrapper(raw, encoding="utf-8", newline=None)
-
-
-def summarize_written(manifests: list[str]) -> WrittenSummary:
-    summary = WrittenSummary()
-    for col in iter_manifest_columns(manifests):
-        summary.add_columns(col)
-    return summary
-
-
-def summarize_rejects(reject_files: list[str]) -> RejectSummary:
-    summary = RejectSummary()
-    for path in reject_files:
-        for line in iter_lines(path):
-            summary.add_line(line)
-    return summary
 
 
 def index_of(shards: list[tuple[str, int]], written: WrittenSummary, name: str, shards_dir: str) -> dict[str, Any]:

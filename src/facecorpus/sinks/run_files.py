@@ -88,8 +88,7 @@ def load_rejects(out: str) -> list[Reject]:
 
 def compute_stats(out: str, inputs: int | None, run: dict[str, Any], llm: dict[str, Any] | None = None) -> dict[str, Any]:
     """stats.json content from the outputs on storage (plus the run's input count), streamed."""
-    from ..output.finalize import summarize_rejects, summarize_written
-    from ..output.summary import stats_from
+    from .summaries import stats_from, summarize_rejects, summarize_written
 
     return stats_from(summarize_written(manifest_files(out)), summarize_rejects(reject_files(out)), inputs, run, llm)
 

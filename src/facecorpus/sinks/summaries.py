@@ -6,18 +6,24 @@ sizes, and for the card's figures the answer lengths (integer characters) and he
 (0.1° bins) as value → count tables, from which medians and percentiles are exact (pose: to 0.1°).
 So memory depends on how many distinct values there are, not on how many samples: 200k rows and 1M
 reject lines fit in the same few MiB as 10k (benchmarks/finalize.py). Both merge (`merge`), so Beam
-combiners or several readers can build them in parts.
+combiners or several readers can build them in parts. `summarize_written` / `summarize_rejects` read
+them from files on any Beam filesystem, streamed; output/finalize.py writes the end files from them.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..sinks.annotation_agreement import agreement_from_counts
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
 from ..validation.config import JUNK_CHECKS
+from .annotation_agreement import agreement_from_counts
 
 #: manifest columns the summaries read (the rest stay on disk)
 SUMMARY_COLUMNS = (
@@ -27,6 +33,7 @@ SUMMARY_COLUMNS = (
     "annotation_pairs", "licence", "llm_model", "url", "age", "gender", "race",
 )
 POSE_BIN = 0.1  # degrees
+BATCH_ROWS = 8192  # manifest rows read at a time
 
 
 def _key(value: Any) -> str:
@@ -273,3 +280,37 @@ def stats_from(written: WrittenSummary, rejects: RejectSummary, inputs: int | No
     }
     stats["invariant_ok"] = stats["inputs"] == written.written + rejects.rejected
     return stats
+
+
+def iter_manifest_columns(paths: list[str], columns: tuple[str, ...] = SUMMARY_COLUMNS) -> Iterator[dict[str, list]]:
+    """Batches of manifest rows as columns, one file and `BATCH_ROWS` rows at a time."""
+    for path in paths:
+        with FileSystems.open(path) as f:
+            pf = pq.ParquetFile(f)
+            present = [c for c in columns if c in pf.schema_arrow.names]
+            for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=present):
+                col = batch.to_pydict()
+                for c in columns:  # older outputs may lack a column: count it as unknown
+                    col.setdefault(c, [None] * batch.num_rows)
+                yield col
+
+
+def iter_lines(path: str) -> Iterator[str]:
+    """The lines of a text file on any Beam filesystem, streamed."""
+    with FileSystems.open(path) as raw:
+        yield from io.TextIOWrapper(raw, encoding="utf-8", newline=None)
+
+
+def summarize_written(manifests: list[str]) -> WrittenSummary:
+    summary = WrittenSummary()
+    for col in iter_manifest_columns(manifests):
+        summary.add_columns(col)
+    return summary
+
+
+def summarize_rejects(reject_files: list[str]) -> RejectSummary:
+    summary = RejectSummary()
+    for path in reject_files:
+        for line in iter_lines(path):
+            summary.add_line(line)
+    return summary
