@@ -313,6 +313,16 @@ def plan_output(
         else:
             mode = "retry_rejects" if retry_rejects else "resume"
         attempts = list(previous.get("attempts", []))
+    elif resume and FileSystems.exists(out):
+        # killed before it finished anything: a resume of the same recipe keeps the attempts' history
+        # (their spend is in the ledger); anything else takes a fresh run, as a plain re-run does
+        try:
+            earlier = read_run_info(out)
+        except UserError:
+            earlier = None
+        if earlier is not None and (earlier.get("fingerprint") or {}).get("sha256") == fp["sha256"]:
+            attempts = list(earlier.get("attempts", []))
+            mode = "retry_rejects" if retry_rejects else "resume"
     attempt = len(attempts)
     attempts.append({"attempt": attempt, "mode": mode, "started_at": started_at.isoformat(), "fingerprint": fp["sha256"],
                      "runner": where})
