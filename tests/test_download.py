@@ -78,10 +78,10 @@ def test_x_robots_tag_for_another_bot_does_not_opt_out(servers):
 def test_slow_server_times_out_quickly(servers):
     web, _ = servers
     web.set_slow(5)
-    t0 = time.monotonic()
     res = fetcher(timeout_s=0.3).fetch(web.url("/slow"))
+    # A timeout, not the answer the server sends after 5 s: we gave up first. No wall-clock bound (a
+    # busy machine may stretch 0.3 s), the outcome itself says which came first.
     assert (res.reason, res.retryable) == ("timeout", True)
-    assert time.monotonic() - t0 < 3
 
 
 def test_redirect_chain_is_followed_and_limited(servers, photos):

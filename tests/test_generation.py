@@ -70,13 +70,11 @@ def one(cfg: GenerationConfig, c: LLMClient, marker: str = "") -> GenerationOutc
 def test_429_with_retry_after_is_waited_out(tmp_path: Path):
     with FaultServer(rules=[Rule("429", times=1, retry_after=0.6)]) as srv:
         cfg = config(srv, categories=["pose"])
-        t0 = time.monotonic()
         out = one(cfg, client(cfg))
         assert out.failure is None and out.qa[0].category == "pose"
         first, second = srv.chat_requests()
         assert first.fault == "429" and second.fault == "ok"
         assert second.t - first.t >= 0.6  # exactly the server's wish, not our own (0.01 s) backoff
-        assert time.monotonic() - t0 < 3
         assert out.spend.counts["retries"] == 1 and out.spend.counts["retry.429"] == 1
 
 
@@ -184,12 +182,11 @@ def test_concurrency_is_bounded_and_used():
     with FaultServer(latency_s=0.25) as srv:
         cfg = config(srv, categories=["pose", "expression", "detail"], openai={"concurrency": 6})
         c = client(cfg)
-        t0 = time.monotonic()
         outs = c.generate(prompts(cfg, 8, marker="conc"))  # 24 requests
-        elapsed = time.monotonic() - t0
         assert all(o.failure is None for o in outs)
+        # The server saw six at once and never more: concurrency is used up to its bound. No wall-clock
+        # bound here; a busy machine slows the run without changing what the server saw.
         assert srv.max_in_flight == 6
-        assert elapsed < 24 / 6 * 0.25 * 2  # ~1 s if 6 are in flight; serial would take 6 s
 
 
 # -------------------------------------------------------------------------------------------- cache
