@@ -54,11 +54,14 @@ def _options(
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=fmt, stream=sys.stderr)
+    # A library that logged through the root logger at import time has already given it a plain default
+    # handler, and basicConfig then changes nothing: give that handler our format (handlers of other
+    # types, e.g. a test harness's capture, are left alone).
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setFormatter(logging.Formatter(fmt))
     logging.getLogger("facecorpus").setLevel(logging.DEBUG if verbose else logging.INFO)
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, _DropReportedErrors) for f in handler.filters):
