@@ -47,20 +47,20 @@ test: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider
 
-# the unit tests only (no pipelines, subprocesses, face models or LLM servers; tests/markers.py)
+# the unit tests only (no pipelines, subprocesses, face models or LLM servers; tests/support/markers.py)
 test-quick: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider -m "not e2e"
 
 # plain pip really installing the wheel with every extra into a fresh venv, and running it (minutes:
-# 2.5 GB of files; `make test` only resolves it): tests/test_pip_install.py
+# 2.5 GB of files; `make test` only resolves it): tests/house/test_pip_install.py
 test-pip: install
-	FACECORPUS_TEST_PIP_INSTALL=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=2400 tests/test_pip_install.py
+	FACECORPUS_TEST_PIP_INSTALL=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=2400 tests/house/test_pip_install.py
 
 schema: install
 	$(VENV)/bin/facecorpus schema --out schemas/sample.schema.json
 
-# docs/recipes.md from the recipe models' field descriptions (tests/test_docs.py fails when it is stale)
+# docs/recipes.md from the recipe models' field descriptions (tests/house/test_docs.py fails when it is stale)
 docs: install
 	$(PY) -m facecorpus.recipe_docs --out docs/recipes.md
 

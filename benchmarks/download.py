@@ -42,7 +42,7 @@ THREADS = 32
 
 def serve(latency: float, ports: mp.Queue, stop: mp.Event) -> None:
     """Child process: start one server per host, report their ports, serve until told to stop."""
-    from tests.loopback_web import WebServer
+    from tests.support.loopback_web import WebServer
 
     servers = [WebServer(h) for h in HOSTS]
     for s in servers:

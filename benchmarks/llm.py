@@ -1,6 +1,6 @@
 """The generate stage's throughput against an endpoint with fixed latency, vs the ideal C / L.
 
-A loopback OpenAI-compatible server (tests/llm_fault_server.py, in a child process so it does not share
+A loopback OpenAI-compatible server (tests/support/llm_fault_server.py, in a child process so it does not share
 our interpreter) answers every chat request after L seconds. With C requests in flight the best any
 client can do is C / L requests per second. Side by side in one run:
   1. ours: the generate stage (render → RunInference(OpenAIChatHandler) → apply) in a Beam pipeline on
@@ -43,7 +43,7 @@ import apache_beam as beam  # noqa: E402
 import openai  # noqa: E402
 from apache_beam.metrics import Metrics  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
-from tests.generation_helpers import work_items  # noqa: E402
+from tests.support.generation_helpers import work_items  # noqa: E402
 
 from facecorpus.generation.accounting import llm_totals  # noqa: E402
 from facecorpus.generation.client import LLMClient  # noqa: E402
@@ -92,7 +92,7 @@ def server_arrivals(base_url: str) -> list[float]:
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.llm_fault_server", "--latency", str(latency)],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.llm_fault_server", "--latency", str(latency)],
                             stdout=subprocess.PIPE, text=True, cwd=REPO)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()

@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--urls", type=int, default=200)
     ap.add_argument("--latency", type=float, default=0.05)
     args = ap.parse_args()
-    from tests.model_packs import cached_store
+    from tests.support.model_packs import cached_store
 
     env = {"FACECORPUS_MODELS": str(cached_store("portable"))}
     ports: mp.Queue = mp.Queue()

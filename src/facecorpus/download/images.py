@@ -3,7 +3,7 @@ the pixels changed.
 
 The resize modes and their arithmetic are img2dataset's (`no`, `keep_ratio`, `keep_ratio_largest`,
 `center_crop`, `border`; area filter to shrink, Lanczos to enlarge; transparency flattened on white), so a
-recipe means what it means to img2dataset users, and tests/test_download_resize.py compares the two
+recipe means what it means to img2dataset users, and tests/sources/test_download_resize.py compares the two
 byte for byte. Three differences, on purpose: any JPEG that is not resized passes through byte for byte
 (img2dataset re-encodes JPEGs whose first segment is not JFIF or Exif), 16-bit images are scaled to
 8 bits instead of saturated to white, and nothing touches the process's stdout/stderr file descriptors

@@ -8,7 +8,7 @@
   batch over every face of the batch.
 
 insightface's pose array is (pitch, yaw, roll) in the same signs as `Pose` (checked against its
-mean shape in tests/test_faces_insightface.py).
+mean shape in tests/faces/test_faces_insightface.py).
 
 Given boxes (FaRL, FaceCaption-15M) skip SCRFD: gender/age and the 3D landmarks read only a box, so they
 run on the given one; the ArcFace embedding needs 5 points: the given ones, else the 68 landmarks' eye

@@ -1,0 +1,150 @@
+"""The streaming end-of-run files: bounded-memory summaries give the same stats as reading everything
+into memory, percentiles from value counts equal those of the sorted values, and `facecorpus finalize`
+rewrites a detached job's files."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from facecorpus.review.agreement import cohen_kappa
+from facecorpus.sinks.annotation_agreement import agreement, agreement_from_counts
+from facecorpus.sinks.summaries import (
+    SUMMARY_COLUMNS,
+    RejectSummary,
+    WrittenSummary,
+    expand,
+    licence_table,
+    percentile,
+)
+from tests.support.helpers import run_cli
+
+
+def test_percentiles_from_counts_equal_those_of_the_sorted_values():
+    rng = random.Random(3)
+    values = [rng.randint(0, 500) for _ in range(10_001)]
+    counts = Counter(values)
+    ordered = sorted(values)
+    for p in (0, 10, 50, 90, 100):
+        assert percentile(counts, p) == ordered[round(p / 100 * (len(ordered) - 1))]
+    assert percentile(counts, 50) == statistics.median(ordered)
+    assert sorted(expand(counts)) == ordered  # below the thinning limit: every value once
+    thinned = expand(counts, limit=1000)
+    assert 500 < len(thinned) <= 1000 and abs(statistics.median(thinned) - statistics.median(ordered)) <= 5
+
+
+def test_summaries_merge_like_one_pass():
+    cols: dict[str, list] = {c: [] for c in SUMMARY_COLUMNS}
+    rng = random.Random(1)
+    for i in range(300):
+        for c, v in (("shard", f"s{i % 7}"), ("source_dataset", "laion"), ("generator", "openai"), ("n_faces", 1 + i % 3),
+                     ("n_qa", 2), ("categories", ["pose", "expression"]), ("answer_chars", [i, i + 1]),
+                     ("label_age", None if i % 4 else "20-29"), ("label_gender", "Male"), ("label_race", None),
+                     ("expression", "happy"), ("pose_yaw", rng.uniform(-40, 40)), ("pose_pitch", None),
+                     ("pose_roll", 1.0), ("flags", ["label_conflict:age"] if i % 9 == 0 else []),
+                     ("prompt_tokens", 10), ("completion_tokens", 5), ("cost_usd", 0.01), ("prompt_set", "compact"),
+                     ("licence", "CC BY 4.0" if i % 5 else None), ("llm_model", "m1" if i % 2 else None),
+                     ("url", None), ("age", "30-39"), ("gender", "Male"), ("race", None),
+                     ("labels_json", '{"smiling": true}' if i % 2 else None), ("answer_keys", ["attribute_yes_no=yes"]),
+                     ("annotation_pairs", [f"smiling\tlabel\t{'true' if i % 3 else 'false'}\ttrue"] if i % 2 else [])):
+            cols[c].append(v)
+    assert set(cols) == set(SUMMARY_COLUMNS) and all(len(v) == 300 for v in cols.values())
+    whole = WrittenSummary()
+    whole.add_columns(cols)
+    a, b = WrittenSummary(), WrittenSummary()
+    a.add_columns({k: v[:120] for k, v in cols.items()})
+    b.add_columns({k: v[120:] for k, v in cols.items()})
+    merged = a.merge(b)
+    assert merged.cost_usd == pytest.approx(whole.cost_usd)
+    merged.cost_usd = whole.cost_usd  # float sums in another order
+    assert merged == whole
+    assert whole.written == 300 and whole.qa_pairs == 600 and len(whole.per_shard) == 7
+    assert whole.flagged_conflicts == Counter({"age": 34})
+    assert whole.attribute_labels == {"smiling": Counter({"true": 150})}
+    assert licence_table(whole.licences) == {"laion": {"CC BY 4.0": 240, "unknown": 60}}
+    assert (whole.labelled["age"], whole.inferred["age"], whole.inferred["gender"]) == (75, 225, 0)
+    assert whole.llm_models == Counter({"m1": 150}) and whole.with_url == 0
+    llm = [entry.split("\t")[2] for row in cols["annotation_pairs"] for entry in row]
+    table = agreement_from_counts(whole.annotation_pairs)["smiling"]["label"]  # counts, not per-sample lists
+    assert (table["n"], table["agree"]) == (150, sum(v == "true" for v in llm))
+    assert table["kappa"] == round(cohen_kappa(llm, ["true"] * 150), 4) == 0.0  # the labels never vary
+    mixed = ["a\tlabel\tx\tx", "a\tlabel\ty\tx", "a\tlabel\ty\ty", "a\tlabel\ty\ty"]
+    assert agreement([[m] for m in mixed])["a"]["label"]["kappa"] == round(cohen_kappa(["x", "y", "y", "y"], ["x", "x", "y", "y"]), 4)
+    r = RejectSummary()
+    for line in ['{"stage": "generate", "reason": "refusal", "retryable": false, "categories": ["pose"]}', "", "not json"]:
+        r.add_line(line)
+    assert (r.rejected, r.unreadable, dict(r.by_reason)) == (2, 1, {"refusal": 1})
+
+
+def _reference_stats(out: Path) -> dict:
+    """The counts read the plain way: every manifest row and reject line in memory."""
+    rows = [r for f in sorted((out / "manifest").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    rejects = [json.loads(x) for f in sorted((out / "rejects").glob("*.jsonl")) for x in f.read_text().splitlines() if x.strip()]
+    return {
+        "written": len(rows), "rejected": len(rejects),
+        "by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
+        "qa_pairs": sum(r["n_qa"] for r in rows),
+        "qa_by_category": dict(sorted(Counter(c for r in rows for c in r["categories"]).items())),
+        "shards": len({r["shard"] for r in rows}),
+        "faces_per_sample": dict(sorted(Counter(str(r["n_faces"]) for r in rows).items())),
+        "labels": {a: dict(sorted(Counter("unknown" if r[f"label_{a}"] is None else r[f"label_{a}"] for r in rows).items()))
+                   for a in ("age", "gender", "race")},
+    }
+
+
+def test_finalize_of_a_copied_output_matches_reading_everything(demo_output: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    shutil.copytree(demo_output, out)
+    for name in ("stats.json", "index.json", "README.md"):
+        (out / name).unlink()
+    proc = run_cli("finalize", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "inputs counted from the outputs" in proc.stderr
+    stats = json.loads((out / "stats.json").read_text())
+    ref = _reference_stats(out)
+    assert {k: stats[k] for k in ref} == ref
+    assert stats["inputs_counted_by"] == "outputs"
+    original = json.loads((demo_output / "stats.json").read_text())
+    for k in ("written", "rejected", "by_stage", "qa_by_category", "labels", "validation", "llm"):
+        assert stats[k] == original[k], k
+    index = json.loads((out / "index.json").read_text())
+    assert index == json.loads((demo_output / "index.json").read_text())
+    card = (out / "README.md").read_text()
+    assert "## Faces" in card and "### Head pose" in card and "### Answer length (characters)" in card
+    proc = run_cli("finalize", str(out), "--inputs", str(stats["written"] + stats["rejected"] + 1))
+    assert proc.returncode == 1 and "INVALID: inputs" in proc.stderr  # a lost input is not papered over
+    assert run_cli("finalize", str(out), "--inputs", str(original["inputs"])).returncode == 0
+    assert run_cli("validate", str(out)).returncode == 0
+
+
+def test_streamed_validation_section_equals_the_in_memory_count():
+    """stats.json's `validation` from the streaming summaries is what validation.counts computes from
+    every reject and flag in memory (the two must not drift apart)."""
+    from facecorpus.records import Reject
+    from facecorpus.sinks.summaries import stats_from
+    from facecorpus.validation.counts import validation_counts
+
+    rejects = [Reject(source_id="a", stage="validate", reason="off_topic", detail="x", categories=["pose"]),
+               Reject(source_id="b", stage="validate", reason="markup", detail="x", categories=["caption", "pose"]),
+               Reject(source_id="c", stage="generate", reason="refusal", detail="x", categories=[]),
+               Reject(source_id="d", stage="validate", reason="label_conflict", detail="x", categories=["demographics"]),
+               Reject(source_id="e", stage="dedup", reason="duplicate", detail="x"),
+               Reject(source_id="f", stage="validate", reason="meta_talk", detail="x", retryable=True)]
+    flags = [["label_conflict:age", "markup:caption"], [], ["meta_talk:expression", "skipped:pose"], None]
+    r = RejectSummary()
+    for rej in rejects:
+        r.add_line(rej.model_dump_json())
+    cols: dict[str, list] = {c: [None] * len(flags) for c in SUMMARY_COLUMNS}
+    cols["flags"] = flags
+    w = WrittenSummary()
+    w.add_columns(cols)
+    want = validation_counts(rejects, [f or [] for f in flags])
+    assert want["text_checks"]["rejected"] and want["text_checks"]["flagged"]  # the case covers both
+    assert stats_from(w, r, None, {})["validation"] == want
