@@ -107,10 +107,11 @@ def dedup_transform(
 def faces_transform(recipe: Recipe) -> beam.PTransform | None:
     """Hook (faces): None when the recipe asks for no face analysis and no source can give face boxes
     (with `backend: none` the stage only turns given boxes into faces)."""
-    from .faces.face_stage import FaceStage
-
     if recipe.faces.backend == "none" and not any(s.gives_faces for s in recipe.sources):
         return None
+    # imported only now: it imports Beam's RunInference, which imports torch (~2 s CPU)
+    from .faces.face_stage import FaceStage
+
     return FaceStage(recipe.faces, recipe.image.jpeg_quality)
 
 

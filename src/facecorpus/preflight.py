@@ -46,11 +46,13 @@ def preflight(recipe: Recipe, dry_run: bool = False, execution: Execution | None
     `dry_run` (`prompts render`): decided without contacting anything, for this process's own runner,
     so it shows what a run would send. `execution`: the effective runner (default: the recipe's own,
     without command-line options); a remote one refuses the local LLM, a local cache and local key files."""
-    from .faces.face_stage import check_ready
     from .generation import preflight as generation
     from .sources.labelled_config import sources_vocabulary
 
-    check_ready(recipe.faces)
+    if recipe.faces.backend != "none":  # face_stage imports Beam's RunInference, which imports torch (~2 s CPU)
+        from .faces.face_stage import check_ready
+
+        check_ready(recipe.faces)
     check_holdout_lists(recipe.validation.holdout.lists)
     try:
         sources_vocabulary(recipe.sources)

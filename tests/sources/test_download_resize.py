@@ -110,3 +110,21 @@ def test_not_an_image(data: bytes) -> None:
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown resize mode"):
         check_image(b"x", ResizeSettings(mode="stretch"))
+
+
+def test_a_kept_jpeg_is_not_decoded_at_download_and_its_corruption_is_refused_by_the_image_stage(photos) -> None:
+    """A JPEG that needs no resize passes through undecoded (its header gives the size); pixel data
+    that does not decode is refused by the image stage, which every input passes next, with its reason."""
+    from facecorpus.image_check import check_image as image_stage_check
+    from facecorpus.image_config import ImageConfig
+    from facecorpus.rejection import Rejected
+
+    data = photos["odd_jpeg"]
+    broken = data[: len(data) // 2]  # the header intact, half the entropy-coded data gone
+    kept = check_image(broken, ResizeSettings(mode="no"))
+    assert kept.data == broken and (kept.width, kept.height) == (333, 517)
+    with pytest.raises(Rejected) as refused:
+        image_stage_check(broken, ImageConfig())
+    assert refused.value.rejection.reason == "corrupt_image"
+    shrunk = check_image(data, ResizeSettings(mode="keep_ratio_largest", size=256))  # a resize still decodes
+    assert max(shrunk.width, shrunk.height) == 256 and shrunk.data != data

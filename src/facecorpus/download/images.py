@@ -5,7 +5,9 @@ The resize modes and their arithmetic are img2dataset's (`no`, `keep_ratio`, `ke
 `center_crop`, `border`; area filter to shrink, Lanczos to enlarge; transparency flattened on white), so a
 recipe means what it means to img2dataset users, and tests/sources/test_download_resize.py compares the two
 byte for byte. Three differences, on purpose: any JPEG that is not resized passes through byte for byte
-(img2dataset re-encodes JPEGs whose first segment is not JFIF or Exif), 16-bit images are scaled to
+(img2dataset re-encodes JPEGs whose first segment is not JFIF or Exif) and is not decoded here: its
+header gives its size, and the image stage, which every input passes next, decodes it once and refuses
+corrupt pixel data there (`corrupt_image`; img2dataset decodes every image in full). 16-bit images are scaled to
 8 bits instead of saturated to white, and nothing touches the process's stdout/stderr file descriptors
 or OpenCV's thread count (img2dataset's Resizer does both, which breaks under many threads).
 """
@@ -103,14 +105,30 @@ def _resize(img: np.ndarray, settings: ResizeSettings) -> np.ndarray | None:
     return img
 
 
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's header (no pixels decoded); None when the header is unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size if im.format == "JPEG" and min(im.size) > 0 else None
+    except Exception:  # noqa: BLE001 - a broken header: the full decode below decides
+        return None
+
+
 def check_image(data: bytes, settings: ResizeSettings) -> CheckedImage:
-    """Decode (and maybe downscale) `data`; raises NotAnImage when OpenCV cannot read it."""
+    """Decode (and maybe downscale) `data`; raises NotAnImage when OpenCV cannot read it. A JPEG whose
+    header is readable and whose size needs no resize comes back as it came, undecoded (module docstring)."""
     import cv2
 
     if settings.mode not in RESIZE_MODES:
         raise ValueError(f"unknown resize mode {settings.mode!r}; choose one of {', '.join(RESIZE_MODES)}")
     if not data:
         raise NotAnImage("the response body is empty")
+    if is_jpeg(data):
+        size = _jpeg_size(data)
+        if size is not None and _scaled_size(size[0], size[1], settings) is None:  # kept as it came: no decode here
+            return CheckedImage(data=data, width=size[0], height=size[1], original_width=size[0], original_height=size[1])
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise NotAnImage("the body does not decode as an image (OpenCV cannot read it)")
