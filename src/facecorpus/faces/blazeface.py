@@ -88,23 +88,31 @@ class Letterbox:
         return (xy - np.array([self.pad_x, self.pad_y], dtype=np.float32)) / self.scale
 
 
-def letterbox(rgb: np.ndarray, side: int) -> tuple[np.ndarray, Letterbox]:
-    """The image scaled to fit a side×side square (aspect kept), centred on black, as float32 in [-1, 1]."""
+def letterbox_geometry(height: int, width: int, side: int) -> tuple[int, int, int, int, Letterbox]:
+    """(resized width, height, x offset, y offset, mapping) of an image letterboxed into a side×side square."""
+    scale = side / float(max(height, width))
+    nw, nh = max(1, round(width * scale)), max(1, round(height * scale))
+    x0, y0 = (side - nw) // 2, (side - nh) // 2
+    # the pixels actually scaled: nw / w may differ from `scale` by rounding
+    return nw, nh, x0, y0, Letterbox(scale=(nw / width + nh / height) / 2.0, pad_x=float(x0), pad_y=float(y0))
+
+
+def letterbox(rgb: np.ndarray, side: int, out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
+    """The image scaled to fit a side×side square (aspect kept), centred on black, as float32 in [-1, 1]
+    (written into `out`, a (side, side, 3) float32 array, when given)."""
     h, w = rgb.shape[:2]
-    scale = side / float(max(h, w))
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    nw, nh, x0, y0, box = letterbox_geometry(h, w, side)
     if (nw, nh) == (w, h):
         resized = rgb  # already the input's size (a tile cut from an image shrunk for it)
     else:
-        resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    canvas = np.zeros((side, side, 3), dtype=np.uint8)
-    x0, y0 = (side - nw) // 2, (side - nh) // 2
-    canvas[y0 : y0 + nh, x0 : x0 + nw] = resized
-    blob = canvas.astype(np.float32)
-    blob *= 1.0 / 127.5
-    blob -= 1.0
-    # the pixels actually scaled: nw / w may differ from `scale` by rounding
-    return blob, Letterbox(scale=(nw / w + nh / h) / 2.0, pad_x=float(x0), pad_y=float(y0))
+        resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if box.scale < 1 else cv2.INTER_LINEAR)
+    blob = np.empty((side, side, 3), np.float32) if out is None else out
+    if (nw, nh) != (side, side):
+        blob.fill(-1.0)  # black
+    region = blob[y0 : y0 + nh, x0 : x0 + nw]
+    np.multiply(resized, np.float32(1.0 / 127.5), out=region, casting="unsafe")
+    region -= np.float32(1.0)
+    return blob, box
 
 
 class BlazeFace:
@@ -124,31 +132,33 @@ class BlazeFace:
         self._reg = next(o["index"] for o in outs if int(o["shape"][-1]) == 4 + 2 * N_POINTS)
         self._logit = next(o["index"] for o in outs if int(o["shape"][-1]) == 1)
         self.anchors = anchor_centres(self.side, grids) * self.side  # in input pixels
+        self._cut = math.log(threshold / (1.0 - threshold)) if 0.0 < threshold < 1.0 else -math.inf
         rows = int(next(o["shape"][1] for o in outs if o["index"] == self._reg))
         if rows != self.anchors.shape[0]:
             raise ValueError(f"{path}: {rows} anchors in the model, {self.anchors.shape[0]} in its layout")
 
     def detect(self, rgb: np.ndarray) -> Detections:
         """Faces in an RGB uint8 image (H, W, 3)."""
-        blob, box = letterbox(rgb, self.side)
-        self.interpreter.set_tensor(self._in, blob[None])
+        # the input is written in place and the outputs read through views of the interpreter's own
+        # buffers (no copies of its 896 / 2,304 anchor rows); no view outlives this call
+        box = letterbox(rgb, self.side, self.interpreter.tensor(self._in)()[0])[1]
         self.interpreter.invoke()
-        reg = self.interpreter.get_tensor(self._reg)[0]
-        logits = self.interpreter.get_tensor(self._logit)[0, :, 0]
+        logits = self.interpreter.tensor(self._logit)()[0, :, 0]
         # sigmoid(logit) >= threshold  <=>  logit >= logit(threshold): no sigmoid over every anchor
-        cut = math.log(self.threshold / (1.0 - self.threshold)) if 0.0 < self.threshold < 1.0 else -math.inf
-        hits = np.nonzero(logits >= cut)[0]
+        hits = np.flatnonzero(logits >= self._cut)
         if hits.size == 0:
             return Detections.empty()
         if hits.size > MAX_CANDIDATES:
             hits = hits[np.argsort(-logits[hits], kind="stable")[:MAX_CANDIDATES]]
-        scores = 1.0 / (1.0 + np.exp(-np.clip(logits[hits], -100.0, 100.0)))
-        r, anchors = reg[hits], self.anchors[hits]
+        hit_logits = logits[hits]
+        r = self.interpreter.tensor(self._reg)()[0][hits]
+        scores = (1.0 / (1.0 + np.exp(-np.clip(hit_logits, -100.0, 100.0)))).astype(np.float32)
+        anchors = self.anchors[hits]
         centre = anchors + r[:, 0:2]
         half = r[:, 2:4] * 0.5
         corners = np.concatenate([box.to_image(centre - half), box.to_image(centre + half)], axis=1)
         points = box.to_image(anchors[:, None, :] + r[:, 4:].reshape(-1, N_POINTS, 2))
-        boxes, scores, points = weighted_nms(corners, scores.astype(np.float32), points, BLEND_IOU)
+        boxes, scores, points = weighted_nms(corners, scores, points, BLEND_IOU)
         # boxes may reach past the image (as MTCNN's do: a crop keeps the face centred); ones wholly
         # outside it (a stray anchor in the letterbox bars) are no faces
         h, w = rgb.shape[:2]

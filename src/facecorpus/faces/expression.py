@@ -36,8 +36,11 @@ class ExpressionClassifier:
         """Expression of the face in `box` (x1, y1, x2, y2) of a gray uint8 image."""
         m = roi_affine(box, eyes, CROP_SCALE, INPUT)
         face = cv2.warpAffine(gray, m, (INPUT, INPUT), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-        x = (face.astype(np.float32) / 255.0 - 0.5) * 2.0
-        self.interpreter.set_tensor(self._in, x[None, :, :, None])
+        x = self.interpreter.tensor(self._in)()[0, :, :, 0]  # written in place: (v / 255 - 0.5) * 2
+        np.divide(face, np.float32(255.0), out=x, dtype=np.float32, casting="unsafe")
+        x -= np.float32(0.5)
+        x *= np.float32(2.0)
+        del x  # no view of the interpreter's buffers may outlive invoke's check
         self.interpreter.invoke()
         probs = self.interpreter.get_tensor(self._out).reshape(-1).astype(np.float64)
         probs = np.clip(probs, 0.0, None)

@@ -57,7 +57,8 @@ class FaceMesh:
         """Mesh of the face in `box` (x1, y1, x2, y2) of an RGB uint8 image; `eyes` = two (x, y) or None."""
         m = roi_affine(box, eyes, ROI_SCALE, INPUT)
         crop = cv2.warpAffine(rgb, m, (INPUT, INPUT), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        self.interpreter.set_tensor(self._in, (crop.astype(np.float32) / 255.0)[None])
+        # straight into the interpreter's input buffer (no view of it outlives this statement)
+        np.divide(crop, np.float32(255.0), out=self.interpreter.tensor(self._in)()[0], dtype=np.float32, casting="unsafe")
         self.interpreter.invoke()
         raw = self.interpreter.get_tensor(self._points).reshape(468, 3).astype(np.float64)
         logit = float(self.interpreter.get_tensor(self._flag).reshape(-1)[0])

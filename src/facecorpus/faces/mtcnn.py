@@ -98,16 +98,19 @@ def _normalise(pixels: np.ndarray) -> np.ndarray:
 def crop_patches(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     """Square patches (n, size, size, 3) cut at `boxes`, zero-filled where a box leaves the image."""
     h, w = image.shape[:2]
-    out = np.zeros((boxes.shape[0], size, size, 3), dtype=np.float32)
-    for i, (bx1, by1, bx2, by2) in enumerate(np.round(boxes[:, :4]).astype(np.int64)):
-        bw, bh = int(bx2 - bx1 + 1), int(by2 - by1 + 1)
+    out = np.zeros((boxes.shape[0], size, size, 3), dtype=np.uint8)
+    for i, (bx1, by1, bx2, by2) in enumerate(np.round(boxes[:, :4]).astype(np.int64).tolist()):
+        bw, bh = bx2 - bx1 + 1, by2 - by1 + 1
         if bw < 2 or bh < 2:
             continue
-        patch = np.zeros((bh, bw, 3), dtype=np.uint8)
         sx1, sy1, sx2, sy2 = max(bx1, 0), max(by1, 0), min(bx2 + 1, w), min(by2 + 1, h)
         if sx2 <= sx1 or sy2 <= sy1:
             continue
-        patch[sy1 - by1 : sy2 - by1, sx1 - bx1 : sx2 - bx1] = image[sy1:sy2, sx1:sx2]
+        if (sx1, sy1, sx2, sy2) == (bx1, by1, bx2 + 1, by2 + 1):
+            patch = image[sy1:sy2, sx1:sx2]  # wholly inside: resized straight from the image
+        else:
+            patch = np.zeros((bh, bw, 3), dtype=np.uint8)
+            patch[sy1 - by1 : sy2 - by1, sx1 - bx1 : sx2 - bx1] = image[sy1:sy2, sx1:sx2]
         out[i] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
     return _normalise(out)
 

@@ -65,26 +65,36 @@ def weighted_nms(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blend overlapping detections: the best remaining box and every box overlapping it by more than
     `threshold` (IoU) become one detection, the score-weighted mean of their boxes and points, with the
-    best one's score. Returns (boxes (k, 4), scores (k,), points (k, p, 2)), best score first."""
+    best one's score. Returns (boxes (k, 4), scores (k,), points (k, p, 2)), best score first.
+
+    The greedy grouping loops over groups (faces, a handful), not candidates; the blending is one
+    matrix product of the groups' weights with the candidates' boxes and points."""
     n = boxes.shape[0]
     if n == 0:
         return boxes[:0], scores[:0], points[:0]
     order = np.argsort(-scores, kind="stable")
-    ranked_boxes = boxes[order].astype(np.float64)
     ranked_scores = scores[order].astype(np.float64)
-    ranked_points = points[order].astype(np.float64)
-    iou = overlaps(ranked_boxes, ranked_boxes, "union", 0.0) > threshold
+    rows = np.concatenate([boxes[order].reshape(n, -1), points[order].reshape(n, -1)], axis=1).astype(np.float64)
+    x1, y1, x2, y2 = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+    inter = np.clip(np.minimum(x2[:, None], x2) - np.maximum(x1[:, None], x1), 0.0, None)
+    inter *= np.clip(np.minimum(y2[:, None], y2) - np.maximum(y1[:, None], y1), 0.0, None)
+    area = (x2 - x1) * (y2 - y1)
+    union = area[:, None] + area - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        close = np.where(union > 0, inter / union, 0.0) > threshold
     alive = np.ones(n, dtype=bool)
-    out_boxes, out_scores, out_points = [], [], []
-    for i in range(n):
-        if not alive[i]:
-            continue
-        group = alive & iou[i]
+    groups, firsts = [], []
+    i = 0
+    while i < n:
+        group = alive & close[i]
         group[i] = True
-        w = ranked_scores[group]
-        total = w.sum()
-        out_boxes.append((ranked_boxes[group] * w[:, None]).sum(0) / total)
-        out_points.append((ranked_points[group] * w[:, None, None]).sum(0) / total)
-        out_scores.append(ranked_scores[i])
+        groups.append(group)
+        firsts.append(i)
         alive &= ~group
-    return (np.asarray(out_boxes, np.float32), np.asarray(out_scores, np.float32), np.asarray(out_points, np.float32))
+        rest = np.flatnonzero(alive[i + 1 :])
+        i = i + 1 + int(rest[0]) if rest.size else n
+    weights = np.stack(groups) * ranked_scores  # (k, n): each group's members weighted by score
+    blended = (weights @ rows) / weights.sum(axis=1, keepdims=True)
+    k = len(groups)
+    return (blended[:, :4].astype(np.float32), ranked_scores[firsts].astype(np.float32),
+            blended[:, 4:].reshape(k, *points.shape[1:]).astype(np.float32))

@@ -20,11 +20,15 @@ def face_quality(rgb: np.ndarray, box: FaceBox) -> FaceQuality:
     size = max(0.0, min(box.width, box.height))
     if x2 - x1 < 3 or y2 - y1 < 3:
         return FaceQuality(size_px=size, blur=0.0, brightness=0.0, contrast=0.0)
-    gray = cv2.cvtColor(np.ascontiguousarray(rgb[y1:y2, x1:x2]), cv2.COLOR_RGB2GRAY)
-    lap = cv2.Laplacian(gray, cv2.CV_64F, ksize=1)
+    gray = cv2.cvtColor(rgb[y1:y2, x1:x2], cv2.COLOR_RGB2GRAY)
+    # the 3×3 Laplacian of 8-bit gray is an integer in [-1020, 1020]: 16-bit holds it exactly, and
+    # OpenCV's one-pass mean / standard deviation (double sums) is a quarter of numpy's mean/std/var
+    lap = cv2.Laplacian(gray, cv2.CV_16S, ksize=1)
+    _, lap_std = cv2.meanStdDev(lap)
+    mean, std = cv2.meanStdDev(gray)
     return FaceQuality(
         size_px=round(size, 2),
-        blur=round(float(lap.var()), 3),
-        brightness=round(float(gray.mean()), 3),
-        contrast=round(float(gray.std()), 3),
+        blur=round(float(lap_std[0, 0]) ** 2, 3),
+        brightness=round(float(mean[0, 0]), 3),
+        contrast=round(float(std[0, 0]), 3),
     )
