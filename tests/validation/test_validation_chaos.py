@@ -111,7 +111,9 @@ def test_chaos_run_keeps_every_invariant_and_retry_rejects_recovers(llm_inputs: 
 
 def test_a_killed_llm_run_resumes_without_buying_answers_twice(llm_inputs: Path, tmp_path: Path):
     with FaultServer(latency_s=0.15) as srv:
-        data = _recipe_data(llm_inputs, srv.base_url, tmp_path / "cache", concurrency=2)
+        # a generous request timeout: with the recipe's 0.5 s, a busy machine let answered requests time out on
+        # the client and be retried, which the server counts as bought twice though no kill was involved
+        data = _recipe_data(llm_inputs, srv.base_url, tmp_path / "cache", concurrency=2, timeout_s=60)
         recipe = write_recipe(tmp_path / "recipe.yaml", data)
         out = tmp_path / "out"
         env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH}
