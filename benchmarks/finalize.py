@@ -36,7 +36,7 @@ def build(out: Path, rows: int, rejects: int, seed: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from facecorpus.sinks.manifest import MANIFEST_SCHEMA
+    from facecorpus.output.manifest import MANIFEST_SCHEMA
 
     rng = random.Random(seed)
     for sub in ("manifest", "shards", "rejects"):
@@ -77,7 +77,7 @@ def build(out: Path, rows: int, rejects: int, seed: int = 0) -> None:
 
 
 def child(out: Path) -> None:
-    from facecorpus.output.finalize import finalize
+    from facecorpus.sinks.finalize import finalize
 
     t = time.perf_counter()
     stats = finalize(str(out), None, {"recipe": "bench"}, "name: bench\n")

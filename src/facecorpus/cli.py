@@ -212,7 +212,7 @@ def demo(
 def validate(out: Annotated[str, typer.Argument(help="A run's output folder.")]) -> None:
     """Exit 0 iff every sample and file in the output is valid and the stats are consistent, and it
     holds at least one sample; an empty output is reported as empty (exit 1), not as a success."""
-    from .validation.output_check import check_output
+    from .output.check import check_output
 
     rep = check_output(out)
     for note in rep.notes:
@@ -231,7 +231,7 @@ def validate(out: Annotated[str, typer.Argument(help="A run's output folder.")])
 
 def _recorded_card_plots(out: str) -> bool:
     """Whether the run asked for the card's figures (`output.card.plots`; outputs older than the key: yes)."""
-    from .validation.resume import read_run_info
+    from .output.run_info import read_run_info
 
     recorded = (read_run_info(out) or {}).get("recipe_json") or {}
     return bool(recorded.get("output", {}).get("card", {}).get("plots", True))
@@ -241,7 +241,7 @@ def _recorded_recipe_yaml(out: str) -> str:
     """The recipe text run.json recorded (older outputs: its canonical JSON as YAML)."""
     import yaml
 
-    from .validation.resume import read_run_info
+    from .output.run_info import read_run_info
 
     info = read_run_info(out) or {}
     if info.get("recipe_yaml"):
@@ -260,15 +260,15 @@ def stats(
     """Counts, distributions and costs of an output."""
     from apache_beam.io.filesystems import FileSystems
 
-    from .sinks.run_files import STATS_FILE, read_text
-    from .storage import require_filesystem
+    from .output.layout import STATS_FILE
+    from .storage import read_text, require_filesystem
 
     path = FileSystems.join(require_filesystem(out), STATS_FILE)
     if not FileSystems.exists(path):
         raise UserError(f"{out} has no stats.json: is it a facecorpus output?")
     current = json.loads(read_text(path))
     if write:
-        from .output.finalize import finalize
+        from .sinks.finalize import finalize
 
         inputs = current.get("inputs") if current.get("inputs_counted_by") == "run" else None
         current = finalize(out, inputs, current.get("run", {}), _recorded_recipe_yaml(out), llm=current.get("llm"),
@@ -295,9 +295,9 @@ def finalize(
                                                  "the job page's custom counters); without it inputs are not proven.")] = None,
 ) -> None:
     """Write index.json, stats.json and the card of a job that ran detached (streamed, bounded memory)."""
-    from .output.finalize import finalize as finalize_output
+    from .output.run_info import read_run_info
+    from .sinks.finalize import finalize as finalize_output
     from .storage import require_filesystem
-    from .validation.resume import read_run_info
 
     info = read_run_info(require_filesystem(out))
     if info is None:

@@ -52,7 +52,7 @@ def _made_by(record: dict[str, Any], category: str) -> str:
 def _examples(out: str, n: int = 3) -> list[dict[str, Any]]:
     """Up to `n` example QA pairs, one category each, each from a different record; for each category a
     text the LLM rewrote is shown when there is one (labelled as such), else the text that stands."""
-    from .loader import iter_output_samples
+    from .output.readers import iter_output_samples
 
     records = sorted((json.loads(m["json"]) for _, m in iter_output_samples(out) if "json" in m), key=lambda r: r["key"])
     pairs = [(r, q) for r in records for q in r["qa"]]
@@ -71,7 +71,7 @@ def _examples(out: str, n: int = 3) -> list[dict[str, Any]]:
 
 def demo_report(out: str) -> DemoReport:
     """The demo's table, text origins and examples, from its output folder."""
-    from .sinks.run_files import load_rejects, read_manifest
+    from .output.readers import load_rejects, read_manifest
 
     stats = json.loads(open(f"{out}/stats.json", encoding="utf-8").read())
     rejects = load_rejects(out)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import shlex
-import tarfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -31,9 +30,9 @@ from PIL import Image
 
 from .errors import UserError
 from .export.conversations import FORMATS, TURNS, conversation, grouped
+from .output.layout import INDEX_FILE
 from .records import QAPair
 
-INDEX_FILE = "index.json"
 REMOTE_SCHEMES = ("gs", "s3", "gcs")
 OUTPUT_FORMATS = (*FORMATS, "record")
 
@@ -294,34 +293,8 @@ class IndexedCorpus:
 def iter_output_samples(
     out: str, keys: set[str] | None = None, shards: set[str] | None = None
 ) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) for every sample of every shard of an output, in shard order.
+    """(key, {extension: bytes}) for every sample of an output: output/readers.py's, kept here for callers
+    of `facecorpus.loader` (the readers' home is the output package)."""
+    from .output.readers import iter_output_samples as read
 
-    With `keys`, other samples are skipped; with `shards` (file names such as 'shard-00003.tar'),
-    other shards are not opened. Reads through Beam FileSystems, like the writer, so local, gs:// and
-    s3:// outputs all work.
-    """
-    from apache_beam.io.filesystems import FileSystems
-
-    from .sinks.run_files import shard_files
-    from .storage import use_storage
-
-    use_storage()
-
-    for path in shard_files(out):
-        if shards is not None and path.rsplit("/", 1)[-1] not in shards:
-            continue
-        current: str | None = None
-        members: dict[str, bytes] = {}
-        with FileSystems.open(path) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-            for m in tar:
-                key, _, ext = m.name.rpartition("/")[2].partition(".")
-                if not m.isfile() or (keys is not None and key not in keys):
-                    continue
-                if key != current:
-                    if current is not None:
-                        yield current, members
-                    current, members = key, {}
-                f = tar.extractfile(m)
-                members[ext] = f.read() if f is not None else b""
-        if current is not None:
-            yield current, members
+    return read(out, keys, shards)

@@ -38,29 +38,21 @@ from .generation.accounting import llm_totals, sum_llm_totals, with_ledger
 from .generation.ledger import ledger_totals
 from .generation.templates import GenerateFromTemplates
 from .image_check import CheckImage, FinishImage
-from .output.finalize import finalize
+from .output.finished import DropRecordedRejects, ReadFinishedHashes, ReadFinishedKeys, SkipFinished
+from .output.layout import REJECTS_DIR, SHARDS_DIR, TMP_DIR
+from .output.resume import OutputState, abandon_output, commit_output, plan_output
+from .output.run_info import write_run_info
 from .preflight import DRY_RUN_RUNNER, Checked, preflight
 from .recipe import Recipe
 from .runtime_check import versions
-from .sinks.run_files import REJECTS_DIR
-from .sinks.shards import SHARDS_DIR, TMP_DIR, WriteShards, reject_line, remove_staging
+from .sinks.finalize import finalize
+from .sinks.shards import WriteShards, reject_line, remove_staging
 from .sources.config import SourceConfig
 from .stage import METRICS_NAMESPACE, REJECTS
 from .storage import require_filesystem, use_storage
 from .validation.assemble import ValidateSample
 from .validation.dedup_stage import Dedup, dedup_needed
 from .validation.record_checks import rules_for
-from .validation.resume import (
-    DropRecordedRejects,
-    OutputState,
-    ReadFinishedHashes,
-    ReadFinishedKeys,
-    SkipFinished,
-    abandon_output,
-    commit_output,
-    plan_output,
-    write_run_info,
-)
 from .worker_image import check_worker_image
 
 log = logging.getLogger("facecorpus")
@@ -338,7 +330,7 @@ def run_recipe(
 ) -> RunResult:
     """Run a recipe to completion into `out`, then write stats.json, index.json and the dataset card.
 
-    `resume` finishes an earlier run of the same recipe in `out` (see validation/resume.py);
+    `resume` finishes an earlier run of the same recipe in `out` (see output/resume.py);
     `new_version` lets it continue under a changed recipe or prompts; `retry_rejects` also re-runs
     the inputs whose rejects are retryable. `detach` (remote runners only: a Flex Template, a job
     that outlives the launcher) submits the job and returns; `facecorpus finalize` writes the end files.
@@ -415,6 +407,6 @@ def run_recipe(
             from .generation.judge import sum_judge_totals
 
             llm_all["judge"] = sum_judge_totals([a["judge"] for a in info["attempts"] if "judge" in a], ledger)
-    # streamed from the files in bounded memory (output/finalize.py), however large the output
+    # streamed from the files in bounded memory (sinks/finalize.py), however large the output
     stats = finalize(out, inputs, run_info, recipe_text, llm=llm_all, name=recipe.name, plots=recipe.output.card.plots)
     return RunResult(out=out, stats=stats)

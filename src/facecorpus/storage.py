@@ -1,5 +1,6 @@
-"""Beam FileSystems set up for object stores before the first file access, and folder checks that
-work there.
+"""Beam FileSystems set up for object stores before the first file access, and the file operations
+every writer and reader shares, with one behaviour on local disk, gs:// and s3://: folder checks,
+listing (`match_paths`), streamed reading (`iter_lines`) and atomic writes (`write_atomically`).
 
 Beam's `s3://` and `gs://` filesystems are built from pipeline options; without any they refuse to
 start ("Must provide one of client or options"). Every command that touches an output — `run`,
@@ -15,8 +16,11 @@ An object store has no folders: a prefix never "exists" (`FileSystems.exists` is
 
 from __future__ import annotations
 
+import io
 import os
 import threading
+import uuid
+from collections.abc import Iterable, Iterator
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -74,6 +78,53 @@ def folder_exists(path: str) -> bool:
     except Exception:  # noqa: BLE001 - Beam raises when nothing matches
         return False
     return bool(found)
+
+
+def match_paths(pattern: str) -> list[str]:
+    """Sorted paths a FileSystems glob matches (local, gs://, s3://); a missing folder matches nothing."""
+    return [path for path, _ in match_sizes(pattern)]
+
+
+def match_sizes(pattern: str) -> list[tuple[str, int]]:
+    """(path, size in bytes) of every file a FileSystems glob matches, sorted; nothing for a missing folder."""
+    try:
+        found = FileSystems.match([pattern])[0].metadata_list
+    except Exception:  # noqa: BLE001 - Beam raises when a folder is missing: it matches nothing
+        return []
+    return sorted((m.path, m.size_in_bytes) for m in found)
+
+
+def read_text(path: str) -> str:
+    """A whole (small) UTF-8 file: run.json, stats.json, index.json."""
+    with FileSystems.open(path) as f:
+        return f.read().decode("utf-8")
+
+
+def iter_lines(path: str) -> Iterator[str]:
+    """The lines of a UTF-8 text file, streamed (memory: one line and the reader's buffer)."""
+    with FileSystems.open(path) as raw:
+        yield from io.TextIOWrapper(raw, encoding="utf-8", newline=None)
+
+
+def write_atomically(path: str, data: bytes | Iterable[bytes], aside_dir: str | None = None) -> None:
+    """Write `data` (bytes, or chunks streamed one at a time) under a unique temporary name, then rename
+    it over `path`: a reader (or a run killed mid-write) sees the old file or the new one, never half.
+    The temporary file lies beside the target (`NAME.tmp-XXXXXXXX`), or in `aside_dir` when given
+    (shards: `shards/_tmp/`)."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    tag = uuid.uuid4().hex
+    tmp = FileSystems.join(aside_dir, f"{name}.{tag}") if aside_dir else f"{path}.tmp-{tag[:8]}"
+    with FileSystems.create(tmp) as f:
+        for chunk in [data] if isinstance(data, bytes | bytearray) else data:
+            f.write(chunk)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def write_text(path: str, text: str) -> None:
+    """`write_atomically` for UTF-8 text (stats.json, index.json, the card, hold-out lists)."""
+    write_atomically(path, text.encode("utf-8"))
 
 
 class _SharedS3Clients:

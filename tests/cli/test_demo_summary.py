@@ -43,7 +43,7 @@ def test_validate_refuses_a_demo_output_holding_junk(demo_output: Path, tmp_path
     import io
     import tarfile
 
-    from facecorpus.validation.output_check import check_output
+    from facecorpus.output.check import check_output
 
     out = tmp_path / "out"
     shutil.copytree(demo_output, out)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from facecorpus.export.writer import ExportFilter, export
-from facecorpus.loader import iter_output_samples
+from facecorpus.output.readers import iter_output_samples
 from facecorpus.records import Sample
 from facecorpus.review.queue import sample_candidates
 from facecorpus.review.verdicts import VerdictLog

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from facecorpus.export.writer import ExportFilter, export
-from facecorpus.loader import iter_output_samples
+from facecorpus.output.readers import iter_output_samples
 from facecorpus.records import Sample
 from tests.support.helpers import REPO, run_cli
 from tests.support.inprocess_cli import run_main

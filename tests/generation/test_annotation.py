@@ -22,9 +22,9 @@ from PIL import Image
 from facecorpus.errors import UserError
 from facecorpus.generation.annotation import annotated_values
 from facecorpus.labels import ANNOTATED, VOCABULARY, Flag
+from facecorpus.output.check import check_output
 from facecorpus.pipeline import preflight, run_recipe
 from facecorpus.recipe import validate_recipe
-from facecorpus.validation.output_check import check_output
 from tests.support.llm_fault_server import FaultServer
 
 

@@ -139,7 +139,7 @@ def test_raw_labels_reach_the_templates(exact_run: dict) -> None:
 
 
 def test_requests_carry_the_files_bytes_and_shards_the_checked_image(exact_run: dict) -> None:
-    from facecorpus.loader import iter_output_samples
+    from facecorpus.output.readers import iter_output_samples
 
     def url(data: bytes) -> str:
         return "data:image/jpeg;base64," + base64.b64encode(data).decode()

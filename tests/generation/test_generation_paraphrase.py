@@ -137,9 +137,9 @@ class Rewording:
 
 @pytest.fixture(scope="module")
 def paraphrased(demo_inputs: Path, tmp_path_factory) -> dict[str, Any]:
+    from facecorpus.output.check import check_output
     from facecorpus.pipeline import run_recipe
     from facecorpus.recipe import validate_recipe
-    from facecorpus.validation.output_check import check_output
 
     model = Rewording()
     out = tmp_path_factory.mktemp("paraphrased") / "out"

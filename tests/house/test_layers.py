@@ -2,9 +2,10 @@
 here with the reason they are still there. A new circle fails this test; removing a listed one fails
 it too, so the list stays true.
 
-Two kinds of module are layers rather than area code and are left out: `cli.py` (the commands, above
-every area) and `config.py` (the recipe's declarations, read by every area). Imports inside function
-bodies count: they are dependencies all the same.
+Three kinds of module are layers rather than area code and are left out: `cli.py` (the commands, above
+every area), `config.py` (the recipe's declarations, read by every area) and `layout.py` (names every
+area may read — output/layout.py, the output folder's — which must import no area itself, so it can
+close no circle: checked below). Imports inside function bodies count: they are dependencies all the same.
 """
 
 from __future__ import annotations
@@ -17,21 +18,16 @@ import facecorpus
 
 PACKAGE = Path(facecorpus.__file__).parent
 LAYER_MODULES = ("cli", "config")
+#: layers below every area: read by all, importing none
+LEAF_MODULES = ("layout",)
 
 #: circles that remain, each with the modules that close it and why
-KNOWN_CIRCLES = {
-    ("sinks", "validation"): "validation/resume.py is the output folder's state (issue 14's output package "
-                             "takes it, and the readers of sinks/run_files.py, out of both)",
-    ("generation", "validation"): "validation/resume.py fingerprints the generator's prompts (issue 14); "
-                                  "generation's judging reuses validation/refusals.py's text rules",
-    ("review", "sinks"): "the card shows the review summary and the annotation agreement uses the reviewers' "
-                         "kappa, while review/queue.py reads the output through sinks/run_files.py (issue 14)",
-}
+KNOWN_CIRCLES: dict[tuple[str, ...], str] = {}
 
 
 def _area(module: str) -> str | None:
     parts = module.split(".")
-    if len(parts) < 3 or not (PACKAGE / parts[1]).is_dir() or parts[-1] in LAYER_MODULES:
+    if len(parts) < 3 or not (PACKAGE / parts[1]).is_dir() or parts[-1] in LAYER_MODULES + LEAF_MODULES:
         return None
     return parts[1]
 
@@ -41,27 +37,33 @@ def _exists(module: str) -> bool:
     return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
+def _modules() -> list[tuple[str, Path]]:
+    return [(".".join(f.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"), f)
+            for f in PACKAGE.rglob("*.py")]
+
+
+def imports_of(module: str, f: Path) -> set[str]:
+    """The facecorpus modules (and names in them) that `module`, in file `f`, imports."""
+    package = module if f.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            named = ".".join([*base, *([node.module] if node.module else [])])
+            found |= {named, *(f"{named}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {t for t in found if t.startswith("facecorpus.") and _exists(t)}
+
+
 def area_imports() -> dict[str, dict[str, set[str]]]:
     """area → area it imports → 'module -> module' lines."""
     edges: dict[str, dict[str, set[str]]] = collections.defaultdict(lambda: collections.defaultdict(set))
-    for f in PACKAGE.rglob("*.py"):
-        module = ".".join(f.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
-        package = module if f.name == "__init__.py" else module.rsplit(".", 1)[0]
-        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom):
-                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
-                named = ".".join([*base, *([node.module] if node.module else [])])
-                targets = [named, *(f"{named}.{a.name}" for a in node.names)]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            else:
-                continue
-            for target in targets:
-                if not target.startswith("facecorpus.") or not _exists(target):
-                    continue
-                a, b = _area(module), _area(target)
-                if a and b and a != b:
-                    edges[a][b].add(f"{module} -> {target}")
+    for module, f in _modules():
+        for target in imports_of(module, f):
+            a, b = _area(module), _area(target)
+            if a and b and a != b:
+                edges[a][b].add(f"{module} -> {target}")
     return edges
 
 
@@ -96,3 +98,12 @@ def test_no_new_circle_among_the_areas():
 def test_a_circle_is_found():
     edges = {"a": {"b": {"x"}}, "b": {"c": {"y"}}, "c": {"a": {"z"}}, "d": {"a": {"w"}}}
     assert circles(edges) == {("a", "b", "c")}
+
+
+def test_leaf_layers_import_no_area():
+    """A leaf layer (output/layout.py) is left out of the circles because it imports no area: keep it so."""
+    leaves = [(m, f) for m, f in _modules() if m.rsplit(".", 1)[-1] in LEAF_MODULES]
+    assert any(m == "facecorpus.output.layout" for m, _ in leaves)
+    for module, f in leaves:
+        areas = {_area(t) for t in imports_of(module, f)} - {None}
+        assert not areas, f"{module} imports areas {sorted(areas)}: a layout module must import none"

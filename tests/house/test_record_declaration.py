@@ -1,5 +1,5 @@
 """The record is declared once (records.Sample): a field added there is in the JSON schema, on the
-draft every stage fills (WorkItem) and in the written record; one `Column` line in sinks/manifest.py
+draft every stage fills (WorkItem) and in the written record; one `Column` line in output/manifest.py
 puts it in the manifest and under `facecorpus validate`'s comparison.
 
 Shown on a copy of the package with the field really added (not on a subclass), so nothing else can
@@ -24,7 +24,7 @@ CHECK = textwrap.dedent('''
     import json, sys
     from datetime import datetime, UTC
     from facecorpus.records import ImageInfo, QAPair, SourceInfo, sample_json_schema
-    from facecorpus.sinks.manifest import MANIFEST_SCHEMA, manifest_row
+    from facecorpus.output.manifest import MANIFEST_SCHEMA, manifest_row
     from facecorpus.stage import WorkItem
     from facecorpus.validation.assemble import build_sample
     from facecorpus.validation import output_check

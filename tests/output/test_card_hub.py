@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from facecorpus.output.readers import read_manifest
+from facecorpus.output.summaries import SUMMARY_COLUMNS, WrittenSummary
 from facecorpus.sinks.card_hub import (
     hub_metadata,
     licence_groups,
@@ -16,8 +18,6 @@ from facecorpus.sinks.card_hub import (
     personal_information_section,
 )
 from facecorpus.sinks.card_meta import split_front_matter
-from facecorpus.sinks.run_files import read_manifest
-from facecorpus.sinks.summaries import SUMMARY_COLUMNS, WrittenSummary
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -14,9 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from facecorpus.review.agreement import cohen_kappa
-from facecorpus.sinks.annotation_agreement import agreement, agreement_from_counts
-from facecorpus.sinks.summaries import (
+from facecorpus.output.annotation_agreement import agreement, agreement_from_counts
+from facecorpus.output.summaries import (
     SUMMARY_COLUMNS,
     RejectSummary,
     WrittenSummary,
@@ -24,6 +23,7 @@ from facecorpus.sinks.summaries import (
     licence_table,
     percentile,
 )
+from facecorpus.review.agreement import cohen_kappa
 from tests.support.helpers import run_cli
 
 
@@ -124,12 +124,12 @@ def test_finalize_of_a_copied_output_matches_reading_everything(demo_output: Pat
     assert run_cli("validate", str(out)).returncode == 0
 
 
-def test_streamed_validation_section_equals_the_in_memory_count():
-    """stats.json's `validation` from the streaming summaries is what validation.counts computes from
-    every reject and flag in memory (the two must not drift apart)."""
+def test_validation_section_counts_rejects_and_flags_per_check_and_category():
+    """stats.json's `validation`, counted in one place (output/summaries.py) from reject lines and the
+    manifest's flags column, batch by batch as finalize reads them; `validation_counts` is the same
+    counting for rejects and flags in hand."""
+    from facecorpus.output.summaries import stats_from, validation_counts
     from facecorpus.records import Reject
-    from facecorpus.sinks.summaries import stats_from
-    from facecorpus.validation.counts import validation_counts
 
     rejects = [Reject(source_id="a", stage="validate", reason="off_topic", detail="x", categories=["pose"]),
                Reject(source_id="b", stage="validate", reason="markup", detail="x", categories=["caption", "pose"]),
@@ -145,6 +145,16 @@ def test_streamed_validation_section_equals_the_in_memory_count():
     cols["flags"] = flags
     w = WrittenSummary()
     w.add_columns(cols)
-    want = validation_counts(rejects, [f or [] for f in flags])
-    assert want["text_checks"]["rejected"] and want["text_checks"]["flagged"]  # the case covers both
+    want = {
+        "refusals_by_category": {"caption": 1},  # a refusal without categories was the caption's
+        "label_conflicts_rejected_by_category": {"demographics": 1},
+        "label_conflicts_flagged_by_attribute": {"age": 1},
+        "text_checks": {
+            "rejected": {"markup": {"caption": 1, "pose": 1}, "meta_talk": {"caption": 1}, "off_topic": {"pose": 1}},
+            "flagged": {"markup": {"caption": 1}, "meta_talk": {"expression": 1}},
+        },
+        "duplicates": 1,
+        "holdout": 0,
+    }
     assert stats_from(w, r, None, {})["validation"] == want
+    assert validation_counts(rejects, flags) == want

@@ -12,8 +12,9 @@ import pytest
 
 from facecorpus.generation.templates import generate_from_templates
 from facecorpus.records import AttributeValue, Expression, Face, FaceBox, ImageInfo, Pose, SourceInfo
-from facecorpus.sinks.shards import PackedSample, bucket_of, split_by_bytes, tar_bytes_for, write_atomically
+from facecorpus.sinks.shards import PackedSample, bucket_of, split_by_bytes, tar_bytes_for
 from facecorpus.stage import WorkItem
+from facecorpus.storage import write_atomically
 from tests.support.helpers import REPO, run_cli
 
 

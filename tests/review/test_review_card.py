@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from facecorpus.output.readers import read_manifest
+from facecorpus.output.summaries import SUMMARY_COLUMNS, WrittenSummary
 from facecorpus.review.queue import sample_candidates
 from facecorpus.review.verdicts import VerdictLog
 from facecorpus.sinks import plots
 from facecorpus.sinks.card import _faces_section, _Figures
-from facecorpus.sinks.run_files import read_manifest
-from facecorpus.sinks.summaries import SUMMARY_COLUMNS, WrittenSummary
 from tests.support.inprocess_cli import run_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,7 +102,7 @@ def test_plots_draw_nothing_without_data() -> None:
 
 
 def test_card_without_figures_keeps_its_tables_and_drops_old_figures(out: Path) -> None:
-    from facecorpus.sinks.run_files import write_card
+    from facecorpus.sinks.finalize import write_card
 
     stats = json.loads((out / "stats.json").read_text())
     assert list((out / "plots").glob("*.png"))  # the run drew them

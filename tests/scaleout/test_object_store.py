@@ -229,8 +229,8 @@ def test_shards_written_to_s3_are_whole_tars(s3, tmp_path: Path):
     """A shard read back through Beam's S3 filesystem is a complete tar (written aside, then renamed)."""
     from apache_beam.io.filesystems import FileSystems
 
-    from facecorpus.sinks.shards import tar_bytes_for, write_atomically
-    from facecorpus.storage import use_storage
+    from facecorpus.sinks.shards import tar_bytes_for
+    from facecorpus.storage import use_storage, write_atomically
 
     use_storage()
     data = tar_bytes_for([("k.txt", b"x" * 10_000)])

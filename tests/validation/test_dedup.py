@@ -263,11 +263,11 @@ def test_a_resume_dedups_against_images_its_source_skipped(tmp_path: Path):
     from facecorpus.demo import photo_paths
     from facecorpus.image_check import CheckImage
     from facecorpus.image_config import ImageConfig
+    from facecorpus.output.layout import HASHES_DIR
     from facecorpus.records import SourceInfo
     from facecorpus.stage import REJECTS, WorkItem
     from facecorpus.validation.config import ValidationConfig
     from facecorpus.validation.dedup_stage import Dedup
-    from facecorpus.validation.resume import HASHES_DIR
 
     def item(key: str, data: bytes) -> WorkItem:
         (it,) = list(CheckImage(ImageConfig()).run(WorkItem(key=key, source=SourceInfo(dataset="web", id=key), data=data)))
@@ -300,21 +300,22 @@ def test_a_resume_dedups_against_images_its_source_skipped(tmp_path: Path):
 def test_validate_tells_faces_of_one_photo_from_duplicates():
     """`faces.unit: face` writes one sample per face of a photo: same input sha256 and pHash, different
     crop.face_index. Those are not duplicates; two samples of the same face of the same photo are."""
+    from facecorpus.output.check import Report
+    from facecorpus.output.check_rules import SeenSample, check_duplicates
     from facecorpus.recipe import Recipe
-    from facecorpus.validation.output_check import Report, SeenSample, _check_duplicates
 
     recipe = Recipe.model_validate({"name": "t", "sources": [{"type": "folder", "path": "x"}]})
     sha, phash = "ab" * 32, "0123456789abcdef"
 
     def seen(*faces: int | None) -> dict[str, SeenSample]:
-        return {f"k{i}": SeenSample("s.tar", "r", "j", None, sha256=sha, phash=phash, face_index=f) for i, f in enumerate(faces)}
+        return {f"k{i}": SeenSample("s.tar", sha256=sha, phash=phash, face_index=f) for i, f in enumerate(faces)}
 
     rep = Report()
-    _check_duplicates(recipe, rep, seen(0, 1, 2))
+    check_duplicates(recipe, rep, seen(0, 1, 2))
     assert rep.problems == []
     rep = Report()
-    _check_duplicates(recipe, rep, seen(0, 1, 1))
+    check_duplicates(recipe, rep, seen(0, 1, 1))
     assert rep.problems == ["k2 and k1 are the same image (sha256 abababababab…)"]
     rep = Report()
-    _check_duplicates(recipe, rep, seen(None, None))  # whole-image samples
+    check_duplicates(recipe, rep, seen(None, None))  # whole-image samples
     assert len(rep.problems) == 1 and "same image" in rep.problems[0]

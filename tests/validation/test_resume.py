@@ -245,7 +245,7 @@ def _refusal_with_hashes_fixed(out: Path) -> str:
             row["record_sha256"] = new
     import pyarrow as pa
 
-    from facecorpus.sinks.manifest import MANIFEST_SCHEMA
+    from facecorpus.output.manifest import MANIFEST_SCHEMA
 
     pq.write_table(pa.Table.from_pylist(t, schema=MANIFEST_SCHEMA), mpath)
     return "breaks the recipe's record rules (refusal)"
@@ -290,7 +290,7 @@ def _manifest_row_edited(out: Path) -> str:
     path = sorted((out / "manifest").glob("*.parquet"))[0]
     import pyarrow as pa
 
-    from facecorpus.sinks.manifest import MANIFEST_SCHEMA
+    from facecorpus.output.manifest import MANIFEST_SCHEMA
 
     rows = pq.read_table(path).to_pylist()
     rows[0]["label_gender"] = "female" if rows[0]["label_gender"] != "female" else "male"
@@ -311,10 +311,10 @@ def test_validate_catches_planted_corruption(reference: Path, tmp_path: Path, cl
 
 def test_the_prompt_fingerprint_covers_the_prompt_set_in_use_only(tmp_path: Path):
     """Editing the prompt set a recipe uses changes its fingerprint; editing another set does not."""
+    from facecorpus.output.fingerprint import fingerprint
     from facecorpus.prompting.promptset import lock_manifest
     from facecorpus.recipe import Recipe
     from facecorpus.resources import data_dir
-    from facecorpus.validation.resume import fingerprint
 
     prompts = tmp_path / "prompts"
     shutil.copytree(data_dir("prompts"), prompts)

@@ -16,6 +16,7 @@ from facecorpus.generation.templates import GenerateFromTemplates
 from facecorpus.image_check import CheckImage
 from facecorpus.image_config import ImageConfig
 from facecorpus.labels import AGE_BINS, GENDERS, RACES
+from facecorpus.output.summaries import validation_counts
 from facecorpus.recipe import Recipe
 from facecorpus.records import (
     DEFAULT_CATEGORIES,
@@ -33,7 +34,6 @@ from facecorpus.resources import data_dir
 from facecorpus.stage import WorkItem
 from facecorpus.validation.assemble import build_sample
 from facecorpus.validation.config import ValidationConfig
-from facecorpus.validation.counts import validation_counts
 from facecorpus.validation.record_checks import check_record, rules_for, verdict
 
 CATS = list(DEFAULT_CATEGORIES)

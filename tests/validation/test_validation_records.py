@@ -13,11 +13,11 @@ from facecorpus.demo import photo_paths
 from facecorpus.generation.templates import GenerateFromTemplates
 from facecorpus.image_check import CheckImage
 from facecorpus.image_config import ImageConfig
+from facecorpus.output.summaries import validation_counts
 from facecorpus.records import DEFAULT_CATEGORIES, AttributeValue, QAPair, SourceInfo
 from facecorpus.stage import REJECTS, WorkItem
 from facecorpus.validation.assemble import ValidateSample, build_sample
 from facecorpus.validation.config import ValidationConfig
-from facecorpus.validation.counts import validation_counts
 from facecorpus.validation.record_checks import RecordRules, check_record, verdict
 
 CATS = tuple(DEFAULT_CATEGORIES)

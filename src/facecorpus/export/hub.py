@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 from apache_beam.io.filesystems import FileSystems
 
 from ..errors import UserError
+from ..output.layout import CARD_FILE, PLOTS_DIR
 from ..sinks.card_meta import join_front_matter, size_category, split_front_matter
-from ..sinks.plots import PLOTS_DIR
-from ..sinks.run_files import CARD_FILE, match_paths
+from ..storage import match_paths
 from .parquet import data_files_config
 
 if TYPE_CHECKING:

@@ -73,7 +73,7 @@ def _write_json(path: Path, data: Any) -> None:
 def export_mcq_eval(outs: list[str], dest: Path, vocab: Vocabulary | None = None) -> McqEvalReport:
     """Write the evaluation set into the folder `dest`; returns what was written and left out."""
     from ..labels import VOCABULARY
-    from ..loader import iter_output_samples
+    from ..output.readers import iter_output_samples
 
     vocab = vocab or VOCABULARY
     check = LabelAnswerCheck(vocab)

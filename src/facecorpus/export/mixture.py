@@ -160,7 +160,7 @@ def matches(pool: Pool, u: Unit) -> bool:
 
 def scan_units(outs: list[str]) -> tuple[list[Unit], dict[str, int]]:
     """Every caption and QA pair of the outputs' samples, and how many samples were left out, by reason."""
-    from ..loader import iter_output_samples
+    from ..output.readers import iter_output_samples
 
     units: list[Unit] = []
     left_out: dict[str, int] = defaultdict(int)
@@ -227,7 +227,7 @@ class MixtureReport:
 
 def export_stages(outs: list[str], dest: Path, mixture: Path | None = None) -> MixtureReport:
     """Write the stages of a mixture from `outs` into the folder `dest`."""
-    from ..loader import iter_output_samples
+    from ..output.readers import iter_output_samples
     from .llamafactory import llamafactory_entry, write_dataset_info
 
     spec, text = load_mixture(mixture)

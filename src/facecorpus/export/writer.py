@@ -125,7 +125,7 @@ def _records(fmt: str, sample: Sample, qa: list[QAPair], image: str, turns: str)
 
 def _kept_samples(out: str, flt: ExportFilter, rep: ExportReport) -> Iterator[tuple[Sample, list[QAPair], bytes]]:
     """(sample, its kept QA pairs, its image bytes) for every sample that passes the filter; counts the rest."""
-    from ..loader import iter_output_samples
+    from ..output.readers import iter_output_samples
 
     verdict_of = review_verdicts(out) if flt.verdict != "any" else (lambda key, index: None)
     for _key, members in iter_output_samples(out):

@@ -110,14 +110,14 @@ def _pipeline_flagged(row: dict[str, Any]) -> bool:
 
 
 def sample_candidates(out: str) -> list[Candidate]:
-    from ..sinks.run_files import read_manifest
+    from ..output.readers import read_manifest
 
     rows = read_manifest(out).to_pylist()
     return [Candidate(id=r["key"], fields=r, shard=r["shard"], flagged=_pipeline_flagged(r)) for r in rows]
 
 
 def reject_candidates(out: str) -> list[Candidate]:
-    from ..sinks.run_files import iter_rejects
+    from ..output.readers import iter_rejects
 
     cands = []
     for path, n, line in iter_rejects(out):
@@ -218,7 +218,7 @@ def build_queue(out: str, opts: QueueOptions, reviewer_flagged: set[str] = froze
 
 def load_items(out: str, chosen: Sequence[Candidate], categories: Iterable[str] = ()) -> list[ReviewItem]:
     """Read the chosen samples (record + image) from their shards; rejects need no reading."""
-    from ..loader import iter_output_samples
+    from ..output.readers import iter_output_samples
 
     cats = set(categories)
     wanted = {c.id for c in chosen if c.reject is None}

@@ -13,6 +13,9 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from ..output.layout import CARD_FILE, PLOTS_DIR, manifest_files
+from ..output.summaries import WrittenSummary, expand, percentile
+from ..storage import match_paths, write_text
 from .card_hub import (
     USES,
     biases_section,
@@ -22,8 +25,6 @@ from .card_hub import (
     recipe_dict,
 )
 from .card_meta import join_front_matter
-from .run_files import CARD_FILE, PLOTS_DIR, manifest_files, match_paths, write_text
-from .summaries import WrittenSummary, expand, percentile
 
 AGE_ORDER = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+", "unknown")
 
@@ -306,7 +307,7 @@ def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool =
     run = stats.get("run", {})
     w = stats["written"]
     if written is None:
-        from .summaries import summarize_written
+        from ..output.summaries import summarize_written
 
         written = summarize_written(manifest_files(out))
     recipe = recipe_dict(recipe_yaml)

@@ -2,7 +2,7 @@
 licences, personal and sensitive information, biases, and uses — computed from what the output holds.
 
 Inputs are plain values (the stats dict, the manifest's summary — counts, never one value per sample,
-sinks/summaries.py — and the recipe), so the card can be written wherever the output package lives;
+output/summaries.py — and the recipe), so the card can be written wherever the output package lives;
 nothing here reads or writes files.
 """
 
@@ -18,7 +18,7 @@ from ..sources.licences import DATASET_TERMS, Licence, licence_of
 from .card_meta import size_category
 
 if TYPE_CHECKING:
-    from .summaries import WrittenSummary
+    from ..output.summaries import WrittenSummary
 
 SHARDS_GLOB = "shards/*.tar"
 #: Hub licence ids a source may record as such (SPDX ids, lower-cased, as the Hub spells them)

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .run_files import PLOTS_DIR  # noqa: F401 - where the card puts these figures (also read from here)
+from ..output.layout import PLOTS_DIR  # noqa: F401 - where the card puts these figures (also read from here)
 
 COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 

@@ -5,7 +5,7 @@ target per shard, known from a side input), each bucket is sorted by key and wri
 tar shards under a byte cap. Tar bytes are reproducible: fixed member order, mtime, owner and mode.
 A shard is written aside (`shards/_tmp/`) and renamed into place, through Beam FileSystems, so a
 reader never sees a partial shard, locally or on object storage. Each shard's manifest rows
-(sinks/manifest.py) go to `manifest/<shard>.parquet` the same way.
+(output/manifest.py) go to `manifest/<shard>.parquet` the same way.
 
 Each sample is packed once (`pack`: its tar members serialised and its manifest row computed); the
 writer only sorts, splits and concatenates packed samples. With `staging=True` (local runners) a
@@ -35,14 +35,10 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from ..output.layout import MANIFEST_DIR, SCREEN_DIR, SHARDS_DIR, STAGING_DIR, TMP_DIR
+from ..output.manifest import manifest_bytes, manifest_row
 from ..stage import ShardSample
-from .manifest import manifest_bytes, manifest_row
-
-SHARDS_DIR = "shards"
-MANIFEST_DIR = "manifest"
-TMP_DIR = "_tmp"
-#: the dedup stage's staging folder under shards/_tmp/ (validation/dedup_stage.py)
-SCREEN_DIR = "screen"
+from ..storage import write_atomically
 
 
 def bucket_of(key: str, n_buckets: int) -> int:
@@ -97,16 +93,6 @@ def split_by_bytes(samples: list[PackedSample], max_bytes: int) -> list[list[Pac
     return groups
 
 
-def write_atomically(final_path: str, data: bytes, tmp_dir: str) -> None:
-    """Write to a unique temporary name under tmp_dir, then rename into place (replacing an older copy)."""
-    tmp = FileSystems.join(tmp_dir, f"{final_path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex}")
-    with FileSystems.create(tmp) as f:
-        f.write(data)
-    if FileSystems.exists(final_path):
-        FileSystems.delete([final_path])
-    FileSystems.rename([tmp], [final_path])
-
-
 class WriteShardBucket(beam.DoFn):
     """(bucket, samples) → shard tar(s) + manifest parquet(s); outputs (shard name, n samples, bytes)."""
 
@@ -131,9 +117,6 @@ class WriteShardBucket(beam.DoFn):
             write_atomically(FileSystems.join(self.out_dir, SHARDS_DIR, f"{name}.tar"), data, tmp_dir)
             write_atomically(FileSystems.join(self.out_dir, MANIFEST_DIR, f"{name}.parquet"), manifest_bytes(rows), tmp_dir)
             yield name, len(group), len(data)
-
-
-STAGING_DIR = "staging"
 
 
 @dataclass(frozen=True)
@@ -207,7 +190,7 @@ def remove_staging(out_dir: str) -> None:
 
     folders = [FileSystems.join(out_dir, SHARDS_DIR, TMP_DIR, sub) for sub in (STAGING_DIR, SCREEN_DIR)]
     if is_remote(out_dir):  # an object store has no folders to delete: its objects under the prefixes
-        from .run_files import match_paths
+        from ..storage import match_paths
 
         present = [p for f in folders for p in match_paths(f + "/**")]
     else:

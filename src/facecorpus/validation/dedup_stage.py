@@ -34,14 +34,14 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from ..output.layout import HASHES_DIR, SCREEN_DIR, SHARDS_DIR, TMP_DIR
 from ..records import SourceInfo
 from ..rejection import Rejection
-from ..sinks.shards import SCREEN_DIR, SHARDS_DIR, TMP_DIR
 from ..stage import REJECTS, Counters, WorkItem, make_reject
+from ..storage import write_atomically
 from .config import ValidationConfig
 from .dedup import ExactDuplicates, HoldoutMatches, NearDuplicates, Verdict
 from .holdout import ReadHoldout
-from .resume import HASHES_DIR, write_atomically
 
 STAGE = "dedup"
 

@@ -170,9 +170,9 @@ def build_holdout_list(source: str, out: str, kind: str = "auto", beam_args: lis
     """
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from ..sinks.run_files import write_text
     from ..sources.folder import ReadFolder
     from ..sources.webdataset import ReadWebDataset
+    from ..storage import write_text
 
     if not FileSystems.exists(source):
         raise UserError(f"hold-out source not found: {source}")

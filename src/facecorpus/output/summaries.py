@@ -7,23 +7,22 @@ sizes, and for the card's figures the answer lengths (integer characters) and he
 So memory depends on how many distinct values there are, not on how many samples: 200k rows and 1M
 reject lines fit in the same few MiB as 10k (benchmarks/finalize.py). Both merge (`merge`), so Beam
 combiners or several readers can build them in parts. `summarize_written` / `summarize_rejects` read
-them from files on any Beam filesystem, streamed; output/finalize.py writes the end files from them.
+them from files on any Beam filesystem, streamed (output/readers.py); sinks/finalize.py writes the end
+files from them, and stats.json's `validation` section is counted here only (`validation_section`).
 """
 
 from __future__ import annotations
 
-import io
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
-
+from ..storage import iter_lines
 from ..validation.config import JUNK_CHECKS
 from .annotation_agreement import agreement_from_counts
+from .readers import iter_manifest_columns
 
 #: manifest columns the summaries read (the rest stay on disk)
 SUMMARY_COLUMNS = (
@@ -33,7 +32,6 @@ SUMMARY_COLUMNS = (
     "annotation_pairs", "licence", "llm_model", "url", "age", "gender", "race",
 )
 POSE_BIN = 0.1  # degrees
-BATCH_ROWS = 8192  # manifest rows read at a time
 
 
 def _key(value: Any) -> str:
@@ -128,13 +126,8 @@ class WrittenSummary:
         for angle in ("yaw", "pitch", "roll"):
             self.pose[angle].update(round(round(v / POSE_BIN) * POSE_BIN, 1) for v in col[f"pose_{angle}"]
                                     if v is not None and v == v)
-        self.flagged_conflicts.update(f.split(":", 1)[1] for row in col["flags"] for f in row or []
-                                      if f.startswith("label_conflict:"))
         for row in col["flags"]:
-            for f in row or []:
-                check, _, category = f.partition(":")
-                if check in JUNK_CHECKS and category:
-                    self.junk_flagged[(check, category)] += 1
+            self.add_flags(row)
         self.prompt_tokens += sum(v or 0 for v in col["prompt_tokens"])
         self.completion_tokens += sum(v or 0 for v in col["completion_tokens"])
         self.cost_usd += sum(v or 0.0 for v in col["cost_usd"])
@@ -150,6 +143,15 @@ class WrittenSummary:
                 if category in ("attribute_mcq", "attribute_yes_no"):
                     self.label_qa.setdefault(category, Counter())[key] += 1
         self.annotation_pairs.update(entry for pairs in col["annotation_pairs"] for entry in pairs or [])
+
+    def add_flags(self, flags: list[str] | None) -> None:
+        """Count one sample's flags: label conflicts per attribute, junk-check flags per check and category."""
+        for f in flags or []:
+            if f.startswith("label_conflict:"):
+                self.flagged_conflicts[f.split(":", 1)[1]] += 1
+            check, _, category = f.partition(":")
+            if check in JUNK_CHECKS and category:
+                self.junk_flagged[(check, category)] += 1
 
     def merge(self, other: WrittenSummary) -> WrittenSummary:
         """Add `other`'s counts into this one; returns self."""
@@ -237,6 +239,33 @@ def licence_table(counts: Counter) -> dict[str, dict[str, int]]:
     return {d: dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))) for d, c in sorted(by.items())}
 
 
+def validation_section(written: WrittenSummary, rejects: RejectSummary) -> dict[str, Any]:
+    """stats.json's `validation`: refusals and label conflicts per QA category ('caption' when the caption
+    was the culprit), flagged label conflicts per attribute, the junk checks' rejects and flags per
+    check and category (`text_checks`), duplicates and hold-out matches."""
+    reasons = rejects.by_reason
+    return {
+        "refusals_by_category": _sorted(rejects.by_category["refusal"]),
+        "label_conflicts_rejected_by_category": _sorted(rejects.by_category["label_conflict"]),
+        "label_conflicts_flagged_by_attribute": _sorted(written.flagged_conflicts),
+        "text_checks": {"rejected": _by_check(rejects.junk_rejected), "flagged": _by_check(written.junk_flagged)},
+        "duplicates": reasons.get("duplicate", 0),
+        "holdout": reasons.get("holdout", 0),
+    }
+
+
+def validation_counts(rejects: Iterable[Any], flags: Iterable[list[str] | None]) -> dict[str, Any]:
+    """`validation_section` of rejects (reject lines, or `records.Reject`s) and the written samples'
+    flags (manifest column `flags`): the same counting as stats.json's."""
+    summary = RejectSummary()
+    for r in rejects:
+        summary.add_line(r if isinstance(r, str) else r.model_dump_json())
+    written = WrittenSummary()
+    for row in flags:
+        written.add_flags(row)
+    return validation_section(written, summary)
+
+
 def stats_from(written: WrittenSummary, rejects: RejectSummary, inputs: int | None, run: dict[str, Any],
                llm: dict[str, Any] | None = None) -> dict[str, Any]:
     """stats.json content from the two summaries and the run's input count (None: not counted)."""
@@ -268,42 +297,16 @@ def stats_from(written: WrittenSummary, rejects: RejectSummary, inputs: int | No
             "completion_tokens": int(written.completion_tokens),
             "cost_usd": round(float(written.cost_usd), 6),
         },
-        "validation": {
-            "refusals_by_category": _sorted(rejects.by_category["refusal"]),
-            "label_conflicts_rejected_by_category": _sorted(rejects.by_category["label_conflict"]),
-            "label_conflicts_flagged_by_attribute": _sorted(written.flagged_conflicts),
-            "text_checks": {"rejected": _by_check(rejects.junk_rejected), "flagged": _by_check(written.junk_flagged)},
-            "duplicates": reasons.get("duplicate", 0),
-            "holdout": reasons.get("holdout", 0),
-        },
+        "validation": validation_section(written, rejects),
         "run": run,
     }
     stats["invariant_ok"] = stats["inputs"] == written.written + rejects.rejected
     return stats
 
 
-def iter_manifest_columns(paths: list[str], columns: tuple[str, ...] = SUMMARY_COLUMNS) -> Iterator[dict[str, list]]:
-    """Batches of manifest rows as columns, one file and `BATCH_ROWS` rows at a time."""
-    for path in paths:
-        with FileSystems.open(path) as f:
-            pf = pq.ParquetFile(f)
-            present = [c for c in columns if c in pf.schema_arrow.names]
-            for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=present):
-                col = batch.to_pydict()
-                for c in columns:  # older outputs may lack a column: count it as unknown
-                    col.setdefault(c, [None] * batch.num_rows)
-                yield col
-
-
-def iter_lines(path: str) -> Iterator[str]:
-    """The lines of a text file on any Beam filesystem, streamed."""
-    with FileSystems.open(path) as raw:
-        yield from io.TextIOWrapper(raw, encoding="utf-8", newline=None)
-
-
 def summarize_written(manifests: list[str]) -> WrittenSummary:
     summary = WrittenSummary()
-    for col in iter_manifest_columns(manifests):
+    for col in iter_manifest_columns(manifests, SUMMARY_COLUMNS):
         summary.add_columns(col)
     return summary
 
