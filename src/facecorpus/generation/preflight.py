@@ -24,7 +24,6 @@ from .cache import default_cache_dir
 from .config import GenerationConfig
 from .endpoint import model_name
 from .local_server import ENV_URL, gguf_path
-from .retries import redact
 from .secrets import api_key as api_key_for
 from .secrets import check_reachable_by_workers
 
@@ -68,6 +67,9 @@ def _models_listing(base_url: str, api_key: str | None, timeout: float = 15.0) -
             raise UserError(f"{base_url} refused the API key (HTTP {e.code}); check the key's environment variable") from None
         return None  # some compatible servers have no /models; requests will tell
     except (urllib.error.URLError, OSError) as e:
+        # imported here: retries imports openai (~0.8 s), which a templates-only run never needs
+        from .retries import redact
+
         reason = redact(str(getattr(e, "reason", e)), (api_key,) if api_key else ())
         raise UserError(f"cannot reach the LLM endpoint {base_url}: {reason}") from None
     except ValueError:
