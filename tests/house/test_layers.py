@@ -6,6 +6,11 @@ Three kinds of module are layers rather than area code and are left out: `cli.py
 every area), `config.py` (the recipe's declarations, read by every area) and `layout.py` (names every
 area may read — output/layout.py, the output folder's — which must import no area itself, so it can
 close no circle: checked below). Imports inside function bodies count: they are dependencies all the same.
+
+An import through a top-level module (`facecorpus/<name>.py`, not an area) counts as well: an area
+module importing `stage.py`, which imported `generation/`, would be that area needing the generator
+all the same, so a circle closed that way fails too. There only imports that run are followed: those
+under `if TYPE_CHECKING:` are types for the checker, never executed.
 """
 
 from __future__ import annotations
@@ -42,11 +47,23 @@ def _modules() -> list[tuple[str, Path]]:
             for f in PACKAGE.rglob("*.py")]
 
 
-def imports_of(module: str, f: Path) -> set[str]:
-    """The facecorpus modules (and names in them) that `module`, in file `f`, imports."""
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes under `if TYPE_CHECKING:` (never executed)."""
+    return {id(n) for node in ast.walk(tree)
+            if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+            for stmt in node.body for n in ast.walk(stmt)}
+
+
+def imports_of(module: str, f: Path, types_too: bool = True) -> set[str]:
+    """The facecorpus modules (and names in them) that `module`, in file `f`, imports (`types_too`
+    False: not those under `if TYPE_CHECKING:`)."""
     package = module if f.name == "__init__.py" else module.rsplit(".", 1)[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+    tree = ast.parse(f.read_text(encoding="utf-8"))
+    skipped = set() if types_too else _type_checking_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.ImportFrom):
             base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
             named = ".".join([*base, *([node.module] if node.module else [])])
@@ -56,15 +73,47 @@ def imports_of(module: str, f: Path) -> set[str]:
     return {t for t in found if t.startswith("facecorpus.") and _exists(t)}
 
 
-def area_imports() -> dict[str, dict[str, set[str]]]:
-    """area → area it imports → 'module -> module' lines."""
+def _top_level(module: str) -> bool:
+    """A module of the package's top (`facecorpus.stage`), not an area's."""
+    parts = module.split(".")
+    return len(parts) == 2 and parts[0] == "facecorpus" and not (PACKAGE / parts[1]).is_dir()
+
+
+def area_edges(direct: dict[str, set[str]], run: dict[str, set[str]]) -> dict[str, dict[str, set[str]]]:
+    """area → area it imports → 'module -> … -> module' lines, from each module's imports (`direct`:
+    all of them; `run`: those that execute, followed through top-level modules)."""
     edges: dict[str, dict[str, set[str]]] = collections.defaultdict(lambda: collections.defaultdict(set))
-    for module, f in _modules():
-        for target in imports_of(module, f):
-            a, b = _area(module), _area(target)
-            if a and b and a != b:
+
+    def owner(target: str) -> str:
+        return target if target in run else target.rsplit(".", 1)[0]
+
+    for module, targets in direct.items():
+        a = _area(module)
+        if not a:
+            continue
+        for target in targets:
+            b = _area(target)
+            if b and b != a:
                 edges[a][b].add(f"{module} -> {target}")
+        # through top-level modules, as far as they lead (imports that run only)
+        todo = [(owner(t), [module, owner(t)]) for t in run.get(module, ()) if _top_level(owner(t))]
+        seen = {path[-1] for _, path in todo}
+        while todo:
+            top, path = todo.pop()
+            for target in run.get(top, ()):
+                b, nxt = _area(target), owner(target)
+                if b and b != a:
+                    edges[a][b].add(" -> ".join([*path, target]))
+                elif _top_level(nxt) and nxt not in seen:
+                    seen.add(nxt)
+                    todo.append((nxt, [*path, nxt]))
     return edges
+
+
+def area_imports() -> dict[str, dict[str, set[str]]]:
+    """area → area it imports → 'module -> module' lines (directly or through top-level modules)."""
+    modules = _modules()
+    return area_edges({m: imports_of(m, f) for m, f in modules}, {m: imports_of(m, f, types_too=False) for m, f in modules})
 
 
 def circles(edges: dict[str, dict[str, set[str]]]) -> set[tuple[str, ...]]:
@@ -98,6 +147,21 @@ def test_no_new_circle_among_the_areas():
 def test_a_circle_is_found():
     edges = {"a": {"b": {"x"}}, "b": {"c": {"y"}}, "c": {"a": {"z"}}, "d": {"a": {"w"}}}
     assert circles(edges) == {("a", "b", "c")}
+
+
+def test_an_import_through_a_top_level_module_counts():
+    """validation → stage.py → generation is validation importing generation; a TYPE_CHECKING import is not."""
+    direct = {"facecorpus.validation.assemble": {"facecorpus.stage.WorkItem"},
+              "facecorpus.stage": {"facecorpus.records", "facecorpus.generation.outcome"},
+              "facecorpus.records": {"facecorpus.faces.given"},
+              "facecorpus.generation.llm_stage": {"facecorpus.validation.text_quality"}}
+    run = {**direct, "facecorpus.stage": {"facecorpus.records"}}  # generation.outcome: for the type checker only
+    edges = area_edges(direct, run)
+    assert dict(edges["validation"]) == {"faces": {"facecorpus.validation.assemble -> facecorpus.stage -> "
+                                                   "facecorpus.records -> facecorpus.faces.given"}}
+    assert circles(edges) == set()
+    edges = area_edges(direct, {**run, "facecorpus.stage": direct["facecorpus.stage"]})
+    assert circles(edges) == {("generation", "validation")}
 
 
 def test_leaf_layers_import_no_area():
