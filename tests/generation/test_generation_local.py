@@ -198,3 +198,55 @@ def test_fairfacegpt_recipe_runs_on_the_local_server_with_one_generation_overrid
     else:
         assert gen_rejects and gen_rejects[0].reason in {"llm_truncated", "llm_empty"}
 
+
+
+@pytest.mark.e2e
+def test_the_judge_scores_a_sample_on_the_real_server_and_its_threshold_acts(store_env: Path, tmp_path: Path):
+    """generation.judge against llama.cpp's real server: one templates-written sample, its verdict under the
+    strict schema (SmolLM2's scores say little about the text: docs/trust.md §2; this proves the path), the
+    scores in the record, stats' llm.judge counts and cost; then, from the cache, a threshold above its
+    lowest score rejects it."""
+    inputs = build_demo_inputs(tmp_path / "in")
+
+    def recipe(min_score: int):  # noqa: ANN202 - a Recipe
+        return validate_recipe({
+            "name": "local-judge",
+            "sources": [{"type": "fairface", "images": "fairface/fairface-img-margin025-trainval.zip",
+                         "labels": ["fairface/fairface_label_val.csv"], "split": "val", "limit": 1}],
+            "faces": {"backend": "none"},
+            "generation": {"generator": "templates", "categories": ["demographics"],  # from the labels alone
+                           "cache": {"dir": str(tmp_path / "cache")},
+                           "openai": {"base_url": "local", "temperature": 0.0, "seed": 3},
+                           # a price, so that the cost is a figure to check (the embedded model is free)
+                           "prices": {"smollm2": {"input": 1.0, "output": 2.0}},
+                           "judge": {"enabled": True, "min_score": min_score, "reason_max_chars": 40}},
+            "runner": {"runner": "FnApiRunner"},
+        }, "test", inputs)
+
+    with local_llm_server():
+        stats = run_recipe(recipe(1), str(tmp_path / "out1")).stats
+        written = _read_samples(tmp_path / "out1")
+        assert len(written) == 1, [(r.stage, r.reason, r.detail) for r in _rejects(tmp_path / "out1")]
+        lowest = min(written[0].judgement.scores.values()) if written[0].judgement else 0
+        # the same verdict again from the cache, held to a threshold above its lowest score
+        stats2 = run_recipe(recipe(min(lowest + 1, 5)), str(tmp_path / "out2")).stats
+    sample = written[0]  # min_score 1: every verdict passes
+    j = sample.judgement
+    assert j is not None and j.passed and j.min_score == 1 and j.llm_model == "smollm2" and j.prompt_set == "judge"
+    assert set(j.scores) == {"on_topic", "consistent", "no_identity", "no_invented_certainty"}
+    assert all(1 <= s <= 5 for s in j.scores.values()) and all(len(r) <= 40 for r in j.reasons.values())
+    assert j.usage.requests == 1 and j.usage.completion_tokens > 0
+    judged = stats["llm"]["judge"]
+    assert (judged["judged"], judged["passed"], judged["low"], judged["failed"], judged["requests"]) == (1, 1, 0, 0, 1)
+    assert judged["completion_tokens"] == j.usage.completion_tokens
+    expected = (judged["prompt_tokens"] * 1.0 + judged["completion_tokens"] * 2.0) / 1e6
+    assert judged["cost_usd"] == pytest.approx(expected, abs=1e-6) and judged["cost_usd"] > 0
+
+    assert stats2["llm"]["judge"]["requests"] == 0 and stats2["llm"]["judge"]["cache_hits"] == 1
+    if lowest < 5:
+        (reject,) = _rejects(tmp_path / "out2")
+        assert (reject.stage, reject.reason) == ("judge", "judge_low_score") and stats2["written"] == 0
+        low = [c for c, s in j.scores.items() if s == lowest]
+        assert f"{low[0]} {lowest}/5" in reject.detail
+    else:  # all fives: a threshold of 5 still passes it
+        assert stats2["written"] == 1 and stats2["llm"]["judge"]["passed"] == 1
