@@ -28,7 +28,9 @@ IN_PROCESS_RUNNERS = frozenset({"FnApiRunner", "DirectRunner", "BundleBasedDirec
 PORTABLE_RUNNERS = frozenset({"PortableRunner", "FlinkRunner", "SparkRunner"})
 #: short names Beam does not know by itself (it wants the module path)
 RUNNER_PATHS = {"daskrunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
-#: runners whose results report no Beam metrics: `inputs` cannot be counted from counters there
+#: runners whose results report no Beam metrics (Beam 2.77's DaskRunnerResult.metrics() raises
+#: NotImplementedError): `inputs` cannot be counted there, so `inputs == written + rejected` would prove
+#: nothing. They are refused before anything is touched (`refuse_uncountable`).
 NO_METRICS_RUNNERS = frozenset({"DaskRunner"})
 _LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0")
 
@@ -126,6 +128,23 @@ def execution_for(runner: str, recipe_options: list[str], extra_args: list[str])
     return Execution(options=parsed, runner=name, workers_local=local, details=details)
 
 
+def refuse_uncountable(execution: Execution) -> None:
+    """One UserError for a runner that reports no Beam metrics: facecorpus counts every input with a
+    Beam counter and proves `inputs == written + rejected` with it; counting the outputs instead would
+    make that check always pass."""
+    if execution.runner in NO_METRICS_RUNNERS:
+        raise UserError(f"runner {execution.runner} is not supported: it reports no Beam metrics, so the run's inputs "
+                        f"cannot be counted and inputs == written + rejected cannot be proven; use FnApiRunner, "
+                        f"PortableRunner, FlinkRunner or DataflowRunner")
+
+
+def metrics_missing_error(runner: str, out: str) -> UserError:
+    """The one line when a finished job's result reports no facecorpus counters although it wrote files."""
+    return UserError(f"{runner} reported no Beam metrics for this job, so its inputs were not counted and "
+                     f"inputs == written + rejected cannot be proven; its files are in {out}: run `facecorpus finalize "
+                     f"{out} --inputs N` with the job's facecorpus/inputs counter")
+
+
 #: recipe fields, per source, that name files the workers read
 SOURCE_PATH_FIELDS = ("path", "images", "labels", "ids", "detections")
 
@@ -146,3 +165,39 @@ def check_shared_paths(recipe: Any, execution: Execution) -> None:
                 execution.require_shared(key, path)
     for j, path in enumerate(recipe.validation.holdout.lists):
         execution.require_shared(f"validation.holdout.lists.{j}", path)
+
+
+def counter_of(result: Any, name: str) -> int | None:
+    """A finished job's facecorpus counter `name` (0 when it never counted); None when the result
+    reports no facecorpus counters at all (a runner without metrics, or a job that saw nothing)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from .stage import METRICS_NAMESPACE
+
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
+    except Exception:  # noqa: BLE001 - a runner without metrics raises (Beam's DaskRunnerResult)
+        return None
+    if not found:
+        return None
+    return int(sum(c.committed if c.committed is not None else c.attempted
+                   for c in found if c.key.metric.name == name))
+
+
+def counted_inputs(result: Any, execution: Execution, out: str) -> int:
+    """The job's `inputs` counter. No counters at all from an in-process runner means it saw nothing;
+    from any other runner it is only believable when the output holds no files. Otherwise it is refused
+    (one line, exit 2) — never replaced by a count of the outputs, which would make
+    `inputs == written + rejected` hold by construction."""
+    from .sinks.run_files import manifest_files, reject_files
+
+    inputs = counter_of(result, "inputs")
+    if inputs is not None:
+        return inputs
+    try:
+        result.metrics()
+    except Exception:  # noqa: BLE001 - the runner has no metrics at all
+        raise metrics_missing_error(execution.runner, out) from None
+    if execution.runner not in IN_PROCESS_RUNNERS and (manifest_files(out) or reject_files(out)):
+        raise metrics_missing_error(execution.runner, out)
+    return 0

@@ -28,12 +28,11 @@ from typing import Any
 import apache_beam as beam
 import yaml
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from . import __version__, progress
 from .errors import UserError
-from .execution import Execution, check_shared_paths, execution_for
+from .execution import Execution, check_shared_paths, counted_inputs, execution_for, refuse_uncountable
 from .generation.accounting import llm_totals, sum_llm_totals, with_ledger
 from .generation.ledger import ledger_totals
 from .generation.templates import GenerateFromTemplates
@@ -48,7 +47,7 @@ from .runtime_check import versions
 from .sinks.finalize import finalize
 from .sinks.shards import WriteShards, reject_line, remove_staging
 from .sources.config import SourceConfig
-from .stage import METRICS_NAMESPACE, REJECTS
+from .stage import REJECTS
 from .storage import require_filesystem, use_storage
 from .validation.assemble import ValidateSample
 from .validation.dedup_stage import Dedup, dedup_needed
@@ -308,16 +307,6 @@ class RunResult:
     job_id: str | None = None
 
 
-def _counter(result: Any, name: str) -> int | None:
-    try:
-        found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(name))["counters"]
-    except Exception:  # noqa: BLE001 - some runners do not report metrics
-        return None
-    if not found:
-        return 0
-    return int(sum(c.committed if c.committed is not None else c.attempted for c in found))
-
-
 def run_recipe(
     recipe: Recipe,
     out: str,
@@ -336,6 +325,7 @@ def run_recipe(
     that outlives the launcher) submits the job and returns; `facecorpus finalize` writes the end files.
     """
     execution = execution_for(recipe.runner.runner, recipe.runner.options, beam_args or [])
+    refuse_uncountable(execution)
     if detach and execution.workers_local:
         raise UserError(f"--detach needs a runner whose workers run elsewhere; {execution.runner} runs the job in this process")
     use_storage(execution.options)  # gs:// and s3:// need them before the first file access
@@ -374,7 +364,7 @@ def run_recipe(
         abandon_output(state)  # nothing finished: leave the folder as it was, so a plain re-run works
         raise
     remove_staging(out)  # one call for every staged file: nothing in the pipeline deletes them (retries)
-    inputs = _counter(result, "inputs")
+    inputs = counted_inputs(result, execution, out)  # refuses a job whose runner reported no metrics
     finished_at = datetime.now(tz=UTC).replace(microsecond=0).isoformat()
     # LLM spend comes from this attempt's Beam counters (it includes answers for samples later rejected);
     # run.json keeps each attempt's, and stats.json sums them: a resumed output reports what it all cost

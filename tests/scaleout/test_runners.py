@@ -55,6 +55,65 @@ def test_local_llm_with_a_remote_runner_is_refused(tmp_path: Path):
     assert proc.returncode == 2 and "base_url: local" in proc.stderr and "DataflowRunner" in proc.stderr, proc.stderr
 
 
+def test_a_runner_without_metrics_is_refused_before_anything_is_touched(tmp_path: Path, monkeypatch, capsys):
+    """Beam's DaskRunner reports no metrics (its result's metrics() raises): the inputs could only be
+    counted from the outputs, which proves nothing, so it is refused with one line, exit 2."""
+    from .inprocess_cli import run_main
+
+    (tmp_path / "photos").mkdir()
+    recipe = write_recipe(tmp_path / "r.yaml", {"name": "dask", "sources": [{"type": "folder", "path": "photos"}],
+                                                "generation": {"generator": "templates"},
+                                                "runner": {"runner": "DaskRunner"}})
+    code, _, err = run_main(["run", str(recipe), "--out", str(tmp_path / "out")], monkeypatch, capsys)
+    assert code == 2 and "runner DaskRunner is not supported: it reports no Beam metrics" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+class _NoMetricsResult:
+    """A finished job's result from a runner without metrics (what Beam 2.77's DaskRunnerResult does;
+    Dask itself is not installed here)."""
+
+    def metrics(self):
+        raise NotImplementedError("collecting metrics will come later!")
+
+
+class _EmptyMetricsResult:
+    def metrics(self):
+        class _Empty:
+            def query(self, _filter):
+                return {"counters": [], "distributions": [], "gauges": []}
+        return _Empty()
+
+
+def test_a_job_whose_metrics_come_back_empty_is_refused_not_counted_from_its_outputs(tmp_path: Path):
+    from facecorpus.errors import UserError
+    from facecorpus.execution import counted_inputs
+
+    out = tmp_path / "out"
+    (out / "rejects").mkdir(parents=True)
+    (out / "rejects" / "rejects-00000-of-00001.jsonl").write_text('{"reason": "not_an_image"}\n')
+    portable = execution_for("FnApiRunner", [], ["--runner=PortableRunner", "--job_endpoint=localhost:8099",
+                                                 "--environment_type=EXTERNAL", "--environment_config=localhost:5"])
+    for result, execution in ((_NoMetricsResult(), portable), (_NoMetricsResult(), execution_for("FnApiRunner", [], [])),
+                              (_EmptyMetricsResult(), portable)):
+        with pytest.raises(UserError, match="reported no Beam metrics") as e:
+            counted_inputs(result, execution, str(out))
+        assert f"facecorpus finalize {out} --inputs N" in str(e.value)
+    # an in-process runner that counted nothing saw nothing; so did a job that wrote no file
+    assert counted_inputs(_EmptyMetricsResult(), execution_for("FnApiRunner", [], []), str(out)) == 0
+    assert counted_inputs(_EmptyMetricsResult(), portable, str(tmp_path / "empty")) == 0
+
+
+def test_staging_follows_the_effective_runner_not_the_recipe():
+    from facecorpus.pipeline import staging_for
+    from facecorpus.recipe import Recipe
+
+    recipe = Recipe.model_validate({"name": "s", "sources": [{"type": "folder", "path": "gs://b/photos"}]})
+    assert recipe.output.grouping == "auto" and staging_for(recipe, execution_for("FnApiRunner", [], []))
+    assert not staging_for(recipe, execution_for("FnApiRunner", [], ["--runner=DataflowRunner", "--project=p"]))
+
+
 def test_flex_template_parameters_become_a_detached_run():
     from facecorpus.flex_template import command_line
 
