@@ -189,7 +189,7 @@ def counted_inputs(result: Any, execution: Execution, out: str) -> int:
     from any other runner it is only believable when the output holds no files. Otherwise it is refused
     (one line, exit 2) — never replaced by a count of the outputs, which would make
     `inputs == written + rejected` hold by construction."""
-    from .sinks.run_files import manifest_files, reject_files
+    from .output.layout import manifest_files, reject_files
 
     inputs = counter_of(result, "inputs")
     if inputs is not None:

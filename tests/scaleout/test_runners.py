@@ -58,7 +58,7 @@ def test_local_llm_with_a_remote_runner_is_refused(tmp_path: Path):
 def test_a_runner_without_metrics_is_refused_before_anything_is_touched(tmp_path: Path, monkeypatch, capsys):
     """Beam's DaskRunner reports no metrics (its result's metrics() raises): the inputs could only be
     counted from the outputs, which proves nothing, so it is refused with one line, exit 2."""
-    from .inprocess_cli import run_main
+    from tests.support.inprocess_cli import run_main
 
     (tmp_path / "photos").mkdir()
     recipe = write_recipe(tmp_path / "r.yaml", {"name": "dask", "sources": [{"type": "folder", "path": "photos"}],
