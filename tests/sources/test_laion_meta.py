@@ -205,3 +205,37 @@ def test_parse_box_forms():
     for bad in ("", "[1, 2, 3]", [5, 5, 1, 1], None):
         with pytest.raises(ValueError):
             parse_box(bad, "xyxy")
+
+
+def test_the_id_list_is_loaded_once_per_process_and_mapped_once_per_machine(tmp_path, monkeypatch):
+    """Two DoFn instances of one reader (as Beam deserialises them) share one IdList object, read from
+    the source file once; another process (a fresh Shared handle) maps the machine's copy without
+    reading the source again; a replaced list is read anew."""
+    import pickle
+
+    from facecorpus.sources import laion_ids
+    from facecorpus.sources.laion import _ReadRowGroup
+
+    monkeypatch.setenv(laion_ids.CACHE_ENV, str(tmp_path / "cache"))
+    reads: list[str] = []
+    real = laion_ids.read_id_list
+    monkeypatch.setattr(laion_ids, "read_id_list", lambda path, parts=None: reads.append(path) or real(path, parts))
+    np.save(tmp_path / "ids.npy", np.asarray([30, 10, 20, 10], np.int64))
+    cfg = LaionSource(type="laion", path=str(tmp_path / "part.parquet"), ids=str(tmp_path / "ids.npy"))
+    fn = _ReadRowGroup(cfg)
+    first, second = pickle.loads(pickle.dumps(fn)), pickle.loads(pickle.dumps(fn))
+    first.setup()
+    second.setup()
+    assert len(reads) == 1 and first._ids is second._ids
+    assert isinstance(first._ids.ints, np.memmap) and first._ids.ints.tolist() == [10, 20, 30]
+    assert first._ids.mask(pa.array([20, 25, None, 30])).tolist() == [True, False, False, True]
+
+    other_process = _ReadRowGroup(cfg)  # its own Shared handle: what a second SDK process starts with
+    other_process.setup()
+    assert len(reads) == 1 and other_process._ids is not first._ids
+    assert other_process._ids.ints.tolist() == [10, 20, 30] and len(list((tmp_path / "cache").iterdir())) == 1
+
+    np.save(tmp_path / "ids.npy", np.asarray([7, 8, 9, 10, 11], np.int64))  # a replaced list: new size
+    replaced = _ReadRowGroup(cfg)
+    replaced.setup()
+    assert len(reads) == 2 and replaced._ids.ints.tolist() == [7, 8, 9, 10, 11]

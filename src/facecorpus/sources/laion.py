@@ -46,7 +46,8 @@ from .laion_columns import (
     scalar_of,
     schema_names,
 )
-from .laion_face_meta import IdList, SharedIdList, iter_detections, read_id_list
+from .laion_face_meta import IdList, iter_detections
+from .laion_ids import shared_id_list
 from .webdataset import iter_tar_samples
 
 # ------------------------------------------------------------------------------------------- reading
@@ -62,10 +63,9 @@ class _ReadRowGroup(beam.DoFn):
 
     def setup(self) -> None:
         if self.cfg.ids:
-            ids_path, parts = self.cfg.ids, self.cfg.ids_parts
-            # one copy per worker process (50M ids ≈ 400 MB), however many DoFn instances it runs
-            holder = self._shared.acquire(lambda: SharedIdList(read_id_list(ids_path, parts)), tag=f"{ids_path}|{parts}")
-            self._ids = holder.ids
+            # one object per process, one memory-mapped copy per machine (50M ids ≈ 400 MB): sources/laion_ids.py
+            self._holder = shared_id_list(self._shared, self.cfg.ids, self.cfg.ids_parts)
+            self._ids = self._holder.ids
 
     def process(self, unit: tuple[int, str, int]) -> Iterator[Any]:
         file_index, path, row_group = unit

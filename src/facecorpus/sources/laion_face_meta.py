@@ -138,6 +138,13 @@ class IdList:
         self.ints = np.unique(ints.astype(np.int64))
         self.others = frozenset(others)
 
+    @classmethod
+    def presorted(cls, ints: np.ndarray) -> IdList:
+        """An IdList over an array that already is sorted, unique int64 (a memory map stays one)."""
+        ids = cls.__new__(cls)
+        ids.ints, ids.others = ints, frozenset()
+        return ids
+
     def __len__(self) -> int:
         return int(self.ints.size) + len(self.others)
 
@@ -227,13 +234,6 @@ def convert_ids(pth: str, out: str, parts: Iterable[int] | None = None) -> int:
     with FileSystems.create(out) as f:
         f.write(buf.getvalue())
     return int(ids.size)
-
-
-class SharedIdList:
-    """Holder that `apache_beam.utils.shared.Shared` can keep alive across DoFn instances of a worker."""
-
-    def __init__(self, ids: IdList) -> None:
-        self.ids = ids
 
 
 # ------------------------------------------------------------------------------------------- detections
