@@ -112,28 +112,31 @@ def test_templates_are_deterministic_and_vary_across_keys(seed):
     assert len(questions) > 1
 
 
-def test_staged_path_writes_the_same_shards_from_one_file_per_bundle(tmp_path: Path):
+def shard_sample(i: int):
+    """A small valid ShardSample numbered `i` (key k000…), its JPEG a few fake bytes (the sink does not decode it)."""
     from datetime import UTC, datetime
 
     from facecorpus.records import Provenance, QAPair, Sample
+    from facecorpus.stage import ShardSample
+
+    s = Sample(key=f"k{i:03d}", source=SourceInfo(dataset="t", id=str(i)),
+               image=ImageInfo(width=8, height=8, sha256="0" * 64, phash="0" * 16, bytes=3), caption=f"photo {i}",
+               qa=[QAPair(category="detail", question="What?", answer=f"An image numbered {i}.")],
+               provenance=Provenance(generator="templates", prompt_set="templates", prompt_version="1",
+                                     prompt_sha256="0" * 64, pipeline_version="t", recipe="t", recipe_sha256="0" * 64,
+                                     created_at=datetime(2026, 1, 1, tzinfo=UTC)))
+    return ShardSample(sample=s, jpeg=b"\xff\xd8jpeg" + bytes([i]))
+
+
+def test_staged_path_writes_the_same_shards_from_one_file_per_bundle(tmp_path: Path):
     from facecorpus.sinks.shards import (
-        ShardSample,
         StageSample,
         WriteShardBucket,
         WriteStagedBucket,
         remove_staging,
     )
 
-    def sample(i: int) -> ShardSample:
-        s = Sample(key=f"k{i:03d}", source=SourceInfo(dataset="t", id=str(i)),
-                   image=ImageInfo(width=8, height=8, sha256="0" * 64, phash="0" * 16, bytes=3), caption=f"photo {i}",
-                   qa=[QAPair(category="detail", question="What?", answer=f"An image numbered {i}.")],
-                   provenance=Provenance(generator="templates", prompt_set="templates", prompt_version="1",
-                                         prompt_sha256="0" * 64, pipeline_version="t", recipe="t", recipe_sha256="0" * 64,
-                                         created_at=datetime(2026, 1, 1, tzinfo=UTC)))
-        return ShardSample(sample=s, jpeg=b"\xff\xd8jpeg" + bytes([i]))
-
-    samples = [sample(i) for i in range(30)]
+    samples = [shard_sample(i) for i in range(30)]
     staged, direct = tmp_path / "staged", tmp_path / "direct"
     for out in (staged, direct):
         (out / "shards" / "_tmp").mkdir(parents=True)
