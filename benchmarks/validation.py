@@ -1,7 +1,7 @@
 """Validation + dedup vs plain pydantic `Sample.model_validate`, on the same records, in one process → the ratio.
 
 Records: labelled FairFace-style samples of augmented real photos, eight categories each, answers of
-LLM length (~500 characters; the generator's answers are usually 300-1,500). Plain: `model_validate`
+LLM length (~270 characters, three sentences of their own per category; the generator's answers are usually 300-1,500). Plain: `model_validate`
 of each record's JSON dict. Ours: the same, then every record rule (`check_record`: refusals,
 bounds, categories, duplicate questions, charset, language, loops, label consistency) and the dedup
 logic per record (exact by sha256, near by pHash bands with pairwise checks inside buckets — the very
@@ -43,16 +43,33 @@ from facecorpus.validation.dedup import (  # noqa: E402
 )
 from facecorpus.validation.record_checks import RecordRules, check_record, verdict  # noqa: E402
 
-SENTENCES = [
-    "The face is lit from the upper left, leaving a soft shadow along the right cheek and jaw.",
-    "The skin shows fine texture around the nose and forehead, with no visible blemishes or scars.",
-    "The eyes are open and look slightly past the camera; the eyebrows are relaxed.",
-    "The head is turned a little to the image's right and tilted down by a few degrees.",
-    "The mouth is closed and the corners are neutral, giving a calm, attentive expression.",
-    "Image quality is good: the focus is sharp on the eyes and the background is out of focus.",
-    "The face outline is oval, with a defined jawline and a balanced distance between the eyes.",
-    "For forensic use, the resolution is sufficient for comparison but the compression is visible.",
-]
+#: three sentences per category: answers of one record must not repeat each other (junk check repeated_answer)
+SENTENCES = {
+    "demographics": ["The overall build and hairline fit that estimate, though age is hard to judge from one photo.",
+                     "Greying at the temples is absent, and the skin around the eyes is still firm.",
+                     "The hairstyle is short and neat, cut close at the sides with more length on top."],
+    "facial_structure": ["The face outline is oval, with a defined jawline and a balanced distance between the eyes.",
+                         "Cheekbones sit high and the chin is narrow, giving the lower face a tapered look.",
+                         "The nose is straight with a rounded tip, and the lips are of medium fullness."],
+    "skin_texture": ["The skin shows fine texture around the nose and forehead, with no visible blemishes or scars.",
+                     "A light sheen on the forehead suggests oily skin in the T-zone under the lights.",
+                     "Small pores are visible on the cheeks; there are no deep wrinkles on the brow."],
+    "expression": ["The mouth is closed and the corners are neutral, giving a calm, attentive expression.",
+                   "The eyebrows are relaxed and level, with no tension between them.",
+                   "The gaze is steady and direct, which reads as composed rather than cheerful."],
+    "lighting_quality": ["The face is lit from the upper left, leaving a soft shadow along the right cheek and jaw.",
+                         "Highlights on the nose bridge are gentle, so the light source is diffused.",
+                         "The background is darker than the face, which separates the subject well."],
+    "pose": ["The head is turned a little to the image's right and tilted down by a few degrees.",
+             "Both ears are partly hidden, consistent with a near-frontal view.",
+             "The shoulders are square to the camera while the chin points slightly away."],
+    "forensic": ["For forensic use, the resolution is sufficient for comparison but the compression is visible.",
+                 "Distinctive marks that would help identification are not visible at this size.",
+                 "The inter-pupil distance spans enough pixels for landmark-based measurements."],
+    "detail": ["Image quality is good: the focus is sharp on the eyes and the background is out of focus.",
+               "Colour balance is slightly warm, and no filters or retouching are apparent.",
+               "Overall, a clear portrait that suits training on attributes and fine facial cues."],
+}
 LABELS = [("male", "50-59", "white", "The man appears to be in his fifties, of White ethnicity."),
           ("female", "20-29", "east_asian", "The woman appears to be in her twenties, of East Asian descent."),
           ("male", "30-39", "black", "He looks to be in his thirties and presents as a Black man."),
@@ -68,15 +85,16 @@ def make_records(n: int) -> list[dict]:
         info = decode_image(data, ImageConfig()).info
         gender, age, race, demo = LABELS[i % len(LABELS)]
         qa = []
-        for j, cat in enumerate(DEFAULT_CATEGORIES):
-            body = " ".join(SENTENCES[(i + j + k) % len(SENTENCES)] for k in range(5))
+        for cat in DEFAULT_CATEGORIES:
+            own = SENTENCES[cat]
+            body = " ".join(own[(i + k) % len(own)] for k in range(len(own)))
             answer = f"{demo} {body}" if cat == "demographics" else body
             qa.append(QAPair(category=cat, question=f"Describe the {cat.replace('_', ' ')} of the image.", answer=answer))
         sample = Sample(
             key=name.split(".")[0], source=SourceInfo(dataset="bench", id=name), image=info,
             attributes={a: AttributeValue(value=v, source="label", confidence=1.0)
                         for a, v in (("gender", gender), ("age", age), ("race", race))},
-            caption=qa[-1].answer.split(". ")[0] + ".", qa=qa, provenance=prov,
+            caption="A close portrait of a person's calm face with short hair, lit from the upper left.", qa=qa, provenance=prov,
         )
         out.append(sample.model_dump(mode="json"))
     return out

@@ -258,3 +258,28 @@ def test_the_templates_generator_output_passes_on_a_grid_of_facts(photo_item: Wo
         found = check_record(build_sample(item, "t", "0" * 64, "0", WHEN), rules)
         failures += [(f.reason, f.detail) for f in found]
     assert failures == []
+
+
+def test_the_cheap_bound_never_hides_a_repeat() -> None:
+    """find_repeated_answer skips the alignment of pairs whose word-multiset bound is under the threshold:
+    the bound is never below the real similarity, so every verdict is the one comparing all pairs gives."""
+    from collections import Counter
+    from itertools import combinations
+
+    from facecorpus.validation.junk import _ANY_WORD, find_repeated_answer, similarity, similarity_bound
+
+    base = "The face is lit from the upper left, leaving a soft shadow along the right cheek and jaw."
+    texts = [base, base + " The eyes are open and look past the camera.", " ".join(reversed(base.split())),
+             "The mouth is closed and the corners are neutral, giving a calm, attentive expression.",
+             "Lit from the upper left, the face has a soft shadow on the right cheek.", "A calm face.",
+             "the the the the shadow shadow cheek", base.replace("left", "right").replace("soft", "hard")]
+    for a, b in combinations(texts, 2):
+        wa, wb = (Counter(_ANY_WORD.findall(t.casefold())) for t in (a, b))
+        for containment in (True, False):
+            if min(sum(wa.values()), sum(wb.values())) >= 4:
+                assert similarity_bound(wa, wb, containment) >= similarity(a, b, containment) - 1e-12
+    for threshold in (0.5, 0.7, 0.85):
+        answers = [(f"c{i}", t) for i, t in enumerate(texts)]
+        brute = next(((x, y) for (x, a), (y, b) in combinations(answers, 2) if similarity(a, b) >= threshold), None)
+        found = find_repeated_answer(answers, threshold, summaries=frozenset())
+        assert (found.first, found.second) == brute if brute else found is None
