@@ -235,6 +235,19 @@ def test_cache_key_covers_image_model_schema_and_version():
     assert endpoint_id("local", "smollm2") == "local:smollm2"
 
 
+def test_cache_key_is_the_key_caches_were_written_under():
+    # the value json.dumps({"body", "endpoint", "prompt_version"}, sort_keys=True, ensure_ascii=False) gave
+    # before the key was built piece by piece: caches already written stay valid (no cache version bump)
+    schema = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+    body = {"model": "m", "messages": [{"role": "system", "content": "Describe – the face."}, {"role": "user", "content": [
+        {"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}}]}],
+        "max_tokens": 10, "temperature": 0.2, "seed": 7, "response_format": schema}
+    pinned = "f0fc49defd7eba0cf929cedabae810084c9c15429c1d41da2874626b34d8f3aa"
+    assert cache_key("loopback/v1", body, "3") == cache_key("loopback/v1", dict(reversed(body.items())), "3") == pinned
+    schema["json_schema"]["name"] = "b"  # the remembered serialisation of a schema object follows a change to it
+    assert cache_key("loopback/v1", body, "3") != pinned
+
+
 def test_damaged_cache_entry_is_a_miss_and_is_rewritten(tmp_path: Path):
     with FaultServer() as srv:
         cfg = config(srv, categories=["pose"])

@@ -5,8 +5,9 @@ returns at once with a `PendingOutcome`; its `outcome()` is the item's `Generati
 generate stage keeps submitting while earlier items are still in flight, so the endpoint sees
 `concurrency` requests in flight without gaps (`generate(prompts)` is the blocking form). A request:
 
-1. looks up the response cache (a hit costs nothing); identical requests in flight at once are
-   bought once (`cache.SingleFlight`);
+1. looks up the response cache (a hit costs nothing; with a local cache `submit` reads it on its own
+   thread, so an answer found there, and needing no re-ask, takes no pool thread); identical requests
+   in flight at once are bought once (`cache.SingleFlight`);
 2. is bought by the transport (`transport.py`: RPM/TPM budget, slots, the tenacity retry layer,
    cost) and stored in the cache before anything else looks at it (paid for = kept);
 3. is judged (`judging.py`): API refusal, cut off, empty, unparsable JSON, or a refusal in the
@@ -76,14 +77,16 @@ class LLMClient:
     # ---------------------------------------------------------------------------------------- requests
 
     def complete(
-        self, body: dict[str, Any], prompt_version: str, spend: Spend, batch: BatchContext | None = None
+        self, body: dict[str, Any], prompt_version: str, spend: Spend, batch: BatchContext | None = None,
+        key: str | None = None,
     ) -> Completion:
-        """One response for `body`: from the cache, or bought and cached.
+        """One response for `body` (whose cache key is `key`, when the caller has it): from the cache,
+        or bought and cached.
 
         With a BatchContext the response must already be cached (the Batch API bought it); a miss
         is the batch's failure for this request.
         """
-        key = cache_key(self.endpoint, body, prompt_version)
+        key = key or cache_key(self.endpoint, body, prompt_version)
         entry = self.cache.get(key)
         if entry is not None:
             completion = Completion.from_entry(key, entry, from_cache=True)
@@ -112,14 +115,17 @@ class LLMClient:
         return completion
 
     def answer(
-        self, request: PromptRequest, prompt_version: str, spend: Spend, batch: BatchContext | None
+        self, request: PromptRequest, prompt_version: str, spend: Spend, batch: BatchContext | None,
+        key: str | None = None,
     ) -> Answer:
-        """Ask, judge, re-ask once if needed. Endpoint failures end up in `Answer.failure`."""
+        """Ask, judge, re-ask once if needed. Endpoint failures end up in `Answer.failure`. `key`: the
+        cache key of the request's first body, when the caller already computed it."""
         result = Answer(request=request, completions=[])
         structured = request.response_format is not None
         max_tokens = self.cfg.openai.max_tokens
         try:
-            first = self.complete(self.body_for(request.messages, request.response_format), prompt_version, spend, batch)
+            first = self.complete(self.body_for(request.messages, request.response_format), prompt_version, spend, batch,
+                                  key)
             result.completions.append(first)
             value, failure = judge(first, request.response_format, max_tokens)
             if should_reask(failure, self.cfg.openai):
@@ -135,17 +141,23 @@ class LLMClient:
         except Rejected as e:
             result.failure = e.rejection
             return result
-        if failure is not None and failure.reason == "refusal" and value is not None:
-            # the text is kept: validation rejects it `refusal` and counts it per category
-            result.refusal_kept = True
-            failure = None
-        if failure is not None:
-            result.failure = failure
-        elif isinstance(value, dict):
-            result.data = value
-        else:
-            result.text = value
-        return result
+        return _settled(result, value, failure)
+
+    def answer_cached(self, request: PromptRequest, prompt_version: str, spend: Spend) -> Answer | str:
+        """The request answered from a local cache on this thread, when its first answer is cached and
+        needs no re-ask (what `answer` would return, counted the same way); else its cache key, for
+        `answer` on the pool. A hit then costs no thread hand-off; a miss one failed open() here."""
+        body = self.body_for(request.messages, request.response_format)
+        key = cache_key(self.endpoint, body, prompt_version)
+        entry = self.cache.get(key)
+        if entry is None:
+            return key
+        first = Completion.from_entry(key, entry, from_cache=True)
+        value, failure = judge(first, request.response_format, self.cfg.openai.max_tokens)
+        if should_reask(failure, self.cfg.openai):
+            return key  # the pool asks again (and counts this hit then)
+        spend.add("cache_hits")
+        return _settled(Answer(request=request, completions=[first]), value, failure)
 
     # ------------------------------------------------------------------------------------------- items
 
@@ -153,7 +165,22 @@ class LLMClient:
         """Put all requests of one item on the pool and return at once; `outcome()` waits and assembles."""
         spend = Spend()
         pool = self.transport.pool
-        futures = [pool.submit(self.answer, r, prompt.prompt_version, spend, batch) for r in prompt.requests]
+        futures: list[Future[Answer]] = []
+        for r in prompt.requests:
+            # a local cache is read on this thread (a remote one would make it wait on the network);
+            # Batch API results keep their own accounting (`complete`)
+            found: Answer | str | None = None
+            if self.cache.local and batch is None:
+                try:
+                    found = self.answer_cached(r, prompt.prompt_version, spend)
+                except Exception:  # noqa: BLE001 - the pool's path reports it (outcome_of: internal_error)
+                    found = None
+            if isinstance(found, Answer):
+                done: Future[Answer] = Future()
+                done.set_result(found)
+                futures.append(done)
+            else:
+                futures.append(pool.submit(self.answer, r, prompt.prompt_version, spend, batch, found))
         return PendingOutcome(self, prompt, spend, futures)
 
     def generate(
@@ -176,6 +203,21 @@ class LLMClient:
                 answers.append(Answer(request=request, completions=[],
                                       failure=Rejection("internal_error", detail, retryable=True)))
         return assemble(prompt, answers, spend, self.model, self.cfg.openai.on_category_failure)
+
+
+def _settled(result: Answer, value: Any, failure: Rejection | None) -> Answer:
+    """The judged value or failure onto the answer."""
+    if failure is not None and failure.reason == "refusal" and value is not None:
+        # the text is kept: validation rejects it `refusal` and counts it per category
+        result.refusal_kept = True
+        failure = None
+    if failure is not None:
+        result.failure = failure
+    elif isinstance(value, dict):
+        result.data = value
+    else:
+        result.text = value
+    return result
 
 
 class PendingOutcome:
