@@ -22,7 +22,7 @@ from facecorpus.faces.search import REACH, View, search_plan
 from facecorpus.faces.selection import select_faces
 from facecorpus.image_check import decode_image
 from facecorpus.image_config import ImageConfig
-from facecorpus.records import Face
+from facecorpus.records import Face, FaceBox
 from facecorpus.rejection import Rejected
 from tests.support.inprocess_cli import run_main
 from tests.support.model_packs import cached_store
@@ -126,6 +126,21 @@ def test_quality_drops_with_blur_and_darkness(analyzer: FaceAnalyzer, cfg: Faces
     assert blurred.blur < sharp.blur / 4
     assert dark.brightness < sharp.brightness * 0.4 and dark.contrast < sharp.contrast * 0.4
     assert sharp.size_px == pytest.approx(min(face.box.width, face.box.height), abs=0.01)
+
+
+def test_quality_is_the_laplacian_variance_and_gray_moments_of_the_clipped_box() -> None:
+    """face_quality's OpenCV one-pass moments give what the definitions give in float64 numpy (no models)."""
+    rng = np.random.default_rng(7)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8), (0, 0), 1.0)
+    box = FaceBox(x1=-10.4, y1=5.6, x2=70.2, y2=99.0)  # leaves the image left and bottom: clipped
+    gray = cv2.cvtColor(np.ascontiguousarray(rgb[5:90, 0:71]), cv2.COLOR_RGB2GRAY)
+    lap = cv2.Laplacian(gray, cv2.CV_64F, ksize=1)
+    q = face_quality(rgb, box)
+    assert q.blur == pytest.approx(lap.var(), abs=2e-3) and q.blur > 10
+    assert q.brightness == pytest.approx(gray.mean(), abs=2e-3)
+    assert q.contrast == pytest.approx(gray.std(), abs=2e-3)
+    assert q.size_px == pytest.approx(80.6)
+    assert face_quality(rgb, FaceBox(x1=200, y1=200, x2=230, y2=230)).blur == 0.0  # wholly outside
 
 
 def test_crop_with_margin_and_alignment_keeps_the_face(analyzer: FaceAnalyzer, cfg: FacesConfig) -> None:
