@@ -112,7 +112,9 @@ def _run_and_report(recipe: Any, out: str, beam_args: list[str], text: str, agai
                    f"--inputs N  (N: the job's facecorpus/inputs counter)")
         return
     _print_summary(result.stats, out)
-    why = run_failure(result.stats, recipe.runner.max_retryable_rejects, _command(*again, "--resume", "--retry-rejects"))
+    rerun = _command(*again) if again[:1] == ["demo"] else f"{_command(*again)} (after removing {out})"
+    why = run_failure(result.stats, recipe.runner.max_retryable_rejects, _command(*again, "--resume", "--retry-rejects"),
+                      rerun)
     if why is not None:
         typer.echo(f"facecorpus: run failed: {why}", err=True)
         raise typer.Exit(EXIT_RUN_FAILED)

@@ -6,8 +6,12 @@ Exit codes of `facecorpus run` and `facecorpus demo`:
   infrastructure rejects (`infrastructure_rejects`: retryable LLM, read, download and model errors,
   and every LLM endpoint failure).
 - 1: the run finished but is not a success: it wrote nothing (no inputs, or every input rejected), or
-  more of its inputs than that share were lost to infrastructure failures. The output stays as it is
-  (valid, resumable); the line names what happened, how many, and the command that retries.
+  more of its inputs than that share were lost to infrastructure failures, or (rewrite prompt sets)
+  more than that share of its LLM rewrite requests were lost to the endpoint (`llm.rewrite.lost` in
+  stats.json), although its samples were written with their template texts. The output stays as it
+  is (valid, resumable); the line names what happened, how many, and the command that retries — for
+  lost rewrites that is running again from scratch (`rerun_command`), since those samples were
+  written: the response cache keeps every answer that came, so only the lost requests are sent again.
 - 2: a mistake or an environment problem the user fixes (bad recipe or input file, a full or
   read-only disk, a failed pre-flight); one line, and nothing is left behind that blocks a re-run.
 - 130: interrupted.
@@ -46,11 +50,12 @@ def infrastructure_rejects(stats: dict[str, Any]) -> dict[str, int]:
     return {k: v for k, v in infra.items() if v}
 
 
-def run_failure(stats: dict[str, Any], max_infra: float, retry_command: str) -> str | None:
+def run_failure(stats: dict[str, Any], max_infra: float, retry_command: str, rerun_command: str | None = None) -> str | None:
     """Why a finished run is not a success (the one line for stderr), or None when it is one.
 
-    `stats` is stats.json's content; `max_infra` the share of inputs that may be infrastructure
-    rejects; `retry_command` the command that resumes the run retrying its retryable rejects.
+    `stats` is stats.json's content; `max_infra` the share of inputs (and of rewrite requests) that
+    may be infrastructure failures; `retry_command` the command that resumes the run retrying its
+    retryable rejects; `rerun_command` how to run it again from scratch (for lost rewrites).
     """
     inputs, written = int(stats.get("inputs") or 0), int(stats.get("written") or 0)
     retryable = int(stats.get("retryable_rejects") or 0)
@@ -71,6 +76,14 @@ def run_failure(stats: dict[str, Any], max_infra: float, retry_command: str) -> 
                 f"runner.max_retryable_rejects ({max_infra:g} of the inputs); {written} written{retry}")
     if written == 0:
         return f"nothing written: all {inputs} inputs were rejected ({_reasons(stats.get('by_reason') or {})}){retry}"
+    rewrite = (stats.get("llm") or {}).get("rewrite") or {}
+    lost, sent = int(rewrite.get("lost") or 0), int(rewrite.get("requests") or 0)
+    if sent and lost > max_infra * sent:
+        again = f": {rerun_command}" if rerun_command else " into a new --out"
+        return (f"{lost} of {sent} LLM rewrite requests failed ({_reasons(rewrite.get('lost_by') or {})}), more than "
+                f"runner.max_retryable_rejects ({max_infra:g} of them); {written} written, those texts kept from the "
+                f"templates (flagged template_fallback); after fixing the endpoint, run again from scratch (cached "
+                f"answers are not asked for again){again}")
     return None
 
 

@@ -377,6 +377,12 @@ def run_recipe(
         from .generation.judge import judge_totals
 
         info["attempts"][-1]["judge"] = judge_totals(result)
+    if recipe.generation.generator == "openai":  # a rewrite prompt set's figures (lost requests: outcome.py)
+        from .generation.rewrite import rewrite_totals
+
+        rewrite = rewrite_totals(result)
+        if rewrite["requests"]:
+            info["attempts"][-1]["rewrite"] = rewrite
     info["recipe_yaml"] = recipe_text  # the card shows it; `facecorpus stats --write` re-reads it from here
     write_run_info(out, info)
     run_info = {k: v for k, v in info.items() if k not in ("recipe_json", "recipe_yaml")}
@@ -397,6 +403,11 @@ def run_recipe(
             from .generation.judge import sum_judge_totals
 
             llm_all["judge"] = sum_judge_totals([a["judge"] for a in info["attempts"] if "judge" in a], ledger)
+        rewrites = [a["rewrite"] for a in info["attempts"] if "rewrite" in a]
+        if rewrites:
+            from .generation.rewrite import sum_rewrite_totals
+
+            llm_all["rewrite"] = sum_rewrite_totals(rewrites)
     # streamed from the files in bounded memory (sinks/finalize.py), however large the output
     stats = finalize(out, inputs, run_info, recipe_text, llm=llm_all, name=recipe.name, plots=recipe.output.card.plots)
     return RunResult(out=out, stats=stats)

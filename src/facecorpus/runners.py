@@ -25,5 +25,6 @@ class RunnerConfig(Config):
         default=0.1, ge=0, le=1,
         description="Share of the inputs that may end as infrastructure rejects (retryable LLM, read, download and "
         "model errors, and every LLM endpoint failure) before the run exits 1 naming the --resume --retry-rejects "
-        "command (outcome.py).",
+        "command (outcome.py); for a rewrite prompt set also the share of its LLM rewrite requests the endpoint may "
+        "fail (the samples keep their template texts) before the run exits 1.",
     )

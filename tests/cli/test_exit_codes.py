@@ -90,7 +90,37 @@ def test_a_collapsed_demo_exits_1_and_the_command_it_names_finishes_it(face_mode
     assert run_cli("validate", str(out)).returncode == 0
 
 
+def test_rewrites_lost_to_a_refusing_endpoint_exit_1_although_the_template_texts_are_written(
+        inputs: Path, tmp_path: Path) -> None:
+    """Rewrite mode keeps the template text when a request fails, so every input is written; the run must
+    still say that the LLM work was lost: exit 1, the count, and the command that does it again (the
+    cache holds what came, so only the lost requests go out again; the endpoint down mid-run is the
+    same reason, llm_error, after the retries)."""
+    out = tmp_path / "out"
+    with FaultServer(rules=[Rule("400")]) as srv:
+        data = {**recipe_data(inputs), "generation": {
+            "generator": "openai", "prompt_set": "rewrite", "categories": ["demographics"],
+            "cache": {"dir": str(tmp_path / "cache")},
+            "openai": {"base_url": srv.base_url, "api_key_env": None, "preflight": False}}}
+        r = write_recipe(tmp_path / "r.yaml", data)
+        proc = run_cli("run", str(r), "--out", str(out), env=QUIET)
+        sent = srv.count()
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        line = _failure_line(proc.stderr)
+        stats = json.loads((out / "stats.json").read_text())
+        assert stats["written"] == 3 and stats["llm"]["rewrite"]["requests"] == 6 == sent  # caption + 1 answer each
+        assert "6 of 6 LLM rewrite requests failed (llm_error 6)" in line and "3 written" in line, line
+    command = line.split("run again from scratch (cached answers are not asked for again): ", 1)[1]
+    assert command == shlex.join(["facecorpus", "run", str(r), "--out", str(out)]) + f" (after removing {out})"
+    assert run_cli("validate", str(out)).returncode == 0  # what it wrote is a valid output
+
+
 @pytest.mark.parametrize(("stats", "limit", "expected"), [
+    ({"inputs": 10, "written": 10, "retryable_rejects": 0, "by_reason": {},
+      "llm": {"rewrite": {"requests": 40, "lost": 5, "lost_by": {"llm_error": 5}}}}, 0.1,
+     "5 of 40 LLM rewrite requests failed (llm_error 5)"),
+    ({"inputs": 10, "written": 10, "retryable_rejects": 0, "by_reason": {},
+      "llm": {"rewrite": {"requests": 40, "lost": 4, "lost_by": {"llm_error": 4}}}}, 0.1, None),
     ({"inputs": 100, "written": 95, "retryable_rejects": 5, "retryable_by_reason": {"timeout": 5}, "by_reason": {"timeout": 5}},
      0.1, None),
     ({"inputs": 100, "written": 85, "retryable_rejects": 15, "retryable_by_reason": {"timeout": 15}, "by_reason": {"timeout": 15}},

@@ -169,7 +169,7 @@ class ApplyGeneration(Stage):
         yield item
 
     def _rewritten(self, item: WorkItem, prompt: RenderedPrompt, outcome: GenerationOutcome) -> WorkItem:
-        from .rewrite import FALLBACK, REWRITTEN, choose_texts, known_labels
+        from .rewrite import FALLBACK, REWRITTEN, choose_texts, known_labels, lost_requests
 
         if self._junk is None:
             self._junk = JunkRules.for_config(self.junk_config, self.prompts_dir)
@@ -181,6 +181,9 @@ class ApplyGeneration(Stage):
         for flag in choice.flags:
             if flag.startswith((REWRITTEN, FALLBACK)):
                 self.counters.count("rewrite." + flag.replace(":", "."))
+        self.counters.count("rewrite.requests", len(prompt.requests))
+        for reason in lost_requests(outcome.rewrite_failures):  # the endpoint's failures: LLM work lost
+            self.counters.count(f"rewrite.lost.{reason}")
         return item
 
 

@@ -12,12 +12,18 @@ text stands (`generation.rewrite.on_unfaithful: template`, the default) or the s
 Recorded per text: flags `rewritten:<category>` or `template_fallback:<category>` (the caption's
 category is `caption`), and in the record's `provenance.text_sources` `llm_rewrite` or
 `template (<why>)`.
+
+A rewrite request the endpoint failed (`llm_error` after the retries: down, refusing, timing out) is
+LLM work lost, not a verdict on the model's text: counted per attempt (`rewrite_totals`, run.json and
+stats.json's `llm.rewrite`), and when more than `runner.max_retryable_rejects` of the rewrite requests
+were lost the run exits 1 (outcome.py) although its samples are written with their template texts.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..records import QAPair
 from ..rejection import Rejected
@@ -29,6 +35,8 @@ from .templates import generate_from_templates
 
 REWRITTEN = "rewritten"
 FALLBACK = "template_fallback"
+#: failure reasons of a rewrite request that are the endpoint's, not the model's text (outcome.py's too)
+LOST_REASONS = ("llm_error", "internal_error")
 
 
 @dataclass
@@ -107,3 +115,45 @@ def choose_texts(templates: TemplateTexts, rewrites: dict[str, str | None], fail
         sources[category] = f"template ({why})"[:300]
     qa = [QAPair(category=q.category, question=q.question, answer=chosen[q.category]) for q in templates.qa]
     return Choice(chosen[CAPTION], qa, flags, sources)
+
+
+def lost_requests(failures: dict[str, str]) -> list[str]:
+    """The reason of each failed rewrite request that the endpoint lost (`failures`: category →
+    "reason: detail", as assembly.py writes them); cut-offs, empty or refused answers are the model's."""
+    reasons = [why.split(":", 1)[0] for why in failures.values()]
+    return [r for r in reasons if r in LOST_REASONS]
+
+
+def rewrite_totals(result: Any) -> dict[str, Any]:
+    """One attempt's rewrite figures from its Beam counters: `requests` (texts sent to be rewritten,
+    from the cache or not), `rewritten` and `template_fallback` (texts), `lost` (requests the endpoint
+    failed) and `lost_by` reason."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from ..stage import METRICS_NAMESPACE
+
+    prefix = "generate.rewrite."
+    counts: dict[str, int] = {}
+    for c in result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]:
+        name = c.key.metric.name
+        if name.startswith(prefix):
+            value = c.committed if c.committed is not None else c.attempted
+            counts[name[len(prefix):]] = counts.get(name[len(prefix):], 0) + int(value or 0)
+    lost_by = {k.split(".", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("lost.")}
+    return {"requests": counts.get("requests", 0),
+            "rewritten": sum(v for k, v in counts.items() if k.startswith(REWRITTEN + ".")),
+            "template_fallback": sum(v for k, v in counts.items() if k.startswith(FALLBACK + ".")),
+            "lost": sum(lost_by.values()), "lost_by": lost_by}
+
+
+def sum_rewrite_totals(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rewrite figures of several attempts of one output added up."""
+    out: dict[str, Any] = {"requests": 0, "rewritten": 0, "template_fallback": 0, "lost": 0, "lost_by": {}}
+    for part in parts:
+        for k, v in part.items():
+            if k == "lost_by":
+                for reason, n in v.items():
+                    out["lost_by"][reason] = out["lost_by"].get(reason, 0) + n
+            else:
+                out[k] = out.get(k, 0) + v
+    return out

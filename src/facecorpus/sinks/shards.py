@@ -185,7 +185,8 @@ class WriteStagedBucket(WriteShardBucket):
 
 def remove_staging(out_dir: str) -> None:
     """Remove every staging file (the dedup stage's and the sink's) in one call, once the pipeline has
-    succeeded: nothing reads them any more. Folders that were never made are fine."""
+    succeeded: nothing reads them any more; then `shards/_tmp` when that leaves it empty. Folders that
+    were never made are fine."""
     from ..storage import is_remote
 
     folders = [FileSystems.join(out_dir, SHARDS_DIR, TMP_DIR, sub) for sub in (STAGING_DIR, SCREEN_DIR)]
@@ -197,6 +198,13 @@ def remove_staging(out_dir: str) -> None:
         present = [f for f in folders if FileSystems.exists(f)]
     if present:
         FileSystems.delete(present)
+    if not is_remote(out_dir):  # and shards/_tmp itself once empty (a finished output keeps no empty folder)
+        import os
+
+        try:
+            os.rmdir(FileSystems.join(out_dir, SHARDS_DIR, TMP_DIR))
+        except OSError:  # never made, or still holds something (then the output check names it)
+            pass
 
 
 class WriteShards(beam.PTransform):
