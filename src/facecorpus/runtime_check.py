@@ -7,6 +7,11 @@ python -m facecorpus.runtime_check --require cuda`). It prints the versions the 
 and then really runs a one-node ONNX graph on each requested provider: onnxruntime silently falls
 back to the CPU when the CUDA or cuDNN libraries cannot be loaded, and `faces.providers: auto` would
 hide it. With `--require cuda` a fallback is exit code 1 and a line saying which library is missing.
+
+`--require cuda-libs` is the part of that which needs no GPU, for the GPU image's build: onnxruntime is
+the GPU build and its CUDA provider library loads with every library it links (cuDNN, cuBLAS, cuFFT, the
+CUDA runtime) resolved — a missing cuDNN fails the build naming the file, instead of a silent CPU
+fallback on the workers.
 """
 
 from __future__ import annotations
@@ -72,16 +77,46 @@ def provider_check(name: str) -> dict[str, Any]:
     return result
 
 
+def cuda_libs_check() -> dict[str, Any]:
+    """Whether onnxruntime's CUDA provider library loads here with its CUDA and cuDNN dependencies (no GPU needed)."""
+    import ctypes
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    result: dict[str, Any] = {"provider": "CUDA provider libraries", "ok": False}
+    if hasattr(ort, "preload_dlls"):
+        try:  # the nvidia-* wheels' CUDA and cuDNN: onnxruntime finds them through this
+            ort.preload_dlls()
+        except Exception as e:  # noqa: BLE001 - the load below says what is missing
+            result["preload"] = f"{type(e).__name__}: {e}"
+    if PROVIDERS["cuda"] not in ort.get_available_providers():
+        result["why"] = (f"{PROVIDERS['cuda']} is not in this onnxruntime build ({ort.__version__}): the CPU "
+                         "onnxruntime is installed; install onnxruntime-gpu[cuda,cudnn] (and uninstall onnxruntime)")
+        return result
+    lib = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    try:
+        ctypes.CDLL(str(lib))
+    except OSError as e:  # the loader names the first library it could not find, e.g. libcudnn.so.9
+        result["why"] = f"cannot load {lib.name}: {str(e).splitlines()[0][:300]}"
+        return result
+    result.update({"ok": True, "library": str(lib)})
+    return result
+
+
+CHECKS = {**{name: (lambda n=name: provider_check(n)) for name in PROVIDERS}, "cuda-libs": cuda_libs_check}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m facecorpus.runtime_check", description=__doc__.splitlines()[0])
-    parser.add_argument("--require", action="append", choices=sorted(PROVIDERS), default=[],
+    parser.add_argument("--require", action="append", choices=sorted(CHECKS), default=[],
                         help="providers that must really run (repeatable); default: report only")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     import onnxruntime as ort
 
     report: dict[str, Any] = {"versions": versions(), "available_providers": ort.get_available_providers(),
-                              "checks": [provider_check(p) for p in (args.require or ["cpu"])]}
+                              "checks": [CHECKS[p]() for p in (args.require or ["cpu"])]}
     failed = [c for c in report["checks"] if not c["ok"]]
     if args.json:
         print(json.dumps(report, indent=1))
