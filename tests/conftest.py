@@ -18,7 +18,7 @@ import pytest
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
-from tests.support.helpers import REPO, run_cli, session_run, write_recipe  # noqa: E402,F401 - REPO, run_cli, write_recipe: for old imports
+from tests.support.helpers import REPO, once_per_run, run_cli, session_run, write_recipe  # noqa: E402,F401 - REPO, run_cli, write_recipe: for old imports
 from tests.support.markers import pytest_collection_modifyitems, pytest_configure  # noqa: E402,F401 - hooks: area and e2e markers
 
 
@@ -39,10 +39,10 @@ def demo_output(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     local LLM answers on a busy machine. The tests that share it are about the output (shards, manifest,
     rejects, card, loader, export, review), not about LLM text; the LLM path has its own tests
     (test_generation_local.py on the real llama.cpp server, the fault server for volume). Treat it as
-    read-only; copy it before corrupting."""
-    out = tmp_path_factory.mktemp("demo") / "out"
-    session_run(request, "demo", "--out", str(out), "--set", "generation.generator=templates", env=face_models)
-    return out
+    read-only; copy it before corrupting. Made once per test run, also with pytest-xdist workers
+    (`once_per_run`)."""
+    return once_per_run(tmp_path_factory, "demo", lambda out: session_run(
+        request, "demo", "--out", str(out), "--set", "generation.generator=templates", env=face_models))
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +51,19 @@ def demo_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from facecorpus.demo import build_demo_inputs
 
     return build_demo_inputs(tmp_path_factory.mktemp("demo-inputs") / "in")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the fresh venv's pip resolution in the background when its test was collected: minutes of
+    disk and subprocess time that then overlap the other tests (tests/support/pip_resolve.py)."""
+    from tests.support import pip_resolve
+
+    if any(item.nodeid == pip_resolve.TEST for item in session.items):
+        pip_resolve.start_resolution(session.config)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.support import pip_resolve
+
+    pip_resolve.stop_resolution(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+

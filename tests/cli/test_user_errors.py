@@ -3,7 +3,9 @@
 the cases of issue 12; where the fix is to run again (a declared encoding into the same `--out`, the
 `--resume` after space is freed), the case runs that too.
 
-Each case runs the real `facecorpus` command in a subprocess. The full and read-only disks are real:
+Each case runs the `facecorpus` entry point in this process (tests/support/inprocess_cli.py: the same
+exit code, stdout and stderr a subprocess gives, logging included; tests/cli/test_exit_codes.py and
+tests/house/test_recipe.py run the real process). The full and read-only disks are real:
 a size-limited and a read-only tmpfs mounted for the test (the machines run the suite as root; where
 mounting is not allowed the two cases are skipped and say so).
 """
@@ -27,7 +29,8 @@ from pathlib import Path
 import pytest
 
 from facecorpus.demo import photo_paths
-from tests.support.helpers import run_cli, write_recipe
+from tests.support.helpers import write_recipe
+from tests.support.inprocess_cli import cli_in_process
 
 #: progress log lines (one every FACECORPUS_PROGRESS_S seconds off a terminal) would be a second line
 QUIET = {"FACECORPUS_PROGRESS_S": "0"}
@@ -118,7 +121,7 @@ def _latin1_labels(tmp: Path, inputs: Path) -> tuple[list[str], Path | None, lis
 def _latin1_declared_reruns_into_the_same_out(tmp: Path, inputs: Path, line: str) -> None:
     """The run.json an earlier version left behind then refused this re-run ("already holds a run")."""
     r = _recipe(tmp, recipe_data(inputs, labels=[str(tmp / "latin1.csv")], encoding="latin-1"))
-    proc = run_cli("run", str(r), "--out", str(tmp / "out"), env=QUIET)
+    proc = cli_in_process("run", str(r), "--out", str(tmp / "out"), env=QUIET)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp / "out" / "stats.json").read_text())["written"] == 2
 
@@ -185,11 +188,11 @@ def _resume_after_growing_the_disk(tmp: Path, inputs: Path, line: str) -> None:
     subprocess.run(["mount", "-o", "remount,size=64m", str(tmp / "mnt")], check=True)
     again = shlex.split(line.split("continue with: ", 1)[1])
     assert again[0] == "facecorpus"
-    proc = run_cli(*again[1:], env=QUIET)
+    proc = cli_in_process(*again[1:], env=QUIET)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
     assert (stats["inputs"], stats["written"]) == (3, 3), stats
-    assert run_cli("validate", str(out)).returncode == 0
+    assert cli_in_process("validate", str(out)).returncode == 0
 
 
 CASES = [
@@ -216,7 +219,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_user_error_is_one_line_and_leaves_nothing(case: Case, inputs: Path, tmp_path: Path) -> None:
     with tmpfs(tmp_path / "mnt", case.mount) if case.mount else _nothing():
         args, out, fragments = case.setup(tmp_path, inputs)
-        proc = run_cli(*args, env=QUIET)
+        proc = cli_in_process(*args, env=QUIET)
         lines = proc.stderr.splitlines()
         assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
         assert "Traceback" not in proc.stderr + proc.stdout
@@ -251,7 +254,7 @@ def test_declared_and_bom_encodings_are_read(inputs: Path, tmp_path: Path) -> No
     for name, labels, extra in (("latin1", latin1, {"encoding": "latin-1"}), ("utf16", utf16, {})):
         r = write_recipe(tmp_path / f"{name}.yaml", recipe_data(inputs, labels=[str(labels)], **extra))
         out = tmp_path / f"out-{name}"
-        proc = run_cli("run", str(r), "--out", str(out), env=QUIET)
+        proc = cli_in_process("run", str(r), "--out", str(out), env=QUIET)
         assert proc.returncode == 0, proc.stderr[-3000:]
         photographers = {rec["source"]["extra"]["photographer"] for _, rec in make_dataset(str(out), format="record", shuffle=0)}
         assert photographers == {"José Núñez", "Zoë"}, photographers
@@ -259,7 +262,7 @@ def test_declared_and_bom_encodings_are_read(inputs: Path, tmp_path: Path) -> No
 
 def test_an_unknown_encoding_is_a_recipe_error(inputs: Path, tmp_path: Path) -> None:
     r = write_recipe(tmp_path / "r.yaml", recipe_data(inputs, encoding="klingon-8"))
-    proc = run_cli("run", str(r), "--out", str(tmp_path / "out"), env=QUIET)
+    proc = cli_in_process("run", str(r), "--out", str(tmp_path / "out"), env=QUIET)
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert "encoding" in proc.stderr and "klingon-8" in proc.stderr
 
@@ -273,7 +276,7 @@ def test_a_run_json_left_by_a_failed_run_does_not_block_a_new_run(inputs: Path, 
     (out / "shards" / "_tmp" / "staging").mkdir(parents=True)
     (out / "shards" / "_tmp" / "staging" / "half-written").write_bytes(b"x" * 100)
     r = write_recipe(tmp_path / "r.yaml", recipe_data(inputs))
-    proc = run_cli("run", str(r), "--out", str(out), env=QUIET)
+    proc = cli_in_process("run", str(r), "--out", str(out), env=QUIET)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (out / "shards" / "_tmp" / "staging" / "half-written").exists()
-    assert run_cli("validate", str(out)).returncode == 0
+    assert cli_in_process("validate", str(out)).returncode == 0

@@ -14,6 +14,8 @@ Two tiers, both pip's own resolver over the real metadata of the releases PyPI s
   with the extra's modules hidden from a fresh interpreter). Outside the default suite only for its
   cost, which would take the whole suite past its 15-minute budget.
 
+The fresh venv and the resolution are made in a child process started at collection
+(tests/support/pip_resolve.py), so their minutes overlap the rest of the suite; the assertions are here.
 pip works offline from a wheelhouse packed from this test environment (tests/support/wheelhouse.py: the same
 releases PyPI serves, with their real metadata); the machine's pip configuration is ignored
 (PIP_CONFIG_FILE=/dev/null).
@@ -25,18 +27,15 @@ import importlib.metadata as md
 import json
 import os
 import subprocess
-import sys
 from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support.helpers import REPO
-from tests.support.wheelhouse import build, pack
-
-#: `s3` is the old name of `aws`: installing it resolves facecorpus[aws] through the self-reference
-EXTRAS = "gcp,s3,train,insightface"
+from tests.support import pip_resolve
+from tests.support.helpers import REPO, fixture_bound
+from tests.support.pip_resolve import EXTRAS
 
 
 def _run(cmd: list[str], env: dict, cwd: Path = REPO, timeout: int = 540) -> subprocess.CompletedProcess:
@@ -49,30 +48,18 @@ FULL = pytest.mark.skipif(not os.environ.get("FACECORPUS_TEST_PIP_INSTALL"),
 
 
 @pytest.fixture(scope="module")
-def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A fresh venv with its own pip, the built wheel, and pip's environment pointing at the wheelhouse only."""
-    tmp = tmp_path_factory.mktemp("pip")
-    subprocess.run([sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp / "dist")],
-                   cwd=REPO, check=True, capture_output=True, timeout=300)
-    wheel = next((tmp / "dist").glob("facecorpus-*.whl"))
-    houses = build([f"facecorpus[{EXTRAS}]"])
-    pack(md.distribution("insightface"), houses[0])
-    venv = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    # pip compiles nothing (faster); the venv's first runs write the bytecode the later ones use
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PIP_", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE"))}
-    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_FIND_LINKS=" ".join(map(str, houses)), PIP_NO_COMPILE="1",
-               PIP_DISABLE_PIP_VERSION_CHECK="1", PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
-    pip = [str(venv / "bin" / "python"), "-m", "pip"]
-    return {"venv": venv, "bin": venv / "bin", "env": env, "pip": pip, "wheel": wheel, "tmp": tmp}
+def fresh_venv(request: pytest.FixtureRequest) -> dict:
+    """A fresh venv with its own pip, the built wheel, and pip's environment pointing at the wheelhouse
+    only — made, with pip's dry-run resolution in it, by the background child tests/conftest.py started
+    at collection (tests/support/pip_resolve.py), so its minutes overlap the rest of the suite."""
+    return pip_resolve.wait_for_resolution(request.config, fixture_bound(request.config) or 3600.0)
 
 
+@pytest.mark.e2e  # a fresh venv and pip (in the child: the markers' signs cannot see it)
 def test_every_extra_resolves_with_plain_pip(fresh_venv: dict) -> None:
+    result = fresh_venv["result"]  # `pip install -q --dry-run --ignore-installed --report … WHEEL[EXTRAS]`
+    assert result["returncode"] == 0, result["stderr"]
     report = fresh_venv["tmp"] / "resolution.json"
-    proc = _run([*fresh_venv["pip"], "install", "-q", "--dry-run", "--ignore-installed", "--report", str(report),
-                 f"{fresh_venv['wheel']}[{EXTRAS}]"], fresh_venv["env"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
     resolved = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
     assert {"facecorpus", "webdataset", "wids", "torch", "gcsfs", "s3fs", "boto3", "apache-beam"} <= set(resolved)
     assert int(resolved["webdataset"].split(".")[0]) >= 1  # img2dataset's pin was <0.3

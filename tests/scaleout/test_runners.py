@@ -19,6 +19,7 @@ import yaml
 
 from facecorpus.execution import execution_for
 from tests.support.helpers import REPO, run_cli, write_recipe
+from tests.support.inprocess_cli import cli_in_process
 from tests.support.llm_fault_server import FaultServer
 from tests.validation.test_resume import EPOCH
 
@@ -40,8 +41,8 @@ def test_a_local_path_with_a_remote_runner_is_one_line_naming_the_key(tmp_path: 
     (tmp_path / "photos").mkdir()
     recipe = write_recipe(tmp_path / "r.yaml", {"name": "remote", "sources": [{"type": "folder", "path": "photos"}],
                                                 "generation": {"generator": "templates"}})
-    proc = run_cli("run", str(recipe), "--out", "gs://bucket/out", "--", "--runner=DataflowRunner", "--project=p",
-                   "--region=europe-west4", "--temp_location=gs://bucket/tmp")
+    proc = cli_in_process("run", str(recipe), "--out", "gs://bucket/out", "--", "--runner=DataflowRunner", "--project=p",
+                          "--region=europe-west4", "--temp_location=gs://bucket/tmp")
     assert proc.returncode == 2, proc.stderr
     assert "sources.0.path is the local path" in proc.stderr and "DataflowRunner workers cannot read" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -51,7 +52,7 @@ def test_local_llm_with_a_remote_runner_is_refused(tmp_path: Path):
     recipe = write_recipe(tmp_path / "r.yaml", {
         "name": "remote-llm", "sources": [{"type": "folder", "path": "gs://bucket/photos"}],
         "generation": {"generator": "openai", "openai": {"base_url": "local"}}})
-    proc = run_cli("run", str(recipe), "--out", "gs://bucket/out", "--", "--runner=DataflowRunner")
+    proc = cli_in_process("run", str(recipe), "--out", "gs://bucket/out", "--", "--runner=DataflowRunner")
     assert proc.returncode == 2 and "base_url: local" in proc.stderr and "DataflowRunner" in proc.stderr, proc.stderr
 
 
@@ -128,7 +129,7 @@ def test_detach_needs_a_remote_runner(tmp_path: Path):
     (tmp_path / "photos").mkdir()
     recipe = write_recipe(tmp_path / "r.yaml", {"name": "d", "sources": [{"type": "folder", "path": "photos"}],
                                                 "generation": {"generator": "templates"}})
-    proc = run_cli("run", str(recipe), "--out", str(tmp_path / "out"), "--detach")
+    proc = cli_in_process("run", str(recipe), "--out", str(tmp_path / "out"), "--detach")
     assert proc.returncode == 2 and "--detach needs a runner whose workers run elsewhere" in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
 

@@ -27,7 +27,7 @@ AREA_NAMES = sorted({*AREAS, "other"})
 
 #: what an end-to-end test does somewhere in its code
 E2E_SIGNS = re.compile(
-    r"beam\.Pipeline\(|TestPipeline\(|run_cli\(|run_recipe\(|subprocess\.|local_llm_server\(|LocalLLMServer\("
+    r"beam\.Pipeline\(|TestPipeline\(|run_cli\(|cli_in_process\(|run_recipe\(|subprocess\.|local_llm_server\(|LocalLLMServer\("
     r"|load_analyzer\(|RunInference\(|FaceStage\(|prompts_until_generation\(|demo_output|labelled_output"
     r"|(?:cli|run_main)\(\[?\s*\"(?:run|demo|faces)\""  # the command in-process: a whole run, or the face models
     r"|_Figures\(|write_card_files\("  # the card's matplotlib figures

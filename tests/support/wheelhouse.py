@@ -24,6 +24,8 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.support.model_packs import cache_lock
+
 CACHE = Path(sys.prefix) / "facecorpus-test-cache" / "wheelhouse"
 #: written by the installer, not part of a wheel
 _INSTALLER_FILES = {"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"}
@@ -80,6 +82,11 @@ def _entry_point_scripts(dist: md.Distribution) -> set[str]:
 
 def pack(dist: md.Distribution, dest: Path) -> Path:
     """One installed distribution as a wheel file in `dest` (kept if already there)."""
+    with cache_lock():
+        return _pack(dist, dest)
+
+
+def _pack(dist: md.Distribution, dest: Path) -> Path:
     out = dest / _wheel_name(dist)
     if out.is_file():
         return out
@@ -138,6 +145,11 @@ def _already_a_wheel(dist: md.Distribution, folders: list[Path]) -> Path | None:
 def build(roots: list[str], dest: Path = CACHE, reuse: tuple[Path, ...] = (Path("/opt/wheels"),)) -> list[Path]:
     """Folders (for pip's --find-links) holding wheels for every distribution the roots need, facecorpus
     excluded: `dest`, where missing ones are packed, and those of `reuse` that already had some."""
+    with cache_lock():  # test processes running at once pack into one folder
+        return _build(roots, dest, reuse)
+
+
+def _build(roots: list[str], dest: Path, reuse: tuple[Path, ...]) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     folders = [dest]
     for name, dist in sorted(closure(roots).items()):
