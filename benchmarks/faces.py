@@ -3,7 +3,7 @@ same JPEGs, in one process, on one core → CPU ms per image and the ratios, plu
 on the demo's photos.
 
     .venv/bin/python benchmarks/faces.py [--rounds R] [--crops N] [--photos M] [--cores K] [--store DIR]
-                                         [--beam N]
+                                         [--beam N] [--profile]
 
 Sets (deterministic, from the bundled real photos):
 - **crops**: FairFace-style 224 px crops (box side × 1.5) of the six people of the group photo and of
@@ -20,6 +20,10 @@ core, as the targets are stated per core. `--beam N` adds the face stage inside 
 FnApiRunner) against a plain loop over the same backend on N images, whole run (pipeline start
 included) and steady state (the difference between N and 2N images), as process CPU (FnApiRunner runs
 in this process) and wall time.
+
+`--profile` adds where the CPU goes on each set with the crop prior as a run gives it (thread CPU per
+stage over R passes: decode, BlazeFace with its letterbox and blending, O-Net with its patches, FaceMesh,
+expression, quality, and the rest: the Python and numpy between them).
 
 Recall: faces with score >= 0.9 and a shorter side >= 40 px (the recipe defaults) on the demo's inputs
 (its photo folder and FairFace zip, decoded as the image stage decodes them; FairFace members with the
@@ -169,6 +173,67 @@ def cost(store: str, sets: dict[str, list[bytes]], rounds: int) -> None:
               f"{whole[f'mtcnn/{which}'] * 1000:.1f} ms")
 
 
+def profile(store: str, sets: dict[str, list[bytes]], rounds: int) -> None:
+    """Thread CPU per stage of the default path (BlazeFace + O-Net), each set analysed as `cost` does."""
+    from facecorpus.faces import blazeface, mtcnn, portable
+
+    analyzer = load_analyzer(FacesConfig(backend="portable", models_dir=store, providers="cpu"))
+    spent: dict[str, int] = {}
+    patched: list[tuple[object, str, object]] = []
+    order: list[str] = []
+
+    def timed(owner: object, attr: str, stage: str) -> None:
+        inner = getattr(owner, attr)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            t = time.thread_time_ns()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[stage] = spent.get(stage, 0) + time.thread_time_ns() - t
+
+        patched.append((owner, attr, inner))
+        if stage not in order:
+            order.append(stage)
+        setattr(owner, attr, wrapper)
+
+    finder, mesh, expr = analyzer.finder, analyzer.mesh, analyzer.expression  # type: ignore[attr-defined]
+    timed(sys.modules[__name__], "decode", "decode")
+    timed(finder, "propose", "BlazeFace")
+    timed(blazeface, "letterbox", "BlazeFace/letterbox (resize, to float)")
+    for model in finder.models.values():
+        timed(model.interpreter, "invoke", "BlazeFace/model")
+    timed(blazeface, "weighted_nms", "BlazeFace/blending")
+    timed(finder.onet, "refine", "O-Net")
+    timed(mtcnn, "crop_patches", "O-Net/patches (cut, resize)")
+    timed(finder.onet.session, "run", "O-Net/model")
+    timed(mesh, "run", "FaceMesh")
+    timed(mesh.interpreter, "invoke", "FaceMesh/model")
+    timed(expr, "classify", "expression")
+    timed(expr.interpreter, "invoke", "expression/model")
+    timed(portable, "face_quality", "quality")
+    try:
+        for which, data in sets.items():
+            prior = "crop" if which == "crops" else None
+            analyse_all(analyzer, data, prior)  # warm
+            spent.clear()
+            t = time.thread_time_ns()
+            for _ in range(rounds):
+                analyse_all(analyzer, data, prior)
+            total = time.thread_time_ns() - t
+            n = rounds * len(data)
+            top = sum(v for k, v in spent.items() if "/" not in k)
+            print(f"\nprofile, {which} (prior {prior}): {total / n / 1e6:.2f} ms thread CPU per image over {n} "
+                  f"(load {load()})")
+            for stage in [*order, "rest (Python, numpy, records)"]:
+                v = spent.get(stage, total - top)
+                name = f"  of which {stage.split('/')[1]}" if "/" in stage else stage
+                print(f"  {name:40s} {v / n / 1e6:7.3f} ms  {100 * v / total:5.1f}%")
+    finally:
+        for owner, attr, inner in reversed(patched):
+            setattr(owner, attr, inner)
+
+
 def demo_inputs(folder: Path) -> list[tuple[str, np.ndarray, str | None]]:
     """(name, pixels as the image stage decodes them, size prior as the source gives it) per decodable input."""
     build_demo_inputs(folder)
@@ -289,6 +354,7 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=1)
     ap.add_argument("--store", default=None, help="model store with the portable pack (default: the usual one)")
     ap.add_argument("--beam", type=int, default=0, help="also compare the Beam stage with a plain loop on N images")
+    ap.add_argument("--profile", action="store_true", help="also print thread CPU per stage of the default path")
     args = ap.parse_args()
     if args.cores:
         allowed = sorted(os.sched_getaffinity(0))
@@ -302,7 +368,10 @@ def main() -> None:
           f"(six faces); rounds: {args.rounds}")
     recall(store)
     print()
-    cost(store, {"crops": crop_set(args.crops), "photos": photo_set(args.photos)}, args.rounds)
+    sets = {"crops": crop_set(args.crops), "photos": photo_set(args.photos)}
+    cost(store, sets, args.rounds)
+    if args.profile:
+        profile(store, sets, args.rounds)
     if args.beam:
         beam_vs_loop(store, args.beam)
 
