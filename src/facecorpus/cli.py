@@ -232,25 +232,15 @@ def validate(out: Annotated[str, typer.Argument(help="A run's output folder.")])
 
 
 def _recorded_card_plots(out: str) -> bool:
-    """Whether the run asked for the card's figures (`output.card.plots`; outputs older than the key: yes)."""
-    from .output.run_info import read_run_info
+    from .output.run_info import read_run_info, recorded_card_plots
 
-    recorded = (read_run_info(out) or {}).get("recipe_json") or {}
-    return bool(recorded.get("output", {}).get("card", {}).get("plots", True))
+    return recorded_card_plots(read_run_info(out) or {})
 
 
 def _recorded_recipe_yaml(out: str) -> str:
-    """The recipe text run.json recorded (older outputs: its canonical JSON as YAML)."""
-    import yaml
+    from .output.run_info import read_run_info, recorded_recipe_yaml
 
-    from .output.run_info import read_run_info
-
-    info = read_run_info(out) or {}
-    if info.get("recipe_yaml"):
-        return str(info["recipe_yaml"])
-    if info.get("recipe_json"):
-        return yaml.safe_dump(info["recipe_json"], sort_keys=False)
-    return "# recipe: not recorded in run.json"
+    return recorded_recipe_yaml(read_run_info(out) or {})
 
 
 @app.command()
@@ -298,18 +288,13 @@ def finalize(
 ) -> None:
     """Write index.json, stats.json and the card of a job that ran detached (streamed, bounded memory)."""
     from .output.run_info import read_run_info
-    from .sinks.finalize import finalize as finalize_output
+    from .sinks.finalize import finalize_recorded
     from .storage import require_filesystem
 
     info = read_run_info(require_filesystem(out))
     if info is None:
         raise UserError(f"{out} has no run.json: is it a facecorpus output?")
-    run = {k: v for k, v in info.items() if k not in ("recipe_json", "recipe_yaml")}
-    from .sinks.shards import remove_staging
-
-    remove_staging(out)  # the job has finished: nothing reads its staging files any more
-    stats = finalize_output(out, inputs, run, _recorded_recipe_yaml(out), name=info.get("recipe"),
-                            plots=_recorded_card_plots(out))
+    stats = finalize_recorded(out, info, inputs)
     _print_summary(stats, out)
     if not stats["invariant_ok"]:
         typer.echo(f"INVALID: inputs {stats['inputs']} != written {stats['written']} + rejected {stats['rejected']}", err=True)

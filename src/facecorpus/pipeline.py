@@ -44,7 +44,7 @@ from .output.run_info import write_run_info
 from .preflight import DRY_RUN_RUNNER, Checked, preflight
 from .recipe import Recipe
 from .runtime_check import versions
-from .sinks.finalize import finalize
+from .sinks.finalize import FinalizeInJob, finalize
 from .sinks.shards import WriteShards, reject_line, remove_staging
 from .sources.config import SourceConfig
 from .stage import REJECTS
@@ -226,11 +226,12 @@ def build_front(p: beam.Pipeline, recipe: Recipe, out: str, staging: bool, state
 
 def build_pipeline(
     p: beam.Pipeline, recipe: Recipe, out: str, created_at: datetime, checked: Checked, state: OutputState | None = None,
-    execution: Execution | None = None,
+    execution: Execution | None = None, finalize_in_job: bool = False,
 ) -> None:
     """The whole graph (`checked`: what pre-flight decided). With `state` resuming an output, finished
     keys are skipped and their rejects not repeated. `execution`: the effective runner (default: the
-    recipe's, without command-line options)."""
+    recipe's, without command-line options). `finalize_in_job`: the job writes index.json, stats.json
+    and the card itself once the shards and rejects are written (a detached run: sinks/finalize.py)."""
     staging = staging_for(recipe, execution)
     front = build_front(p, recipe, out, staging, state)
     rejects, finished = front.rejects, front.finished
@@ -248,12 +249,12 @@ def build_pipeline(
         samples = _apply(samples, judge, "judge", rejects)
     o = recipe.output
     shard_prefix = state.shard_prefix if state is not None else "shard"
-    _ = samples | "WriteShards" >> WriteShards(out, o.samples_per_shard, o.max_shard_bytes, staging=staging,
+    shards = samples | "WriteShards" >> WriteShards(out, o.samples_per_shard, o.max_shard_bytes, staging=staging,
                                                name_prefix=shard_prefix)
     all_rejects = tuple(rejects) | "AllRejects" >> beam.Flatten()
     if finished is not None:
         all_rejects = all_rejects | "DropRecordedRejects" >> DropRecordedRejects(state, finished)
-    (
+    reject_files = (
         all_rejects
         | "RejectLines" >> beam.Map(reject_line)
         | "WriteRejects"
@@ -265,6 +266,8 @@ def build_pipeline(
             skip_if_empty=True,  # a resume with no new rejects writes no (empty) file
         )
     )
+    if finalize_in_job:
+        _ = (shards, reject_files) | "Finalize" >> FinalizeInJob(out)
 
 
 def prompts_until_generation(recipe: Recipe, key: str | None = None) -> list[dict[str, Any]]:
@@ -339,7 +342,7 @@ def run_recipe(
     state = plan_output(recipe, out, created_at, resume=resume, new_version=new_version, retry_rejects=retry_rejects,
                         runner=execution.record())
     p = beam.Pipeline(options=execution.options)
-    build_pipeline(p, recipe, out, created_at, checked, state, execution)  # the labelled sources check their tables here
+    build_pipeline(p, recipe, out, created_at, checked, state, execution, finalize_in_job=detach)  # the labelled sources check their tables here
     commit_output(state)  # only now is anything written: a failed pre-flight leaves no run.json
     try:
         staging_dir = FileSystems.join(out, SHARDS_DIR, TMP_DIR, "staging")
@@ -348,7 +351,7 @@ def run_recipe(
         title = f"{recipe.name} → {out} · {execution.runner} · attempt {state.attempt}"
         log.debug("running %s", title)
         recipe_text = recipe_yaml or yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
-        if detach:  # the job outlives this process: record it; `facecorpus finalize` writes the end files
+        if detach:  # the job outlives this process and writes the end files itself (`facecorpus finalize` can redo them)
             result = p.run()
             info = dict(state.run_info)
             job_id = result.job_id() if hasattr(result, "job_id") else None

@@ -19,12 +19,12 @@ from facecorpus.output.summaries import (
     SUMMARY_COLUMNS,
     RejectSummary,
     WrittenSummary,
-    expand,
     licence_table,
     percentile,
 )
 from facecorpus.review.agreement import cohen_kappa
 from tests.support.helpers import run_cli
+from tests.support.inprocess_cli import run_main
 
 
 def test_percentiles_from_counts_equal_those_of_the_sorted_values():
@@ -35,9 +35,19 @@ def test_percentiles_from_counts_equal_those_of_the_sorted_values():
     for p in (0, 10, 50, 90, 100):
         assert percentile(counts, p) == ordered[round(p / 100 * (len(ordered) - 1))]
     assert percentile(counts, 50) == statistics.median(ordered)
-    assert sorted(expand(counts)) == ordered  # below the thinning limit: every value once
-    thinned = expand(counts, limit=1000)
-    assert 500 < len(thinned) <= 1000 and abs(statistics.median(thinned) - statistics.median(ordered)) <= 5
+
+
+def test_histograms_from_counts_have_the_bars_of_the_values():
+    """The card draws histograms from value → count tables with weights (sinks/plots.py): the same bins
+    and heights as drawing every value."""
+    import numpy as np
+
+    rng = random.Random(5)
+    values = [round(rng.gauss(0, 20), 1) for _ in range(5000)]
+    counts = Counter(values)
+    heights, edges = np.histogram(values, bins=24)
+    w_heights, w_edges = np.histogram(list(counts), bins=24, weights=list(counts.values()))
+    assert np.array_equal(edges, w_edges) and np.array_equal(heights, w_heights)
 
 
 def test_summaries_merge_like_one_pass():
@@ -158,3 +168,56 @@ def test_validation_section_counts_rejects_and_flags_per_check_and_category():
     }
     assert stats_from(w, r, None, {})["validation"] == want
     assert validation_counts(rejects, flags) == want
+
+
+def test_the_job_writes_the_end_files_the_launcher_writes(demo_output: Path, tmp_path: Path, monkeypatch, capsys):
+    """A detached run's job finalizes itself (sinks/finalize.py FinalizeInJob: per-file summaries merged
+    by a Beam combiner): index.json, stats.json, the card and its figures are byte for byte what
+    `facecorpus finalize` writes on the launcher for the same files."""
+    import apache_beam as beam
+
+    from facecorpus.sinks.finalize import FinalizeInJob
+
+    job, launcher = tmp_path / "job", tmp_path / "launcher"
+    for out in (job, launcher):
+        shutil.copytree(demo_output, out)
+        for name in ("stats.json", "index.json", "README.md"):
+            (out / name).unlink()
+        shutil.rmtree(out / "plots", ignore_errors=True)
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        # stand-ins for the shard and reject writers' outputs: the end files wait for both
+        shards = p | "Shards" >> beam.Create([("shard-00000", 1, 1)])
+        rejects = p | "Rejects" >> beam.Create(["rejects-00000-of-00001.jsonl"])
+        _ = (shards, rejects) | "Finalize" >> FinalizeInJob(str(job))
+    assert run_main(["finalize", str(launcher)], monkeypatch, capsys)[0] == 0
+    written = sorted(p.relative_to(launcher) for p in launcher.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(job) for p in job.rglob("*") if p.is_file()) == written
+    for name in ("stats.json", "index.json", "README.md", *(str(p) for p in written if p.parts[0] == "plots")):
+        assert (job / name).read_bytes() == (launcher / name).read_bytes(), name
+    assert json.loads((job / "stats.json").read_text())["written"] == json.loads((demo_output / "stats.json").read_text())["written"]
+
+
+def test_only_a_detached_run_builds_the_finalize_into_its_job(tmp_path: Path):
+    """`run --detach` builds FinalizeInJob into the graph after both writers; an attached run leaves the
+    end files to its launcher (which has the input counter and the LLM's spend)."""
+    from datetime import UTC, datetime
+
+    import apache_beam as beam
+    from PIL import Image
+
+    from facecorpus.pipeline import build_pipeline, preflight
+    from facecorpus.recipe import Recipe
+
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "in" / "a.jpg")
+    recipe = Recipe.model_validate({"name": "t", "sources": [{"type": "folder", "path": str(tmp_path / "in")}],
+                                    "faces": {"backend": "none"}, "generation": {"generator": "templates"}})
+    checked = preflight(recipe)
+    for detached in (False, True):
+        p = beam.Pipeline(runner="FnApiRunner")
+        build_pipeline(p, recipe, str(tmp_path / "out"), datetime(2026, 1, 1, tzinfo=UTC), checked,
+                       finalize_in_job=detached)
+        finalize = {label for label in p.applied_labels if label.startswith("Finalize/")}
+        assert bool(finalize) == detached
+        if detached:
+            assert {"Finalize/ListFiles", "Finalize/MergeSummaries", "Finalize/WriteEndFiles"} <= finalize

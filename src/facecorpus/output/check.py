@@ -14,9 +14,9 @@ consistency), no two written images are (near-)duplicates and none is on a hold-
 
 Memory: a shard is read member by member through a FileSystems stream (one sample at a time), its own
 manifest file (manifest/<shard>.parquet, the same rows) in pyarrow batches beside it, reject lines one
-at a time. What stays for the whole output is a few fields per sample (`SeenSample`: shard, image
-hashes) and per keyed reject (where it is), for the checks that span shards (unique keys, written vs
-rejected, duplicates) — not records, images or manifest rows.
+at a time (output/check_rejects.py: 16 bytes kept per line). What stays for the whole output is a few
+fields per sample (`SeenSample`: key, shard, image hashes — on the order of 200 bytes) for the checks
+that span shards (unique keys, written vs rejected, duplicates) — not records, images or manifest rows.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ from PIL import Image
 from pydantic import ValidationError
 
 from ..recipe import Recipe
-from ..records import Reject, Sample
+from ..records import Sample
 from ..resources import data_dir
 from ..storage import folder_exists, match_paths, match_sizes, read_text
 from ..validation.record_checks import RecordRules, check_record, rules_for, verdict
+from .check_rejects import check_rejects
 from .check_rules import SeenSample, check_duplicates, check_holdout
 from .layout import (
     INDEX_FILE,
@@ -51,7 +52,7 @@ from .layout import (
     tmp_dir,
 )
 from .manifest import FILE_COLUMNS, MANIFEST_SCHEMA, manifest_row
-from .readers import iter_manifest_batches, iter_rejects, iter_shard_groups
+from .readers import iter_manifest_batches, iter_shard_groups
 from .summaries import RejectSummary
 
 MAX_PROBLEMS_PER_KIND = 20
@@ -286,40 +287,6 @@ def _check_index(out: str, rep: Report, per_shard: Counter, sizes: dict[str, int
         rep.add("index", f"index.json is malformed ({type(e).__name__}: {e})")
 
 
-def _check_rejects(out: str, rep: Report, seen: dict[str, SeenSample]) -> RejectSummary | None:
-    """Every reject line, streamed; returns the counts of the valid ones (None when some line is invalid:
-    stats are then not compared per reason)."""
-    summary = RejectSummary()
-    valid = 0
-    by_key: dict[str, tuple[str, int]] = {}  # key → (file, line) of its first reject
-    keyless: Counter = Counter()  # digest of a keyless reject's identity → lines
-    for path, lineno, line in iter_rejects(out):
-        rep.rejects += 1
-        name = name_of(path)
-        where = f"{name} line {lineno}"
-        try:
-            r = Reject.model_validate_json(line)
-        except ValidationError as e:
-            rep.add("rejects", f"{where}: not a valid reject ({e.errors()[0]['msg']})")
-            continue
-        valid += 1
-        summary.add_line(line)
-        if r.key is not None:
-            if r.key in seen:
-                rep.add("rejects", f"{where}: {r.key} is rejected ({r.reason}) and also written in {seen[r.key].shard}")
-            if r.key in by_key:
-                first = by_key[r.key]
-                rep.add("rejects", f"{where}: {r.key} is rejected twice (also at {first[0]} line {first[1]})")
-            by_key.setdefault(r.key, (name, lineno))
-        else:
-            ident = json.dumps([r.dataset, r.source_id, r.stage, r.reason, r.detail])
-            digest = hashlib.blake2b(ident.encode("utf-8"), digest_size=16).digest()
-            keyless[digest] += 1
-            if keyless[digest] == 2:
-                rep.add("rejects", f"{where}: the same reject of {r.source_id} ({r.reason}) appears twice")
-    return summary if valid == rep.rejects else None
-
-
 def _check_stats(out: str, rep: Report, rejects: RejectSummary | None) -> None:
     stats_path = FileSystems.join(out, STATS_FILE)
     if not FileSystems.exists(stats_path):
@@ -389,7 +356,7 @@ def check_output(out: str) -> Report:
     rules = rules_for(recipe) if recipe is not None else None
     seen, sizes, per_shard = _check_shards(out, rep, rules)
     _check_index(out, rep, per_shard, sizes)
-    rejects = _check_rejects(out, rep, seen)
+    rejects = check_rejects(out, rep, seen)
     _check_stats(out, rep, rejects)
     _check_leftovers(out, rep)
     if recipe is not None:

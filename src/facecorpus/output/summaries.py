@@ -3,7 +3,8 @@
 `WrittenSummary` takes manifest rows a column batch at a time; `RejectSummary` takes reject lines one
 at a time. Both hold only counters — by value, never by sample: label and category counts, shard
 sizes, and for the card's figures the answer lengths (integer characters) and head-pose angles
-(0.1° bins) as value → count tables, from which medians and percentiles are exact (pose: to 0.1°).
+(0.1° bins) as value → count tables, from which medians and percentiles are exact (pose: to 0.1°)
+and the card's histograms are drawn with weights.
 So memory depends on how many distinct values there are, not on how many samples: 200k rows and 1M
 reject lines fit in the same few MiB as 10k (benchmarks/finalize.py). Both merge (`merge`), so Beam
 combiners or several readers can build them in parts. `summarize_written` / `summarize_rejects` read
@@ -50,19 +51,6 @@ def percentile(counts: Counter, p: float) -> float:
         if seen > rank:
             return value
     return max(counts)
-
-
-def expand(counts: Counter, limit: int = 200_000) -> list[float]:
-    """The counted values as a list for a histogram, thinned evenly above `limit` (the shape stays)."""
-    total = sum(counts.values())
-    step = max(1, -(-total // limit))
-    out: list[float] = []
-    seen = 0
-    for value in sorted(counts):
-        n = counts[value]
-        out += [value] * ((seen + n) // step - seen // step)
-        seen += n
-    return out
 
 
 @dataclass

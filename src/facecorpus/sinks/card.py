@@ -14,7 +14,7 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 
 from ..output.layout import CARD_FILE, PLOTS_DIR, manifest_files
-from ..output.summaries import WrittenSummary, expand, percentile
+from ..output.summaries import WrittenSummary, percentile
 from ..storage import match_paths, write_text
 from .card_hub import (
     USES,
@@ -181,7 +181,6 @@ def _faces_section(written: WrittenSummary, figs: _Figures) -> list[str]:
     faces_table = {str(k): v for k, v in sorted(written.faces_per_sample.items())}
     lines = ["## Faces", "", *_table(faces_table, n, "faces per image"), ""]
     lines += figs.add("faces_per_image", lambda plots: plots.bar_chart(faces_table, "faces per image", "images"), "faces per image")
-    pose = {k: expand(c) for k, c in written.pose.items()}
     if not any(written.pose.values()):
         lines += ["No head pose was measured in this output (no primary face with pose).", ""]
     else:
@@ -190,7 +189,7 @@ def _faces_section(written: WrittenSummary, figs: _Figures) -> list[str]:
             if counts:
                 lines.append(f"| {name} | {sum(counts.values())} | {percentile(counts, 50):.1f} | "
                              f"{percentile(counts, 10):.1f} | {percentile(counts, 90):.1f} |")
-        lines += ["", *figs.add("pose", lambda plots: plots.histograms(pose, "head pose of the primary face", "degrees"),
+        lines += ["", *figs.add("pose", lambda plots: plots.histograms(written.pose, "head pose of the primary face", "degrees"),
                                 "head pose histograms")]
     expressions = written.expressions
     if expressions:
@@ -215,8 +214,7 @@ def _qa_section(written: WrittenSummary, stats: dict[str, Any], figs: _Figures) 
         everything: Counter = Counter()
         for counts in lengths.values():
             everything.update(counts)
-        all_lengths = expand(everything)
-        lines += figs.add("answer_length", lambda plots: plots.histograms({"all categories": all_lengths}, "answer length", "characters"), "answer length")
+        lines += figs.add("answer_length", lambda plots: plots.histograms({"all categories": everything}, "answer length", "characters"), "answer length")
     return lines
 
 
