@@ -27,6 +27,18 @@ def test_tar_bytes_are_reproducible_and_readable():
         assert all(m.mtime == 0 and m.uname == "" for m in tar.getmembers())
 
 
+
+def test_tar_bytes_are_the_bytes_tarfile_writes():
+    """The header template gives tarfile's own bytes: member sizes around block edges, an empty member,
+    a 100-byte name; a long or non-ASCII name goes through tarfile itself."""
+    from facecorpus.sinks.shards import tar_bytes_with_tarfile
+
+    cases = [[(f"key{n}.jpg", b"\xab" * n), (f"key{n}.json", b"{}")] for n in (0, 1, 511, 512, 513, 10_239, 10_240)]
+    cases += [[("k" * 100, b"x")], [("k" * 101, b"x")], [("clé.txt", b"x")], []]
+    for members in cases:
+        assert tar_bytes_for(members) == tar_bytes_with_tarfile(members)
+
+
 def test_buckets_are_stable():
     assert bucket_of("fairface_val_1_ef28f837", 7) == bucket_of("fairface_val_1_ef28f837", 7)
     assert len({bucket_of(f"k{i}", 4) for i in range(100)}) == 4
