@@ -99,7 +99,12 @@ def _run_and_report(recipe: Any, out: str, beam_args: list[str], text: str, agai
         result = run_recipe(recipe, out, beam_args, recipe_yaml=text, **modes)
     except UserError:
         raise
-    except Exception as e:
+    except (KeyboardInterrupt, Exception) as e:
+        if interrupted(e):  # Ctrl-C, in a stage or not: run_recipe left the output resumable
+            # console_main then ends the process without joining the LLM client's threads, which may
+            # wait on a stalled endpoint for their whole request timeout
+            typer.echo(f"facecorpus: interrupted; continue with: {_command(*again, '--resume')}", err=True)
+            raise typer.Exit(130) from None
         env = environment_error(e)
         if env is not None:
             raise UserError(explain_environment_error(env, out, _command(*again, "--resume"))) from None
@@ -359,7 +364,20 @@ class _DropReportedErrors(logging.Filter):
         from .errors import environment_error, user_error
 
         exc = record.exc_info[1] if record.exc_info else None
-        return exc is None or (environment_error(exc) is None and user_error(exc) is None)
+        return exc is None or (environment_error(exc) is None and user_error(exc) is None and not interrupted(exc))
+
+
+def interrupted(exc: BaseException) -> bool:
+    """True for a Ctrl-C, also when Beam re-raised it from a stage as a RuntimeError ("KeyboardInterrupt
+    [while running 'generate/AwaitOutcomes']"): the command then ends as interrupted (130), in one line."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt) or (isinstance(e, RuntimeError) and str(e).startswith("KeyboardInterrupt")):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 class _DropGcpClientNotice(logging.Filter):

@@ -14,7 +14,8 @@ Exit codes of `facecorpus run` and `facecorpus demo`:
   written: the response cache keeps every answer that came, so only the lost requests are sent again.
 - 2: a mistake or an environment problem the user fixes (bad recipe or input file, a full or
   read-only disk, a failed pre-flight); one line, and nothing is left behind that blocks a re-run.
-- 130: interrupted.
+- 130: interrupted (Ctrl-C or SIGINT, also while a stage waits on a stalled LLM): one line naming the
+  `--resume` command that continues; the output is left as the attempt found it, resumable.
 """
 
 from __future__ import annotations
