@@ -14,8 +14,7 @@ from facecorpus.output.readers import iter_output_samples
 from facecorpus.records import Sample
 from facecorpus.review.queue import sample_candidates
 from facecorpus.review.verdicts import VerdictLog
-from tests.support.helpers import run_cli
-from tests.support.inprocess_cli import run_main
+from tests.support.inprocess_cli import cli_in_process, run_main
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +24,7 @@ def samples(demo_output: Path) -> dict[str, Sample]:
 
 def test_sharegpt_is_llamafactory_layout_with_dataset_info(demo_output: Path, samples: dict, tmp_path: Path) -> None:
     dest = tmp_path / "llamafactory" / "facecorpus.json"
-    proc = run_cli("export", str(demo_output), "--format", "sharegpt", "--out", str(dest), "--name", "faces")
+    proc = cli_in_process("export", str(demo_output), "--format", "sharegpt", "--out", str(dest), "--name", "faces")
     assert proc.returncode == 0, proc.stderr
     folder = dest.parent.resolve()
     assert f"dataset=faces dataset_dir={folder} media_dir={folder}" in proc.stdout  # the printed training arguments

@@ -20,8 +20,8 @@ from PIL import Image
 from facecorpus.export.writer import ExportFilter, export
 from facecorpus.output.readers import iter_output_samples
 from facecorpus.records import Sample
-from tests.support.helpers import REPO, run_cli
-from tests.support.inprocess_cli import run_main
+from tests.support.helpers import REPO
+from tests.support.inprocess_cli import cli_in_process, run_main
 
 #: LLaVA-1.5 at 336 px, patch 14: (336/14)^2 = 576 image tokens per <image>
 LLAVA_IMAGE_TOKENS = 576
@@ -95,7 +95,7 @@ def fairface_output(demo_inputs: Path, tmp_path_factory: pytest.TempPathFactory)
     """A FairFace run: the FairFaceGPT recipe over the demo's FairFace zip (both splits), templates text."""
     out = tmp_path_factory.mktemp("fairface") / "out"
     ff = demo_inputs / "fairface"
-    proc = run_cli("run", str(REPO / "pipelines" / "fairfacegpt.yaml"), "--out", str(out),
+    proc = cli_in_process("run", str(REPO / "pipelines" / "fairfacegpt.yaml"), "--out", str(out),
                    "--set", "generation.generator=templates", "--set", "faces.backend=none",
                    "--set", "sources.0.split=all",
                    "--set", f"sources.0.images={ff / 'fairface-img-margin025-trainval.zip'}",

@@ -22,7 +22,8 @@ import yaml
 from openai import OpenAI
 
 from facecorpus.prompting.phrases import fairfacegpt_person
-from tests.support.helpers import run_cli, write_recipe
+from tests.support.helpers import write_recipe
+from tests.support.inprocess_cli import cli_in_process
 from tests.support.llm_fault_server import FaultServer
 
 MODEL = "gpt-4o-2024-11-20"
@@ -92,7 +93,7 @@ def exact_run(demo_inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> di
             "validation": {"label_conflict": "flag", "junk": "off"},
             "runner": {"runner": "FnApiRunner"},
         })
-        proc = run_cli("run", str(recipe), "--out", str(tmp / "out"), env={"FACECORPUS_TEST_KEY": "test-key"})
+        proc = cli_in_process("run", str(recipe), "--out", str(tmp / "out"), env={"FACECORPUS_TEST_KEY": "test-key"})
         assert proc.returncode == 0, proc.stderr[-3000:]
         ours = [r.raw for r in srv.chat_requests()]
         srv.requests.clear()

@@ -203,7 +203,8 @@ def test_unknown_prompt_set_is_one_clear_error():
 def test_render_command_shows_exactly_what_would_be_sent_and_estimates(tmp_path: Path):
     from facecorpus.demo import build_demo_inputs
     from facecorpus.keys import make_key
-    from tests.support.helpers import run_cli, write_recipe
+    from tests.support.helpers import write_recipe
+    from tests.support.inprocess_cli import cli_in_process
 
     inputs = build_demo_inputs(tmp_path / "in")
     recipe = write_recipe(tmp_path / "r.yaml", {
@@ -217,7 +218,7 @@ def test_render_command_shows_exactly_what_would_be_sent_and_estimates(tmp_path:
                        "cache": {"dir": str(tmp_path / "cache")}},
     })
     key = make_key("fairface", "val/1.jpg")
-    proc = run_cli("prompts", "render", str(recipe), "--sample", key, "--dry-run",
+    proc = cli_in_process("prompts", "render", str(recipe), "--sample", key, "--dry-run",
                    env={"FACECORPUS_LLM_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
@@ -227,7 +228,7 @@ def test_render_command_shows_exactly_what_would_be_sent_and_estimates(tmp_path:
     assert "stored question: Describe the facial structure of the image based on the visual information." in out
     assert "[image_url <JPEG 224x224" in out and '"model": "gpt-4o-2024-11-20"' in out
     assert "requests to gpt-4o-2024-11-20; 0 already cached" in out and "estimated cost: $" in out
-    missing = run_cli("prompts", "render", str(recipe), "--sample", "no_such_key")
+    missing = cli_in_process("prompts", "render", str(recipe), "--sample", "no_such_key")
     assert missing.returncode == 2 and "no sample with key 'no_such_key'" in missing.stderr
     assert "Traceback" not in missing.stderr
 

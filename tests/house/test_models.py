@@ -11,7 +11,7 @@ import pytest
 
 from facecorpus import models
 from facecorpus.errors import MissingModelPack, UserError
-from tests.support.helpers import run_cli
+from tests.support.inprocess_cli import cli_in_process
 from tests.support.model_packs import artifacts_dir, cached_store, with_build_tools
 
 INSIGHTFACE_FILES = ("det_10g.onnx", "2d106det.onnx", "1k3d68.onnx", "genderage.onnx", "w600k_r50.onnx")
@@ -129,14 +129,14 @@ def test_store_location_explicit_then_environment_then_default(tmp_path: Path, m
 
 def test_cli_list_path_and_missing_pack(tmp_path: Path) -> None:
     store = cached_store("portable")
-    proc = run_cli("models", "list", "--json", "--store", str(store))
+    proc = cli_in_process("models", "list", "--json", "--store", str(store))
     assert proc.returncode == 0, proc.stderr
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
     assert rows["portable"]["state"] == "installed"
     assert rows["buffalo_l"]["commercial_use"] is False and "non-commercial" in rows["buffalo_l"]["licence"]
     assert set(rows) == {"portable", "smollm2", "buffalo_l", "antelopev2"}
-    proc = run_cli("models", "path", "portable", env={models.ENV_VAR: str(store)})
+    proc = cli_in_process("models", "path", "portable", env={models.ENV_VAR: str(store)})
     assert proc.returncode == 0 and proc.stdout.strip() == str(store / "portable")
-    proc = run_cli("models", "path", "antelopev2", "--store", str(tmp_path))
+    proc = cli_in_process("models", "path", "antelopev2", "--store", str(tmp_path))
     assert proc.returncode == 2
     assert "run: facecorpus models pull antelopev2" in proc.stderr and "Traceback" not in proc.stderr

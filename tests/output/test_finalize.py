@@ -23,8 +23,7 @@ from facecorpus.output.summaries import (
     percentile,
 )
 from facecorpus.review.agreement import cohen_kappa
-from tests.support.helpers import run_cli
-from tests.support.inprocess_cli import run_main
+from tests.support.inprocess_cli import cli_in_process, run_main
 
 
 def test_percentiles_from_counts_equal_those_of_the_sorted_values():
@@ -114,7 +113,7 @@ def test_finalize_of_a_copied_output_matches_reading_everything(demo_output: Pat
     shutil.copytree(demo_output, out)
     for name in ("stats.json", "index.json", "README.md"):
         (out / name).unlink()
-    proc = run_cli("finalize", str(out))
+    proc = cli_in_process("finalize", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "inputs counted from the outputs" in proc.stderr
     stats = json.loads((out / "stats.json").read_text())
@@ -128,10 +127,10 @@ def test_finalize_of_a_copied_output_matches_reading_everything(demo_output: Pat
     assert index == json.loads((demo_output / "index.json").read_text())
     card = (out / "README.md").read_text()
     assert "## Faces" in card and "### Head pose" in card and "### Answer length (characters)" in card
-    proc = run_cli("finalize", str(out), "--inputs", str(stats["written"] + stats["rejected"] + 1))
+    proc = cli_in_process("finalize", str(out), "--inputs", str(stats["written"] + stats["rejected"] + 1))
     assert proc.returncode == 1 and "INVALID: inputs" in proc.stderr  # a lost input is not papered over
-    assert run_cli("finalize", str(out), "--inputs", str(original["inputs"])).returncode == 0
-    assert run_cli("validate", str(out)).returncode == 0
+    assert cli_in_process("finalize", str(out), "--inputs", str(original["inputs"])).returncode == 0
+    assert cli_in_process("validate", str(out)).returncode == 0
 
 
 def test_validation_section_counts_rejects_and_flags_per_check_and_category():

@@ -14,7 +14,8 @@ import pytest
 import webdataset as wds
 
 from facecorpus.records import Reject
-from tests.support.helpers import REPO, run_cli
+from tests.support.helpers import REPO
+from tests.support.inprocess_cli import cli_in_process
 
 CONTRACT_COLUMNS = {"key", "shard", "source_dataset", "source_id", "split", "n_faces", "generator", "llm_model",
                     "n_qa", "categories", "prompt_sha256"}
@@ -116,7 +117,7 @@ def test_card_and_index(demo_output: Path):
 
 
 def test_validate_accepts_the_demo(demo_output: Path):
-    proc = run_cli("validate", str(demo_output))
+    proc = cli_in_process("validate", str(demo_output))
     assert proc.returncode == 0, proc.stderr
     assert "valid:" in proc.stdout
 
@@ -192,6 +193,6 @@ def _index_lies(out: Path) -> str:
 def test_validate_rejects_corrupted_outputs(demo_output: Path, tmp_path: Path, corrupt):
     out = _corrupt_copy(demo_output, tmp_path / "copy")
     expected = corrupt(out)
-    proc = run_cli("validate", str(out))
+    proc = cli_in_process("validate", str(out))
     assert proc.returncode == 1
     assert expected in proc.stderr, proc.stderr

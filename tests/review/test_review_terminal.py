@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import REPO, run_cli
+from tests.support.helpers import REPO
+from tests.support.inprocess_cli import cli_in_process
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 
@@ -79,5 +80,5 @@ def test_review_end_to_end_in_a_terminal(demo_output: Path, tmp_path: Path) -> N
     again.wait_for(b"item 3/3")
     again.press(b"q")
     assert again.exit_code() == 0
-    proc = run_cli("review", str(out), "--summary")
+    proc = cli_in_process("review", str(out), "--summary")
     assert proc.returncode == 0 and "reviewers: tty" in proc.stdout and "per category" in proc.stdout

@@ -22,6 +22,7 @@ from facecorpus.records import Reject
 from facecorpus.sources.config import LaionSource
 from facecorpus.sources.laion import ReadLaion
 from tests.support.helpers import REPO, run_cli, write_recipe
+from tests.support.inprocess_cli import cli_in_process
 from tests.support.loopback_web import WebServer
 
 
@@ -119,6 +120,7 @@ def laion_run(web, tmp_path_factory):
     recipe = write_recipe(tmp / "laion.yaml", laion_recipe(tmp, parquet, ids))
     out = tmp / "out"
     a.clear()
+    # the runs are real processes: robots.txt is cached per process, and what the server sees is the subject
     proc = run_cli("run", str(recipe), "--out", str(out))
     # two of the 17 inputs meet a transient failure (a 503, a timeout): more than the 10% of inputs a run
     # may lose to infrastructure failures, so the run says so, exit 1, with the command that retries them
@@ -167,7 +169,7 @@ def test_no_request_reaches_a_blocked_address_or_a_filtered_row(laion_run):
 
 
 def test_output_validates(laion_run):
-    proc = run_cli("validate", str(laion_run["out"]))
+    proc = cli_in_process("validate", str(laion_run["out"]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -191,13 +193,13 @@ def test_retry_rejects_fetches_only_the_retryable_ones_after_the_server_recovers
     stats = json.loads((out / "stats.json").read_text())
     assert stats["written"] == len(records) == 6
     assert stats["inputs"] == stats["written"] + stats["rejected"]
-    assert run_cli("validate", str(out)).returncode == 0
+    assert cli_in_process("validate", str(out)).returncode == 0
 
 
 def test_missing_columns_and_files_are_one_line_errors(tmp_path):
     pq.write_table(pa.table({"SAMPLE_ID": [1], "caption": ["x"]}), tmp_path / "no_url.parquet")
     recipe = write_recipe(tmp_path / "r.yaml", {"name": "x", "sources": [{"type": "laion", "path": str(tmp_path / "no_url.parquet")}]})
-    proc = run_cli("run", str(recipe), "--out", str(tmp_path / "out"))
+    proc = cli_in_process("run", str(recipe), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "no URL column" in proc.stderr and "Traceback" not in proc.stderr
     # the same checks in-process (the CLI turns UserError into the one line above)
     with pytest.raises(UserError, match="parquet file not found"):

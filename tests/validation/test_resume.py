@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.support.helpers import write_recipe
-from tests.support.inprocess_cli import run_main
+from tests.support.inprocess_cli import cli_in_process, run_main
 
 EPOCH = "1767225600"  # SOURCE_DATE_EPOCH: records of different attempts compare byte for byte
 
@@ -70,11 +70,10 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
 @pytest.fixture(scope="module")
 def reference(demo_inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted run (subprocess, pinned timestamps) to compare resumed outputs with."""
-    from tests.support.helpers import run_cli
 
     root = tmp_path_factory.mktemp("resume_ref")
     out = root / "out"
-    proc = run_cli("run", str(_recipe(root, demo_inputs)), "--out", str(out), env={"SOURCE_DATE_EPOCH": EPOCH})
+    proc = cli_in_process("run", str(_recipe(root, demo_inputs)), "--out", str(out), env={"SOURCE_DATE_EPOCH": EPOCH})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
