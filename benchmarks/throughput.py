@@ -58,9 +58,11 @@ def main() -> None:
     from tests.support.model_packs import cached_store
 
     env = {"FACECORPUS_MODELS": str(cached_store("portable"))}
+    load_before = os.getloadavg()[0]
     ports: mp.Queue = mp.Queue()
     stop = mp.Event()
-    server = mp.Process(target=serve, args=(args.latency, ports, stop), daemon=True)
+    commands, server_end = mp.Pipe()  # serve() answers commands on it; this benchmark sends none
+    server = mp.Process(target=serve, args=(args.latency, ports, server_end, stop), daemon=True)
     server.start()
     try:
         got = ports.get(timeout=120)
@@ -75,15 +77,19 @@ def main() -> None:
     finally:
         stop.set()
         server.join(timeout=10)
-    print(f"load average: {os.getloadavg()[0]:.1f}; {len(HOSTS)} hosts, {args.latency * 1000:.0f} ms latency")
+    print(f"load average (1 min): {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; {os.cpu_count()} cores; "
+          f"{len(HOSTS)} hosts, {args.latency * 1000:.0f} ms latency")
     for r in results:
         print(f"faces {r['faces']:8s} N={r['n']:5d}: {r['inputs']} inputs, {r['written']} written, wall {r['wall']:6.1f} s, "
               f"CPU {r['cpu']:6.1f} s")
+    per_url = {}
     for faces in ("none", "portable"):
         small, large = (r for r in results if r["faces"] == faces)
-        marginal = (large["cpu"] - small["cpu"]) / (large["inputs"] - small["inputs"])
+        marginal = per_url[faces] = (large["cpu"] - small["cpu"]) / (large["inputs"] - small["inputs"])
         print(f"faces {faces:8s}: marginal {marginal * 1000:6.1f} ms CPU per URL → {1 / marginal:6.2f} URLs per core-second "
-              f"(whole run at N={large['n']}: {large['inputs'] / large['cpu']:.2f})")
+              f"(whole run at N={large['n']}: {large['inputs'] / large['cpu']:.2f}) → "
+              f"{marginal * 1e6 / 3600:.1f} vCPU-hours per million URLs")
+    print(f"ratio portable faces / no faces, CPU per URL (steady): {per_url['portable'] / per_url['none']:.2f}")
 
 
 def _recipe(parquet: Path, name: str, faces: str) -> dict:
