@@ -10,7 +10,6 @@ and only then reported, naming both places.
 from __future__ import annotations
 
 import hashlib
-import json
 from array import array
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 
 from ..records import Reject
 from ..storage import iter_lines
+from .finished import reject_identity
 from .layout import name_of, reject_files
 from .summaries import RejectSummary
 
@@ -32,11 +32,6 @@ _LINE_BITS = 40  # a position is (file index << 40) | line number
 
 def _hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
-
-
-def _identity(r: Reject) -> str:
-    """What makes two keyless reject lines the same event (their detail names the file and line)."""
-    return json.dumps([r.dataset, r.source_id, r.stage, r.reason, r.detail])
 
 
 def _repeats(hashes: array, positions: array) -> Iterator[list[int]]:
@@ -97,7 +92,7 @@ def check_rejects(out: str, rep: Report, seen: dict[str, SeenSample]) -> RejectS
                 keyed.append(_hash(r.key))
                 keyed_at.append(at)
             else:
-                keyless.append(_hash(_identity(r)))
+                keyless.append(_hash(reject_identity(r)))
                 keyless_at.append(at)
     def where(p: int) -> str:
         return f"{name_of(files[p >> _LINE_BITS])} line {p & ((1 << _LINE_BITS) - 1)}"
@@ -109,7 +104,7 @@ def check_rejects(out: str, rep: Report, seen: dict[str, SeenSample]) -> RejectS
         by_value: dict[str, list[int]] = {}
         for p in group:  # a hash shared by different keys (a collision) is no repeat
             r = lines[p]
-            by_value.setdefault(r.key if kind == "keyed" else _identity(r), []).append(p)
+            by_value.setdefault(r.key if kind == "keyed" else reject_identity(r), []).append(p)
         for ps in by_value.values():
             first = lines[ps[0]]
             if kind == "keyed":

@@ -301,14 +301,3 @@ def abandon_output(state: OutputState) -> bool:
     if not state.existed and not any(Path(out).iterdir()):
         Path(out).rmdir()
     return True
-
-
-def open_output(
-    recipe: Recipe, out: str, started_at: datetime, resume: bool = False, new_version: bool = False, retry_rejects: bool = False,
-    runner: dict[str, Any] | None = None,
-) -> OutputState:
-    """`plan_output` then `commit_output`: `out` ready for a run, the attempt recorded in run.json."""
-    state = plan_output(recipe, out, started_at, resume=resume, new_version=new_version, retry_rejects=retry_rejects,
-                        runner=runner)
-    commit_output(state)
-    return state
