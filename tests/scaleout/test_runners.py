@@ -106,6 +106,19 @@ def test_a_job_whose_metrics_come_back_empty_is_refused_not_counted_from_its_out
     assert counted_inputs(_EmptyMetricsResult(), portable, str(tmp_path / "empty")) == 0
 
 
+def test_the_local_cache_follows_the_effective_runner_not_the_recipe(tmp_path: Path):
+    from facecorpus.errors import UserError
+    from facecorpus.generation.config import GenerationConfig
+    from facecorpus.generation.preflight import resolve_cache_dir
+
+    cfg = GenerationConfig.model_validate({"generator": "openai", "cache": {"dir": str(tmp_path / "cache")}})
+    assert resolve_cache_dir(cfg, execution_for("FnApiRunner", [], [])) == str(tmp_path / "cache")
+    with pytest.raises(UserError, match="generation.cache.dir is the local folder .* DataflowRunner workers cannot share"):
+        resolve_cache_dir(cfg, execution_for("FnApiRunner", [], ["--runner=DataflowRunner", "--project=p"]))
+    shared = GenerationConfig.model_validate({"generator": "openai", "cache": {"dir": "gs://b/cache"}})
+    assert resolve_cache_dir(shared, execution_for("FnApiRunner", [], ["--runner=DataflowRunner"])) == "gs://b/cache"
+
+
 def test_staging_follows_the_effective_runner_not_the_recipe():
     from facecorpus.pipeline import staging_for
     from facecorpus.recipe import Recipe

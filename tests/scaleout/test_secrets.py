@@ -116,7 +116,7 @@ def test_the_key_is_not_in_what_the_job_is_submitted_with(tmp_path: Path):
     (tmp_path / "photos" / "a.jpg").write_bytes(photo_paths()["hanks"].read_bytes())
     (tmp_path / "key").write_text(KEY + "\n")
     recipe = Recipe.model_validate({
-        "name": "secret", "sources": [{"type": "folder", "path": str(tmp_path / "photos")}],
+        "name": "secret", "sources": [{"type": "folder", "path": str(tmp_path / "photos")}], "faces": {"backend": "none"},
         "generation": {"generator": "openai", "cache": {"enabled": False},
                        "openai": {"base_url": "http://127.0.0.1:9/v1", "api_key_file": str(tmp_path / "key"),
                                   "api_key_secret": "projects/p/secrets/openai", "preflight": False}}})
