@@ -15,8 +15,10 @@ consistency), no two written images are (near-)duplicates and none is on a hold-
 Memory: a shard is read member by member through a FileSystems stream (one sample at a time), its own
 manifest file (manifest/<shard>.parquet, the same rows) in pyarrow batches beside it, reject lines one
 at a time (output/check_rejects.py: 16 bytes kept per line). What stays for the whole output is a few
-fields per sample (`SeenSample`: key, shard, image hashes — on the order of 200 bytes) for the checks
-that span shards (unique keys, written vs rejected, duplicates) — not records, images or manifest rows.
+fields per sample (`SeenSample`: key, shard, image hashes, and the dedup check's bands: under 1 KB,
+benchmarks/finalize.py) for the checks that span shards (unique keys, written vs rejected, duplicates)
+— not records, images or manifest rows. One process: a LAION-scale output (tens of millions of
+samples, ~3 ms of CPU each) would need these checks as a Beam job (not done).
 """
 
 from __future__ import annotations
