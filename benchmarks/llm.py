@@ -21,7 +21,7 @@ each round against a fresh server:
      it runs offline: its tiktoken encoding counts tokens the way this server reports them);
      BENCH_LLM_CURATOR=0 leaves it out;
   5. the cache-hit path, twice (round 1): the same Beam run again with every answer in the response
-     cache (whole pipeline), and our client alone (`LLMClient.generate`, no Beam) on that cache.
+     cache (whole pipeline), and our client alone (`LLMClient.generate`, no Beam) on that cache, 3 passes.
 Rounds: R (default 3), each with an empty cache; the medians are the result. Printed: ours / ideal
 (aim ≥ 0.9 at C = 64, L = 200 ms), ours / each other side, and, as a figure that depends on neither
 the endpoint nor the machine's other load, the CPU time each side's process spends per request
@@ -121,17 +121,21 @@ def rendered(cfg: GenerationConfig, items: list) -> list:
     return [render_item(item, prompt_set, cfg) for item in items]
 
 
-def client_cache_hits(cfg: GenerationConfig, prompts: list, base_url: str, cache: str) -> float:
-    """Our client alone (no Beam) answering every prompt from a warm response cache: requests/s."""
-    client = LLMClient(cfg, base_url, None, cache, endpoint_id(cfg.openai.base_url, cfg.openai.local_model))
-    try:
-        t0 = time.perf_counter()
-        outcomes = client.generate(prompts)
-        dt = time.perf_counter() - t0
-    finally:
-        client.close()
-    assert all(o.failure is None for o in outcomes)
-    return len(prompts) / dt
+def client_cache_hits(cfg: GenerationConfig, prompts: list, base_url: str, cache: str, passes: int = 3) -> list[float]:
+    """Our client alone (no Beam) answering every prompt from a warm response cache, `passes` times
+    (a fresh client each): requests/s of each pass (on a shared machine one pass can be off by 2x)."""
+    rates = []
+    for _ in range(passes):
+        client = LLMClient(cfg, base_url, None, cache, endpoint_id(cfg.openai.base_url, cfg.openai.local_model))
+        try:
+            t0 = time.perf_counter()
+            outcomes = client.generate(prompts)
+            dt = time.perf_counter() - t0
+        finally:
+            client.close()
+        assert all(o.failure is None for o in outcomes) and sum(o.usage.cache_hits for o in outcomes) == len(prompts)
+        rates.append(len(prompts) / dt)
+    return rates
 
 
 CURATOR_VERSION = "0.1.31"
@@ -258,7 +262,9 @@ def main() -> None:
               + "; active window: " + ", ".join(f"{k} {r[k + '_active_cpu_ms']:.2f}" for k in sides), flush=True)
     cached = results[0]["cached_wall"]
     print(f"cache-hit path (round 1 again, all cached): whole pipeline {n / cached:.1f} requests/s ({cached:.2f} s "
-          f"incl. Beam start-up); our client alone {results[0]['client_cache_hits']:.0f} requests/s (aim ≥ 2000)")
+          f"incl. Beam start-up); our client alone (LLMClient.generate, 3 passes) "
+          f"{' / '.join(f'{x:.0f}' for x in results[0]['client_cache_hits'])} requests/s, median "
+          f"{statistics.median(results[0]['client_cache_hits']):.0f} (aim ≥ 2000)")
     med = {f"{k}{w}": statistics.median(r[f"{k}{w}"] for r in results) for k in sides for w in ("_cpu_ms", "_active_cpu_ms")}
     for label, w in (("whole run", "_cpu_ms"), ("active window", "_active_cpu_ms")):
         print(f"CPU per request (user + system, median), {label}: "
