@@ -8,7 +8,8 @@ command line (the last one wins, as in Beam itself). run.json records what actua
 "Workers local" means the SDK workers run on this machine and see its disk and loopback:
 FnApiRunner / DirectRunner / PrismRunner; PortableRunner, FlinkRunner or SparkRunner whose job
 service is on loopback (or embedded) and whose workers are LOOPBACK, PROCESS, or an EXTERNAL worker
-pool on loopback; DaskRunner without a remote scheduler address. Everything else (DataflowRunner,
+pool on loopback; DaskRunner without a remote scheduler address (refused anyway: it reports no
+Beam metrics, `refuse_uncountable`). Everything else (DataflowRunner,
 DOCKER environments, a remote job service or worker pool) is remote: its workers cannot read a
 launcher-local path, reach a server on 127.0.0.1, or share a folder on this disk.
 """
