@@ -116,6 +116,6 @@ def test_card_without_figures_keeps_its_tables_and_drops_old_figures(out: Path) 
     info = json.loads((out / "run.json").read_text())
     info["recipe_json"].setdefault("output", {})["card"] = {"plots": False}
     (out / "run.json").write_text(json.dumps(info))
-    from facecorpus.cli import _recorded_card_plots
+    from facecorpus.cli import recorded_card_plots
 
-    assert _recorded_card_plots(str(out)) is False  # `stats --write` keeps the run's choice
+    assert recorded_card_plots(str(out)) is False  # `stats --write` keeps the run's choice
