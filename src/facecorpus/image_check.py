@@ -266,12 +266,11 @@ class CheckImage(Stage):
 
 
 class FinishImage(Stage):
-    """Stage 'image', second half (after dedup): the stored JPEG of every item, and its pixels when the
-    face stage will read them (`pixels`). A JPEG that must change is decoded here, in full, once.
-    Its rejects are the image stage's; its counters are `finish_image.*` (CheckImage counted the items in)."""
+    """Stage 'finish_image', the image check's second half (after dedup): the stored JPEG of every item,
+    and its pixels when the face stage will read them (`pixels`). A JPEG that must change is decoded
+    here, in full, once; its rejects and counters carry `finish_image`, its Beam label."""
 
-    name = "image"
-    counted_as = "finish_image"
+    name = "finish_image"
 
     def __init__(self, cfg: ImageConfig, pixels: bool) -> None:
         super().__init__()

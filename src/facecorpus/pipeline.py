@@ -70,6 +70,25 @@ def source_transform(cfg: SourceConfig, finished: beam.PCollection | None = None
     return cfg.reader(finished)
 
 
+class ReadSources(beam.PTransform):
+    """Stage `source`: every recipe source (`<i>-<type>` inside it), their items and rejects flattened."""
+
+    def __init__(self, sources: list[SourceConfig], finished: beam.PCollection | None) -> None:
+        super().__init__()
+        self.sources = sources
+        self.finished = finished
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
+        mains, rejects = [], []
+        for i, src in enumerate(self.sources):
+            result = pbegin | f"{i}-{src.type}" >> source_transform(src, self.finished)
+            mains.append(result["main"])
+            rejects.append(result[REJECTS])
+        if len(mains) == 1:
+            return {"main": mains[0], REJECTS: rejects[0]}
+        return {"main": tuple(mains) | "AllSources" >> beam.Flatten(), REJECTS: tuple(rejects) | "AllRejects" >> beam.Flatten()}
+
+
 def image_transform(recipe: Recipe) -> beam.PTransform:
     """Hook (image check). The source's own JPEG bytes are kept for generation only when it sends them
     unchanged (`generation.openai.image.reencode: false`)."""
@@ -198,13 +217,8 @@ def build_front(p: beam.Pipeline, recipe: Recipe, out: str, staging: bool, state
     and estimates is what a run would send: duplicates and held-out images are dropped). With `state`
     resuming an output, finished keys are skipped."""
     rejects: list[beam.PCollection] = []
-    mains = []
     finished = p | "FinishedKeys" >> ReadFinishedKeys(state) if state is not None and state.resuming else None
-    for i, src in enumerate(recipe.sources):
-        result = p | f"source{i}-{src.type}" >> source_transform(src, finished)
-        mains.append(result["main"])
-        rejects.append(result["rejects"])
-    items = mains[0] if len(mains) == 1 else tuple(mains) | "AllSources" >> beam.Flatten()
+    items = _apply(p, ReadSources(recipe.sources, finished), "source", rejects)
     resume_dedup = finished is not None and dedup_needed(recipe.validation)
     recorded = p | "FinishedHashes" >> ReadFinishedHashes(state) if resume_dedup else None
     dedup = dedup_transform(recipe, out, staging, finished, recorded)
@@ -215,7 +229,7 @@ def build_front(p: beam.Pipeline, recipe: Recipe, out: str, staging: bool, state
     if dedup is not None:
         items = _apply(items, dedup, "dedup", rejects)  # skips finished keys too
     faces = faces_transform(recipe)
-    # the image stage's second step (its rejects carry stage `image`)
+    # the image check's second step (its rejects carry stage `finish_image`, its label)
     items = _apply(items, finish_image_transform(recipe, faces=faces is not None), "finish_image", rejects)
     if faces is not None:
         items = _apply(items, faces, "faces", rejects)

@@ -25,6 +25,7 @@ from facecorpus.pipeline import run_recipe
 from facecorpus.recipe import validate_recipe
 from facecorpus.records import Reject, Sample
 from tests.support.llm_fault_server import FaultServer, Rule
+from tests.support.stage_labels import assert_reject_stages_are_labels
 
 
 def _texts(body: dict[str, Any]) -> str:
@@ -122,6 +123,7 @@ def test_low_samples_are_rejected_with_their_reasons_and_passing_ones_keep_their
         assert j.usage.requests + j.usage.cache_hits >= 1
     before = [r for r in rejects if r.stage != "judge"]  # the demo's broken files, rejected by the image checks
     assert {r.stage for r in before} == {"image"} and len(samples) + len(low) + len(failed) == 12 - len(before)
+    assert_reject_stages_are_labels(out, {"image", "judge"})  # the graph of its recorded recipe, rebuilt, not run
     j = stats["llm"]["judge"]
     assert (j["judged"], j["passed"], j["low"], j["failed"]) == (len(samples) + len(low), len(samples), len(low), 1)
     assert j["failed_by"] == {"llm_error": 1}

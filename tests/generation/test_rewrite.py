@@ -6,7 +6,6 @@ are measured by the demo)."""
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import re
 import threading
@@ -18,18 +17,11 @@ import pytest
 
 from facecorpus.generation.config import GenerationConfig
 from facecorpus.generation.templates import generate_from_templates
-from facecorpus.labels import AGE_BINS, GENDERS, RACES
 from facecorpus.records import (
     DEFAULT_CATEGORIES,
-    AttributeValue,
-    Expression,
-    Face,
-    FaceBox,
-    FaceQuality,
-    Pose,
 )
 from facecorpus.validation.faithfulness import unfaithful
-from tests.support.generation_helpers import run_generation, work_items
+from tests.support.generation_helpers import SMALL_FACE, fact_grid, measured_face, run_generation, work_items
 
 MAN = {"gender": "male", "age": "50-59", "race": "white"}
 DEMOGRAPHICS = "The face appears to belong to a White man in his fifties."
@@ -70,27 +62,14 @@ def test_a_rewrite_that_loses_changes_or_adds_a_fact_is_not(template: str, rewri
     assert found is not None and why in found, found
 
 
-def _face(yaw: float, pitch: float, roll: float, label: str, blur: float, light: float) -> Face:
-    return Face(box=FaceBox(x1=4, y1=4, x2=44, y2=44), score=0.99, detector="portable:mtcnn",
-                landmarks5=[(14, 18), (34, 18), (24, 26), (16, 34), (32, 34)],
-                pose=Pose(yaw=yaw, pitch=pitch, roll=roll), expression=Expression(label=label, confidence=0.8),
-                quality=FaceQuality(size_px=40, blur=blur, brightness=light, contrast=50), mouth_openness=0.4)
-
-
 def test_every_templates_text_is_faithful_to_itself():
     """The check never refuses the text it guards: a rewrite that changes nothing is always kept."""
     from facecorpus.generation.rewrite import known_labels
 
-    base = _items()[0]
-    faces = [None, *[_face(*p) for p in [(0, 0, 0, "happy", 10, 40), (-35, 12, -14, "sad", 80, 120),
-                                         (40, -25, 20, "surprise", 400, 220), (5, -20, 3, "fear", 200, 100)]]]
-    labels = list(itertools.product([None, *GENDERS.values()], [None, *AGE_BINS.values()], [None, *RACES.values()]))
+    faces = [None, *[measured_face(*p, **SMALL_FACE) for p in [(0, 0, 0, "happy", 10, 40), (-35, 12, -14, "sad", 80, 120),
+                                                 (40, -25, 20, "surprise", 400, 220), (5, -20, 3, "fear", 200, 100)]]]
     bad = []
-    for i, (face, (g, a, r)) in enumerate(itertools.product(faces, labels[::3])):
-        item = copy.deepcopy(base)
-        item.labels = {k: AttributeValue(value=v, source="label", confidence=1.0)
-                       for k, v in (("gender", g), ("age", a), ("race", r)) if v}
-        item.faces, item.primary_face = ([face], 0) if face else ([], None)
+    for i, item in fact_grid(_items()[0], faces, every=3):
         caption, qa, _ = generate_from_templates(item, list(DEFAULT_CATEGORIES), i)
         for text in [caption, *(q.answer for q in qa)]:
             if why := unfaithful(text, text, known_labels(item)):
@@ -162,7 +141,7 @@ def _items() -> list:
         item.data = item.jpeg
         (item,) = list(CheckImage(ImageConfig()).run(item))
         item.pixels = None
-        item.faces, item.primary_face = [_face(-30, 0, 0, "happy", 400, 120)], 0
+        item.faces, item.primary_face = [measured_face(-30, 0, 0, "happy", 400, 120, **SMALL_FACE)], 0
         items.append(item)
     return items
 

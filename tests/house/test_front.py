@@ -4,21 +4,19 @@ and every stage's Beam label is the stage name its reject lines carry."""
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 
-import apache_beam as beam
-
 from facecorpus.demo import build_demo_inputs
+from facecorpus.download.download_rows import STAGE as DOWNLOAD_STAGE
 from facecorpus.faces.face_stage import STAGE as FACES_STAGE
 from facecorpus.generation.dry_run import estimate
-from facecorpus.generation.llm_stage import ApplyGeneration, RenderPrompts
-from facecorpus.image_check import CheckImage
+from facecorpus.generation.judge import STAGE as JUDGE_STAGE
 from facecorpus.keys import make_key
-from facecorpus.pipeline import build_pipeline, preflight, prompts_until_generation
+from facecorpus.pipeline import preflight, prompts_until_generation
+from facecorpus.preflight import Checked
 from facecorpus.recipe import validate_recipe
-from facecorpus.validation.assemble import ValidateSample
 from facecorpus.validation.dedup_stage import STAGE as DEDUP_STAGE
+from tests.support.stage_labels import graph_of, stages_by_label, top_labels
 
 
 def _recipe(tmp_path: Path, **generation):
@@ -43,12 +41,18 @@ def test_prompts_render_dry_run_counts_only_what_dedup_lets_through(tmp_path: Pa
 
 
 def test_beam_labels_are_the_stage_names_their_rejects_carry(tmp_path: Path):
+    """Every stage of the graph (all optional LLM stages on) is applied under the label its rejects
+    carry: each `Stage` DoFn's name is the top-level label it runs under (render steps included), and
+    the stages that write reject lines themselves (source, dedup, judge) use their label."""
     recipe = _recipe(tmp_path, openai={"base_url": "http://127.0.0.1:9/v1", "api_key_env": None, "preflight": False})
     recipe.faces.backend = "none"
-    p = beam.Pipeline(runner="FnApiRunner")
-    build_pipeline(p, recipe, str(tmp_path / "out"), datetime(2026, 1, 1, tzinfo=UTC), preflight(recipe))
-    labels = {label.split("/")[0] for label in p.applied_labels} | set(p.applied_labels)
-    names = {CheckImage.name, DEDUP_STAGE, ValidateSample.name, ApplyGeneration.name, "generate/" + RenderPrompts.name}
-    assert names == {"image", "dedup", "validate", "generate", "generate/render"}
-    assert names <= labels, sorted(labels)
-    assert FACES_STAGE == "faces"  # its label when the recipe has face analysis (not built here: no model pack)
+    g = preflight(recipe).generation
+    # the graph only: the LLM stages' own settings as pre-flight would hand them (same endpoint)
+    checked = Checked(g, None, annotation=g, paraphrase=g, judge=g)
+    p = graph_of(recipe, str(tmp_path / "out"), checked)
+    by_label = stages_by_label(p)
+    assert set(by_label) == {"image", "finish_image", "annotate", "generate", "paraphrase", "validate", "judge"}
+    assert by_label == {label: {label} for label in by_label}, by_label
+    assert {"source", DEDUP_STAGE, JUDGE_STAGE} <= top_labels(p)
+    assert FACES_STAGE == "faces"  # its label when the recipe has face analysis (the demo's graph, test_pipeline_e2e)
+    assert DOWNLOAD_STAGE == "download"  # a LAION source's step of that label (test_laion)

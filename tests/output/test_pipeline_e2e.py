@@ -16,6 +16,7 @@ import webdataset as wds
 from facecorpus.records import Reject
 from tests.support.helpers import REPO
 from tests.support.inprocess_cli import cli_in_process
+from tests.support.stage_labels import assert_reject_stages_are_labels
 
 CONTRACT_COLUMNS = {"key", "shard", "source_dataset", "source_id", "split", "n_faces", "generator", "llm_model",
                     "n_qa", "categories", "prompt_sha256"}
@@ -40,6 +41,14 @@ def test_invariant_and_expected_rejects(demo_output: Path):
         assert expected in by, expected
     assert any(r.reason == "bad_row" for r in rejects)
     assert all(r.detail and r.stage for r in rejects)
+
+
+def test_every_reject_stage_is_the_label_of_a_stage_in_the_graph(demo_output: Path, face_models: dict[str, str],
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    """The demo's rejects (source, image and faces stages) name the Beam label of the stage that
+    stopped them, in the graph of the recipe the run recorded (rebuilt, not run)."""
+    monkeypatch.setenv("FACECORPUS_MODELS", face_models["FACECORPUS_MODELS"])
+    assert_reject_stages_are_labels(demo_output, {"source", "image", "faces"})
 
 
 def test_shards_stream_with_webdataset(demo_output: Path):

@@ -24,6 +24,7 @@ from facecorpus.sources.laion import ReadLaion
 from tests.support.helpers import REPO, run_cli, write_recipe
 from tests.support.inprocess_cli import cli_in_process
 from tests.support.loopback_web import WebServer
+from tests.support.stage_labels import assert_reject_stages_are_labels
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +139,7 @@ def test_every_reject_has_the_expected_reason(laion_run):
     want = {(str(r["id"]), *r["want"]) for r in rows if r["want"] not in (None, "ok")}
     assert got == want
     assert all(r.detail and r.url is not None or r.reason == "missing_url" for r in read_rejects(out))
+    assert_reject_stages_are_labels(out, {"source", "download"})  # `download`: the LAION source's step of that label
 
 
 def test_written_samples_carry_laion_metadata(laion_run):

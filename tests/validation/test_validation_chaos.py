@@ -27,6 +27,7 @@ from facecorpus.recipe import validate_recipe
 from facecorpus.records import DEFAULT_CATEGORIES
 from tests.support.helpers import REPO, run_cli, write_recipe
 from tests.support.llm_fault_server import FaultServer, Rule
+from tests.support.stage_labels import assert_reject_stages_are_labels
 from tests.validation.test_resume import EPOCH, records, reject_lines
 
 
@@ -82,6 +83,7 @@ def test_chaos_run_keeps_every_invariant_and_retry_rejects_recovers(llm_inputs: 
         conflict = by_id["val/6.jpg"]
         assert conflict["reason"] == "label_conflict" and "woman" in conflict["detail"], conflict
         assert by_id["val/4.jpg"]["reason"] == "duplicate"
+        assert_reject_stages_are_labels(out, {"source", "dedup", "generate", "validate"})  # graph rebuilt, not run
         retryable = [r for r in rejects if r["retryable"]]
         # val/5 for sure; an unlucky request that met several transient faults in a row may join it
         assert failed in retryable and all(r["stage"] == "generate" and r["reason"] == "llm_error" for r in retryable)

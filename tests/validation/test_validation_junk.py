@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 from datetime import UTC, datetime
 
 import pytest
@@ -15,17 +14,11 @@ from facecorpus.demo import photo_paths
 from facecorpus.generation.templates import GenerateFromTemplates
 from facecorpus.image_check import CheckImage
 from facecorpus.image_config import ImageConfig
-from facecorpus.labels import AGE_BINS, GENDERS, RACES
 from facecorpus.output.summaries import validation_counts
 from facecorpus.recipe import Recipe
 from facecorpus.records import (
     DEFAULT_CATEGORIES,
     AttributeValue,
-    Expression,
-    Face,
-    FaceBox,
-    FaceQuality,
-    Pose,
     QAPair,
     Reject,
     SourceInfo,
@@ -35,6 +28,7 @@ from facecorpus.stage import WorkItem
 from facecorpus.validation.assemble import build_sample
 from facecorpus.validation.config import ValidationConfig
 from facecorpus.validation.record_checks import check_record, rules_for, verdict
+from tests.support.generation_helpers import fact_grid, measured_face
 
 CATS = list(DEFAULT_CATEGORIES)
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
@@ -231,29 +225,17 @@ def test_junk_off_turns_every_check_off(photo_item: WorkItem):
 # ------------------------------------------------------------------------------------------ templates
 
 
-def _faces(yaw: float, pitch: float, roll: float, label: str, blur: float, brightness: float) -> list[Face]:
-    return [Face(box=FaceBox(x1=20, y1=20, x2=200, y2=230), score=0.99, detector="portable:mtcnn",
-                 landmarks5=[(70, 100), (150, 100), (110, 140), (80, 180), (140, 180)],
-                 pose=Pose(yaw=yaw, pitch=pitch, roll=roll), expression=Expression(label=label, confidence=0.8),
-                 quality=FaceQuality(size_px=180, blur=blur, brightness=brightness, contrast=50), mouth_openness=0.4)]
-
-
 def test_the_templates_generator_output_passes_on_a_grid_of_facts(photo_item: WorkItem):
     """The fallback of the rewrite mode and the default generator: never junk, whatever the facts."""
     rules = rules_for(_recipe())
     rules = dataclasses.replace(rules, categories=tuple(CATS))
     poses = [(0, 0, 0), (-35, 12, -14), (40, -25, 20)]
-    faces = [None, *[_faces(*p, label, blur, light) for p, label, blur, light in zip(
+    faces = [None, *[measured_face(*p, label, blur, light) for p, label, blur, light in zip(
         poses * 3, ["happy", "neutral", "sad", "surprise", "angry", "fear", "disgust", "happy", "neutral"],
         [10, 80, 400] * 3, [40, 120, 220] * 3, strict=False)]]
-    labels = list(itertools.product([None, *GENDERS.values()], [None, *AGE_BINS.values()], [None, *RACES.values()]))
     failures = []
-    for i, (face, (gender, age, race)) in enumerate(itertools.product(faces, labels[::7])):
-        item = copy.deepcopy(photo_item)
+    for i, item in fact_grid(photo_item, faces, every=7):
         item.key = f"grid_{i}"
-        item.labels = {n: AttributeValue(value=v, source="label", confidence=1.0)
-                       for n, v in (("gender", gender), ("age", age), ("race", race)) if v is not None}
-        item.faces, item.primary_face = (face, 0) if face else ([], None)
         (item,) = list(GenerateFromTemplates(CATS, seed=i).run(item))
         found = check_record(build_sample(item, "t", "0" * 64, "0", WHEN), rules)
         failures += [(f.reason, f.detail) for f in found]

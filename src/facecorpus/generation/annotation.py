@@ -25,7 +25,6 @@ from typing import Any
 
 import apache_beam as beam
 import jinja2
-from apache_beam.ml.inference.base import RunInference
 
 from ..errors import UserError
 from ..execution import Execution
@@ -36,16 +35,15 @@ from ..prompting.render import (
     PromptRequest,
     RenderedPrompt,
     image_data_url,
-    prompt_sha256,
     user_content,
 )
 from ..recipe import Recipe
 from ..records import AnnotationInfo, AttributeConflict, AttributeValue
 from ..rejection import Rejected
-from ..stage import REJECTS, Stage, WorkItem
+from ..stage import Stage, WorkItem
 from .config import GenerationConfig
 from .handler import OpenAIChatHandler
-from .llm_stage import AwaitOutcomes, image_options, pending_window
+from .llm_stage import image_options, render_ask_apply
 
 SCHEMA_NAME = "FaceAttributes"
 
@@ -81,8 +79,7 @@ def render_annotation(prompt_set: PromptSet, jpeg: bytes | None, image: ImageOpt
     request = PromptRequest(category=None, messages=[{"role": "system", "content": system},
                                                      {"role": "user", "content": user_content(user, image_url, image)}],
                             response_format=annotation_format())
-    return RenderedPrompt(prompt_set=prompt_set.name, prompt_version=prompt_set.version, mode="annotate",
-                          requests=[request], sha256=prompt_sha256([request]), image_attached=image_url is not None)
+    return RenderedPrompt.of(prompt_set, [request], image_attached=image_url is not None, mode="annotate")
 
 
 def annotated_values(data: dict[str, Any], model: str, min_confidence: float) -> tuple[dict[str, AttributeValue], int]:
@@ -214,13 +211,5 @@ class AnnotateWithLLM(beam.PTransform):
         self.min_confidence = min_confidence
 
     def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
-        rendered = items | "RenderAnnotation" >> beam.ParDo(RenderAnnotation(self.cfg)).with_outputs(REJECTS, main="main")
         handler = OpenAIChatHandler(self.cfg, self.cache_dir, "annotate", self.out, ledger_stage="annotate")
-        applied = (
-            rendered["main"]
-            | "AnnotateLLM" >> RunInference(handler)
-            | "AwaitAnnotations" >> beam.ParDo(AwaitOutcomes(window=pending_window(handler, self.cfg)))
-            | "ApplyAnnotation" >> beam.ParDo(ApplyAnnotation(self.min_confidence)).with_outputs(REJECTS, main="main")
-        )
-        rejects = (rendered[REJECTS], applied[REJECTS]) | "AnnotationRejects" >> beam.Flatten()
-        return {"main": applied["main"], REJECTS: rejects}
+        return render_ask_apply(items, RenderAnnotation(self.cfg), handler, self.cfg, ApplyAnnotation(self.min_confidence))

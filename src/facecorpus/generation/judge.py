@@ -35,7 +35,6 @@ from typing import Any
 import apache_beam as beam
 import jinja2
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.ml.inference.base import RunInference
 
 from ..errors import UserError
 from ..execution import Execution
@@ -48,16 +47,15 @@ from ..prompting.render import (
     estimate_phrases,
     image_data_url,
     label_codes,
-    prompt_sha256,
     user_content,
 )
 from ..recipe import Recipe
 from ..records import Judgement, Sample, SourceInfo
 from ..rejection import Rejected
-from ..stage import METRICS_NAMESPACE, REJECTS, ShardSample, Stage
+from ..stage import METRICS_NAMESPACE, ShardSample, Stage
 from .config import JUDGE_CRITERIA, GenerationConfig, JudgeConfig
 from .handler import OpenAIChatHandler
-from .llm_stage import AwaitOutcomes, image_options, pending_window
+from .llm_stage import image_options, render_ask_apply
 from .outcome import BatchContext, GenerationOutcome
 
 SCHEMA_NAME = "SampleVerdict"
@@ -103,8 +101,7 @@ def render_judgement(prompt_set: PromptSet, sample: Sample, jpeg: bytes | None, 
     request = PromptRequest(category=None, messages=[{"role": "system", "content": system},
                                                      {"role": "user", "content": user_content(user, image_url, image)}],
                             response_format=verdict_format(reason_max_chars))
-    return RenderedPrompt(prompt_set=prompt_set.name, prompt_version=prompt_set.version, mode="judge",
-                          requests=[request], sha256=prompt_sha256([request]), image_attached=image_url is not None)
+    return RenderedPrompt.of(prompt_set, [request], image_attached=image_url is not None, mode="judge")
 
 
 def read_verdict(data: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
@@ -247,16 +244,9 @@ class JudgeSamples(beam.PTransform):
 
     def expand(self, samples: beam.PCollection) -> dict[str, beam.PCollection]:
         works = samples | "ToJudge" >> beam.Map(JudgeWork)
-        rendered = works | "RenderJudgement" >> beam.ParDo(RenderJudgement(self.cfg, self.settings.reason_max_chars)).with_outputs(REJECTS, main="main")
         handler = OpenAIChatHandler(self.cfg, self.cache_dir, "judge", self.out, ledger_stage=LEDGER_STAGE)
-        applied = (
-            rendered["main"]
-            | "JudgeLLM" >> RunInference(handler)
-            | "AwaitVerdicts" >> beam.ParDo(AwaitOutcomes(window=pending_window(handler, self.cfg)))
-            | "ApplyJudgement" >> beam.ParDo(ApplyJudgement(self.settings)).with_outputs(REJECTS, main="main")
-        )
-        rejects = (rendered[REJECTS], applied[REJECTS]) | "JudgeRejects" >> beam.Flatten()
-        return {"main": applied["main"], REJECTS: rejects}
+        return render_ask_apply(works, RenderJudgement(self.cfg, self.settings.reason_max_chars), handler, self.cfg,
+                                ApplyJudgement(self.settings))
 
 
 # ------------------------------------------------------------------------------------------- totals

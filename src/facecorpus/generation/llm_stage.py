@@ -15,7 +15,7 @@ batch happens while the pool is busy.
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -68,9 +68,12 @@ def render_item(item: WorkItem, prompt_set: PromptSet, cfg: GenerationConfig) ->
 
 
 class RenderPrompts(Stage):
-    """Stage 'render': the item's requests, exactly as they will be sent, and the prompt hash."""
+    """The generate stage's first step: the item's requests, exactly as they will be sent, and the prompt
+    hash. Its rejects carry `generate`, the stage's Beam label (as the annotate, paraphrase and judge
+    stages' render steps carry theirs); its counters are `render.*`."""
 
-    name = "render"
+    name = "generate"
+    counted_as = "render"
 
     def __init__(self, cfg: GenerationConfig) -> None:
         super().__init__()
@@ -203,6 +206,31 @@ def pending_window(handler: OpenAIChatHandler, cfg: GenerationConfig) -> int:
     return handler.batch_requests + 4 * cfg.openai.concurrency
 
 
+def call_llm(ready: beam.PCollection, handler: OpenAIChatHandler, cfg: GenerationConfig) -> beam.PCollection:
+    """Rendered items → the same items with their LLM outcome: RunInference(handler), then AwaitOutcomes
+    fused with it (at most `pending_window` requests waiting)."""
+    return (
+        ready
+        | "CallLLM" >> RunInference(handler)
+        | "AwaitOutcomes" >> beam.ParDo(AwaitOutcomes(window=pending_window(handler, cfg)))
+    )
+
+
+def render_ask_apply(
+    items: beam.PCollection, render: Stage, handler: OpenAIChatHandler, cfg: GenerationConfig, apply: Stage,
+    prepare: Callable[[beam.PCollection], beam.PCollection] | None = None,
+) -> dict[str, beam.PCollection]:
+    """The body of an LLM stage (generate, annotate, judge): `render` each item's requests, `prepare`
+    them (the Batch API), `call_llm`, `apply` the answers; {'main', 'rejects'} with the rejects of
+    `render` and `apply`. Inside the stage's composite: labels `render`, `CallLLM`, `AwaitOutcomes`,
+    `apply`, `rejects`."""
+    rendered = items | "render" >> beam.ParDo(render).with_outputs(REJECTS, main="main")
+    ready = rendered["main"] if prepare is None else prepare(rendered["main"])
+    applied = call_llm(ready, handler, cfg) | "apply" >> beam.ParDo(apply).with_outputs(REJECTS, main="main")
+    rejects = (rendered[REJECTS], applied[REJECTS]) | "rejects" >> beam.Flatten()
+    return {"main": applied["main"], REJECTS: rejects}
+
+
 class GenerateWithLLM(beam.PTransform):
     """The generate stage with an OpenAI-compatible endpoint (online or Batch API)."""
 
@@ -217,20 +245,14 @@ class GenerateWithLLM(beam.PTransform):
         self.prompt_mode = load_checked_prompt_set(cfg).mode
 
     def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
-        rendered = items | "render" >> beam.ParDo(RenderPrompts(self.cfg)).with_outputs(REJECTS, main="main")
-        ready = rendered["main"]
-        if self.cfg.mode == "batch":
-            from .batch import SubmitBatches
-
-            reports = ready | "BatchAPI" >> SubmitBatches(self.cfg, self.cache_dir, self.out)
-            ready = ready | "AwaitBatches" >> beam.Map(_attach_batch_context, beam.pvalue.AsList(reports))
         handler = OpenAIChatHandler(self.cfg, self.cache_dir, self.prompt_mode, self.out)
-        applied = (
-            ready
-            | "CallLLM" >> RunInference(handler)
-            | "AwaitOutcomes" >> beam.ParDo(AwaitOutcomes(window=pending_window(handler, self.cfg)))
-            | "ApplyGeneration" >> beam.ParDo(ApplyGeneration(self.cfg, self.junk, self.age_tolerance)).with_outputs(
-                REJECTS, main="main")
-        )
-        rejects = (rendered[REJECTS], applied[REJECTS]) | "GenerationRejects" >> beam.Flatten()
-        return {"main": applied["main"], REJECTS: rejects}
+        return render_ask_apply(items, RenderPrompts(self.cfg), handler, self.cfg,
+                                ApplyGeneration(self.cfg, self.junk, self.age_tolerance),
+                                prepare=self._batch if self.cfg.mode == "batch" else None)
+
+    def _batch(self, ready: beam.PCollection) -> beam.PCollection:
+        """Batch mode: the Batch API fills the cache first; its report reaches each item (side input)."""
+        from .batch import SubmitBatches
+
+        reports = ready | "BatchAPI" >> SubmitBatches(self.cfg, self.cache_dir, self.out)
+        return ready | "AwaitBatches" >> beam.Map(_attach_batch_context, beam.pvalue.AsList(reports))

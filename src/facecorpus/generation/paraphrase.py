@@ -28,20 +28,19 @@ from typing import Any
 
 import apache_beam as beam
 import jinja2
-from apache_beam.ml.inference.base import RunInference
 
 from ..errors import UserError
 from ..execution import Execution
 from ..labels import VOCABULARY, Category, Flag, Vocabulary
 from ..prompting.promptset import PromptSet
-from ..prompting.render import PromptRequest, RenderedPrompt, prompt_sha256
+from ..prompting.render import PromptRequest, RenderedPrompt
 from ..recipe import Recipe
 from ..records import AnnotationInfo, QAPair
 from ..rejection import Rejected
 from ..stage import REJECTS, Stage, WorkItem
 from .config import PARAPHRASED_CATEGORIES, GenerationConfig
 from .handler import OpenAIChatHandler
-from .llm_stage import AwaitOutcomes, pending_window
+from .llm_stage import call_llm
 
 SCHEMA_NAME = "ParaphrasedQuestions"
 #: words that carry no meaning of their own in a value's phrase ("of East Asian ethnicity" → east, asian)
@@ -149,8 +148,7 @@ def render_paraphrase(prompt_set: PromptSet, stems: list[str]) -> RenderedPrompt
     longest = max(len(s) for s in stems)
     request = PromptRequest(category=None, messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
                             response_format=paraphrase_format(len(stems), max(2 * longest, longest + 60)))
-    return RenderedPrompt(prompt_set=prompt_set.name, prompt_version=prompt_set.version, mode="paraphrase",
-                          requests=[request], sha256=prompt_sha256([request]), image_attached=False)
+    return RenderedPrompt.of(prompt_set, [request], mode="paraphrase")
 
 
 class RenderParaphrase(Stage):
@@ -262,11 +260,7 @@ class ParaphraseWithLLM(beam.PTransform):
             REJECTS, main="main")
         asking = rendered["main"] | "NeedsParaphrase" >> beam.Partition(lambda it, _n: 0 if it.prompt is not None else 1, 2)
         handler = OpenAIChatHandler(self.cfg, self.cache_dir, "paraphrase")
-        answered = (
-            asking[0]
-            | "ParaphraseLLM" >> RunInference(handler)
-            | "AwaitParaphrases" >> beam.ParDo(AwaitOutcomes(window=pending_window(handler, self.cfg)))
-        )
+        answered = call_llm(asking[0], handler, self.cfg)
         applied = ((answered, asking[1]) | "AllParaphrased" >> beam.Flatten()
                    | "ApplyParaphrase" >> beam.ParDo(ApplyParaphrase(self.categories)).with_outputs(REJECTS, main="main"))
         rejects = (rendered[REJECTS], applied[REJECTS]) | "ParaphraseRejects" >> beam.Flatten()

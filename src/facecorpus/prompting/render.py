@@ -79,6 +79,14 @@ class RenderedPrompt:
     #: rewrite sets: the templates generator's texts the requests rephrase (generation/rewrite.py)
     rewrite_from: Any = None
 
+    @classmethod
+    def of(cls, prompt_set: Any, requests: list[PromptRequest], image_attached: bool = False, mode: str | None = None,
+           **rest: Any) -> RenderedPrompt:
+        """The rendered prompt of `requests` from `prompt_set` (a PromptSet: its name and version; its
+        mode unless `mode` says another stage's), hashed as they will be sent."""
+        return cls(prompt_set=prompt_set.name, prompt_version=prompt_set.version, mode=mode or prompt_set.mode,
+                   requests=requests, sha256=prompt_sha256(requests), image_attached=image_attached, **rest)
+
 
 # ------------------------------------------------------------------------------------------- inputs
 
@@ -347,14 +355,5 @@ def render_prompt(
                 response_format=_response_format(tuple(categories), tuple(sorted(prompt_set.bounds.items())), fixed),
             )
         )
-    return RenderedPrompt(
-        prompt_set=prompt_set.name,
-        prompt_version=prompt_set.version,
-        mode=prompt_set.mode,
-        requests=requests,
-        sha256=prompt_sha256(requests),
-        image_attached=image_url is not None,
-        categories=list(categories),
-        caption_from=prompt_set.caption_from,
-        questions=questions,
-    )
+    return RenderedPrompt.of(prompt_set, requests, image_attached=image_url is not None, categories=list(categories),
+                             caption_from=prompt_set.caption_from, questions=questions)

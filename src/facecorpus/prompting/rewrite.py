@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .promptset import PromptSet
-from .render import PromptRequest, RenderedPrompt, prompt_sha256
+from .render import PromptRequest, RenderedPrompt
 
 CAPTION = "caption"
 
@@ -26,14 +26,5 @@ def render_rewrite(prompt_set: PromptSet, texts: list[tuple[str, str]], question
         user = prompt_set.templates["user"].render(text=text, category=category, topic=topic).strip()
         requests.append(PromptRequest(category=category, question=questions.get(category),
                                       messages=[{"role": "system", "content": system}, {"role": "user", "content": user}]))
-    return RenderedPrompt(
-        prompt_set=prompt_set.name,
-        prompt_version=prompt_set.version,
-        mode=prompt_set.mode,
-        requests=requests,
-        sha256=prompt_sha256(requests),
-        image_attached=False,
-        categories=[c for c, _ in texts if c != CAPTION],
-        questions=questions,
-        rewrite_from=rewrite_from,
-    )
+    return RenderedPrompt.of(prompt_set, requests, categories=[c for c, _ in texts if c != CAPTION], questions=questions,
+                             rewrite_from=rewrite_from)

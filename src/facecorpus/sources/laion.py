@@ -311,10 +311,11 @@ class ReadWebList(beam.PTransform):
                 rows
                 | "ByArchive" >> beam.Map(lambda r: (r.archive, r))
                 | "GroupByArchive" >> beam.GroupByKey()
-                | "ReadArchives" >> beam.ParDo(_ReadArchive()).with_outputs(REJECTS, main="main")
+                # img2dataset's download, read back: labelled as the stage its failures' rejects name
+                | "download" >> beam.ParDo(_ReadArchive()).with_outputs(REJECTS, main="main")
             )
         else:
-            downloaded = key_by_lane(rows, cfg.download.per_domain) | "Download" >> beam.ParDo(
+            downloaded = key_by_lane(rows, cfg.download.per_domain) | "download" >> beam.ParDo(
                 PoliteDownload(cfg.download)).with_outputs(REJECTS, main="main")
         rejects = (filtered[REJECTS], unique[REJECTS], downloaded[REJECTS]) | "Rejects" >> beam.Flatten()
         return {"main": downloaded["main"], "rejects": rejects}
