@@ -79,7 +79,7 @@ class Execution:
 
     def local_path_error(self, key: str, path: str) -> UserError:
         """The one line for a launcher-local `path` under recipe `key` that remote workers cannot read."""
-        return UserError(f"{key} is the local path {path}, which {self.runner} workers cannot read "
+        return UserError(f"{key} is the local path {path}, which {self.runner} workers cannot read or write "
                          f"(they do not run on this machine); put it on gs:// or s3://")
 
     def require_shared(self, key: str, path: str | None) -> None:

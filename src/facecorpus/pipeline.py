@@ -347,6 +347,7 @@ def run_recipe(
         raise UserError(f"--detach needs a runner whose workers run elsewhere; {execution.runner} runs the job in this process")
     use_storage(execution.options)  # gs:// and s3:// need them before the first file access
     check_shared_paths(recipe, execution)
+    execution.require_shared("--out", out)  # remote workers write the shards there
     check_worker_image(execution.worker_image, versions())
     require_filesystem(out)
     checked = preflight(recipe, execution=execution)

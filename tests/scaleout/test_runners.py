@@ -48,6 +48,17 @@ def test_a_local_path_with_a_remote_runner_is_one_line_naming_the_key(tmp_path: 
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_a_local_output_folder_with_a_remote_runner_is_one_line(tmp_path: Path, monkeypatch, capsys):
+    from tests.support.inprocess_cli import run_main
+
+    recipe = write_recipe(tmp_path / "r.yaml", {"name": "remote-out", "sources": [{"type": "folder", "path": "gs://b/photos"}],
+                                                "generation": {"generator": "templates"}, "faces": {"backend": "none"}})
+    code, _, err = run_main(["run", str(recipe), "--out", str(tmp_path / "out"), "--", "--runner=DataflowRunner",
+                             "--project=p"], monkeypatch, capsys)
+    assert code == 2 and "--out is the local path" in err and "DataflowRunner workers cannot read or write" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 def test_local_llm_with_a_remote_runner_is_refused(tmp_path: Path):
     recipe = write_recipe(tmp_path / "r.yaml", {
         "name": "remote-llm", "sources": [{"type": "folder", "path": "gs://bucket/photos"}],
