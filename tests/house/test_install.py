@@ -7,6 +7,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from facecorpus.install_check import installed_opencv, problems
 from facecorpus.resources import data_dir
 from tests.support.helpers import REPO, run_cli
@@ -50,3 +52,24 @@ def test_wheel_ships_prompts_schemas_and_pipelines(tmp_path: Path):
     assert "facecorpus/_data/schemas/sample.schema.json" in names
     assert "facecorpus/_data/pipelines/demo.yaml" in names
     assert "facecorpus/records.py" in names
+
+
+@pytest.mark.e2e
+def test_a_run_without_faces_or_an_llm_imports_neither_torch_nor_openai(tmp_path):
+    """Pre-flight and graph building of a templates recipe without a face backend import neither the
+    face stage (Beam's RunInference imports torch: ~1.5 s CPU) nor the openai client (~0.8 s): a fresh
+    interpreter, as every run and worker starts."""
+    code = (
+        "import sys\n"
+        "from facecorpus.recipe import validate_recipe\n"
+        "from facecorpus.preflight import preflight\n"
+        "from facecorpus.pipeline import faces_transform\n"
+        f"r = validate_recipe({{'name': 'x', 'sources': [{{'type': 'folder', 'path': {str(tmp_path)!r}}}]}}, 'x', {str(tmp_path)!r})\n"
+        "assert r.faces.backend == 'none' and r.generation.generator == 'templates'\n"
+        "preflight(r)\n"
+        "assert faces_transform(r) is None\n"
+        "print(sorted(m for m in ('torch', 'openai') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
