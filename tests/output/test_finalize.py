@@ -119,13 +119,14 @@ def test_finalize_of_a_copied_output_matches_reading_everything(demo_output: Pat
     stats = json.loads((out / "stats.json").read_text())
     ref = _reference_stats(out)
     assert {k: stats[k] for k in ref} == ref
-    assert stats["inputs_counted_by"] == "outputs"
+    assert stats["inputs_counted_by"] == "outputs" and stats["invariant_ok"] is None  # not proven, not claimed
     original = json.loads((demo_output / "stats.json").read_text())
     for k in ("written", "rejected", "by_stage", "qa_by_category", "labels", "validation", "llm"):
         assert stats[k] == original[k], k
     index = json.loads((out / "index.json").read_text())
     assert index == json.loads((demo_output / "index.json").read_text())
     card = (out / "README.md").read_text()
+    assert "inputs == written + rejected: not proven" in card
     assert "## Faces" in card and "### Head pose" in card and "### Answer length (characters)" in card
     proc = cli_in_process("finalize", str(out), "--inputs", str(stats["written"] + stats["rejected"] + 1))
     assert proc.returncode == 1 and "INVALID: inputs" in proc.stderr  # a lost input is not papered over

@@ -98,7 +98,7 @@ def finalize(
         raise UserError(f"{out} has no run.json: is it a facecorpus output?")
     stats = finalize_recorded(out, info, inputs)
     print_summary(stats, out)
-    if not stats["invariant_ok"]:
+    if stats["invariant_ok"] is False:
         typer.echo(f"INVALID: inputs {stats['inputs']} != written {stats['written']} + rejected {stats['rejected']}", err=True)
         raise typer.Exit(1)
     if inputs is None:

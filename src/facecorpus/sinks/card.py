@@ -318,7 +318,7 @@ def render_card(out: str, stats: dict[str, Any], recipe_yaml: str, plots: bool =
         "## Counts",
         "",
         f"- inputs: {stats['inputs']} · written: {w} · rejected: {stats['rejected']} "
-        f"(inputs == written + rejected: {'yes' if stats['invariant_ok'] else 'NO'})",
+        f"(inputs == written + rejected: {_invariant_word(stats['invariant_ok'])})",
         f"- shards: {stats['shards']} · QA pairs: {stats['qa_pairs']}",
         "",
         *([] if plots else ["Figures are off for this output (`output.card.plots: false`); the tables hold every number.", ""]),
@@ -355,3 +355,10 @@ def write_card_files(out: str, stats: dict[str, Any], recipe_yaml: str, plots: b
                      written: WrittenSummary | None = None) -> None:
     """Write DIR/README.md and (with `plots`) DIR/plots/*.png."""
     write_text(FileSystems.join(out, CARD_FILE), render_card(out, stats, recipe_yaml, plots, written))
+
+
+def _invariant_word(ok: bool | None) -> str:
+    """yes / NO, or what a count taken from the outputs themselves is: no proof at all."""
+    if ok is None:
+        return "not proven: inputs were counted from the outputs (`facecorpus finalize OUT --inputs N`)"
+    return "yes" if ok else "NO"
