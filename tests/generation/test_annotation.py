@@ -23,7 +23,8 @@ from facecorpus.errors import UserError
 from facecorpus.generation.annotation import annotated_values
 from facecorpus.labels import ANNOTATED, VOCABULARY, Flag
 from facecorpus.output.check import check_output
-from facecorpus.pipeline import preflight, run_recipe
+from facecorpus.pipeline import run_recipe
+from facecorpus.preflight import preflight
 from facecorpus.recipe import validate_recipe
 from tests.support.llm_fault_server import FaultServer
 

@@ -15,7 +15,7 @@ import pytest
 from facecorpus.errors import UserError
 from facecorpus.generation.batch import batch_name, plan_files
 from facecorpus.generation.config import GenerationConfig
-from facecorpus.pipeline import preflight
+from facecorpus.preflight import preflight
 from tests.support.generation_helpers import run_generation, work_items
 from tests.support.llm_fault_server import FaultServer, Rule
 

@@ -80,7 +80,7 @@ def test_missing_pack_names_the_pull_command(tmp_path: Path, monkeypatch: pytest
         LocalLLMServer()
     data = {"name": "x", "sources": [{"type": "folder", "path": str(tmp_path)}], "faces": {"backend": "none"},
             "generation": {"generator": "openai", "openai": {"base_url": "local"}}}
-    from facecorpus.pipeline import preflight
+    from facecorpus.preflight import preflight
 
     with pytest.raises(MissingModelPack, match="facecorpus models pull smollm2"):
         preflight(validate_recipe(data, "x", tmp_path))

@@ -13,7 +13,8 @@ import pytest
 from facecorpus.demo import build_demo_inputs
 from facecorpus.errors import UserError
 from facecorpus.generation.config import GenerationConfig
-from facecorpus.pipeline import preflight, run_recipe
+from facecorpus.pipeline import run_recipe
+from facecorpus.preflight import preflight
 from facecorpus.recipe import validate_recipe
 from facecorpus.records import DEFAULT_CATEGORIES, Reject, Sample
 from tests.support.generation_helpers import run_generation, work_items

@@ -1,4 +1,4 @@
-"""The front of the graph is built once (pipeline.build_front) for the run and for `prompts render`,
+"""The front of the graph is built once (graph.build_front) for the run and for `prompts render`,
 and every stage's Beam label is the stage name its reject lines carry."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from facecorpus.download.download_rows import STAGE as DOWNLOAD_STAGE
 from facecorpus.faces.face_stage import STAGE as FACES_STAGE
 from facecorpus.generation.dry_run import estimate
 from facecorpus.generation.judge import STAGE as JUDGE_STAGE
+from facecorpus.graph import prompts_until_generation
 from facecorpus.keys import make_key
-from facecorpus.pipeline import preflight, prompts_until_generation
-from facecorpus.preflight import Checked
+from facecorpus.preflight import Checked, preflight
 from facecorpus.recipe import validate_recipe
 from facecorpus.validation.dedup_stage import STAGE as DEDUP_STAGE
 from tests.support.stage_labels import graph_of, stages_by_label, top_labels

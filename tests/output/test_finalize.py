@@ -205,7 +205,8 @@ def test_only_a_detached_run_builds_the_finalize_into_its_job(tmp_path: Path):
     import apache_beam as beam
     from PIL import Image
 
-    from facecorpus.pipeline import build_pipeline, preflight
+    from facecorpus.graph import build_pipeline
+    from facecorpus.preflight import preflight
     from facecorpus.recipe import Recipe
 
     (tmp_path / "in").mkdir()

@@ -131,7 +131,7 @@ def test_the_local_cache_follows_the_effective_runner_not_the_recipe(tmp_path: P
 
 
 def test_staging_follows_the_effective_runner_not_the_recipe():
-    from facecorpus.pipeline import staging_for
+    from facecorpus.graph import staging_for
     from facecorpus.recipe import Recipe
 
     recipe = Recipe.model_validate({"name": "s", "sources": [{"type": "folder", "path": "gs://b/photos"}]})

@@ -107,8 +107,8 @@ def test_the_key_is_not_in_what_the_job_is_submitted_with(tmp_path: Path):
 
     from facecorpus.demo import photo_paths
     from facecorpus.execution import execution_for
+    from facecorpus.graph import build_pipeline
     from facecorpus.output.resume import plan_output
-    from facecorpus.pipeline import build_pipeline
     from facecorpus.preflight import Checked
     from facecorpus.recipe import Recipe
 

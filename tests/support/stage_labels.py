@@ -10,7 +10,7 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.pipeline import PipelineVisitor
 
-from facecorpus.pipeline import build_pipeline
+from facecorpus.graph import build_pipeline
 from facecorpus.preflight import Checked
 from facecorpus.recipe import Recipe
 from facecorpus.stage import Stage

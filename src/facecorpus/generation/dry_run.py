@@ -1,6 +1,6 @@
 """Seeing what generation would send and cost, without calling anything.
 
-`pipeline.prompts_until_generation` runs the recipe's own front of the graph (sources → image → dedup
+`graph.prompts_until_generation` runs the recipe's own front of the graph (sources → image → dedup
 → faces, the run's builder) and renders the prompts on the local runner; `Describe` turns each
 rendered item into a JSON row, so what is shown is exactly what a run would send:
 - `rendered_requests(rows, key, …)`: the request bodies of one sample (`facecorpus prompts render`);

@@ -57,7 +57,7 @@ def render_command(
     """Show the exact requests for one sample (--sample KEY) or estimate a whole run (--dry-run)."""
     from ..errors import UserError
     from ..generation.dry_run import estimate, rendered_requests
-    from ..pipeline import prompts_until_generation
+    from ..graph import prompts_until_generation
     from ..recipe import load_recipe
 
     if sample is None and not dry_run:
