@@ -63,7 +63,7 @@ def test_a_run_without_faces_or_an_llm_imports_neither_torch_nor_openai(tmp_path
         "import sys\n"
         "from facecorpus.recipe import validate_recipe\n"
         "from facecorpus.preflight import preflight\n"
-        "from facecorpus.pipeline import faces_transform\n"
+        "from facecorpus.graph import faces_transform\n"
         f"r = validate_recipe({{'name': 'x', 'sources': [{{'type': 'folder', 'path': {str(tmp_path)!r}}}]}}, 'x', {str(tmp_path)!r})\n"
         "assert r.faces.backend == 'none' and r.generation.generator == 'templates'\n"
         "preflight(r)\n"
