@@ -27,7 +27,7 @@ CHECK = textwrap.dedent('''
     from facecorpus.output.manifest import MANIFEST_SCHEMA, manifest_row
     from facecorpus.stage import WorkItem
     from facecorpus.validation.assemble import build_sample
-    from facecorpus.validation import output_check
+    from facecorpus.output import check as output_check
 
     item = WorkItem(key="k1", source=SourceInfo(dataset="d", id="1.jpg"))
     assert item.lighting_score is None  # a draft has every field of the record
@@ -68,5 +68,5 @@ def test_a_field_added_once_reaches_schema_draft_record_and_with_its_column_the_
     shutil.copytree(Path(facecorpus.__file__).parent, src / "facecorpus")
     _insert(src / "facecorpus" / "records.py", "    flags: list[str] = Field(default_factory=list, description=\"Non-fatal", FIELD)
     assert _run(src) == {"schema": True, "record": 0.75, "manifest": False, "row": None, "compared": False}
-    _insert(src / "facecorpus" / "sinks" / "manifest.py", "    # with the sample's tar members", COLUMN)
+    _insert(src / "facecorpus" / "output" / "manifest.py", "    # with the sample's tar members", COLUMN)
     assert _run(src) == {"schema": True, "record": 0.75, "manifest": True, "row": 0.75, "compared": True}
