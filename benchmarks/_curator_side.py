@@ -49,6 +49,9 @@ class _ServerCounts:
 
 
 def main() -> None:
+    if len(sys.argv) != 3:  # `make bench` runs every benchmarks/*.py: this one is benchmarks/llm.py's helper
+        print("benchmarks/_curator_side.py is run by benchmarks/llm.py (BODIES.json RESULT.json); nothing to do alone")
+        return
     spec = json.loads(Path(sys.argv[1]).read_text())
     tmp = tempfile.mkdtemp(prefix="bench-curator-")
     os.environ.update({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "TELEMETRY_ENABLED": "False",
