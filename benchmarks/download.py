@@ -16,7 +16,8 @@ Figures, the same for both sides: **whole run** = N URLs / seconds from the call
 written (start-up included); **steady state** = the rate the servers answered at between the 10th and
 the 90th percentile of that run's answers (their own clocks: start-up and the last stragglers left
 out), at N and 2N; **marginal** = N / (time for 2N − time for N); **CPU per image** = the process's
-user + system time over the run, with img2dataset's worker processes (its pool's children) added.
+user + system time over the run, with img2dataset's worker processes (its pool's children) added;
+**in flight** = the servers' mean number of open requests over the steady window.
 Runs alternate (img2dataset N, ours N, img2dataset 2N, ours 2N) after one untimed warm-up of each;
 the load average is printed.
 
@@ -52,8 +53,8 @@ THREADS = 32
 
 def serve(latency: float, ports: mp.Queue, commands: Any, stop: mp.Event) -> None:
     """Child process: start one server per host, report their ports, then answer `commands` (a Pipe
-    end): "answers" → the sorted end times (time.monotonic, system-wide) of the /bench/ requests
-    answered since the last call, which also forgets them."""
+    end): "answers" → the (start, end) times (time.monotonic, system-wide) of the /bench/ requests
+    answered since the last call, sorted by end, which also forgets them."""
     from tests.support.loopback_web import WebServer
 
     servers = [WebServer(h) for h in HOSTS]
@@ -63,7 +64,8 @@ def serve(latency: float, ports: mp.Queue, commands: Any, stop: mp.Event) -> Non
     ports.put([s.port for s in servers])
     while not stop.is_set():
         if commands.poll(0.2) and commands.recv() == "answers":
-            ended = sorted(h.ended for s in servers for h in s.hits if h.path.startswith("/bench/"))
+            ended = sorted(((h.started, h.ended) for s in servers for h in s.hits if h.path.startswith("/bench/")),
+                           key=lambda se: se[1])
             for s in servers:
                 s.clear()
             commands.send(ended)
@@ -71,12 +73,17 @@ def serve(latency: float, ports: mp.Queue, commands: Any, stop: mp.Event) -> Non
         s.__exit__(None, None, None)
 
 
-def active_rate(ended: list[float]) -> float:
-    """Answers per second between the 10th and 90th percentile answer (the run once going)."""
-    if len(ended) < 10:
-        return float("nan")
-    lo, hi = ended[len(ended) // 10], ended[(len(ended) * 9) // 10]
-    return ((len(ended) * 9) // 10 - len(ended) // 10) / (hi - lo) if hi > lo else float("inf")
+def active_window(hits: list[tuple[float, float]]) -> tuple[float, float]:
+    """(answers per second, mean requests in flight) between the 10th and 90th percentile answer (the run once going)."""
+    if len(hits) < 10:
+        return float("nan"), float("nan")
+    ends = [e for _, e in hits]
+    first, last = len(ends) // 10, (len(ends) * 9) // 10
+    lo, hi = ends[first], ends[last]
+    if hi <= lo:
+        return float("inf"), float("nan")
+    busy = sum(max(0.0, min(e, hi) - max(s, lo)) for s, e in hits)
+    return (last - first) / (hi - lo), busy / (hi - lo)
 
 
 def _cpu(children: bool) -> float:
@@ -172,8 +179,9 @@ def timed(name: str, fn: Any, parquet: Path, out: Path, commands: Any) -> dict[s
     wall, written = fn(parquet, out)
     cpu = _cpu(children=True) - cpu0
     commands.send("answers")
-    ended = commands.recv()
-    return {"wall": wall, "written": written, "cpu": cpu, "active": active_rate(ended), "answers": len(ended)}
+    hits = commands.recv()
+    active, in_flight = active_window(hits)
+    return {"wall": wall, "written": written, "cpu": cpu, "active": active, "in_flight": in_flight, "answers": len(hits)}
 
 
 def main() -> None:
@@ -217,11 +225,13 @@ def main() -> None:
         a, b = by_size[n], by_size[2 * n]
         fig[name] = {"whole": n / a["wall"], "whole2": 2 * n / b["wall"], "steady": a["active"], "steady2": b["active"],
                      "marginal": n / (b["wall"] - a["wall"]) if b["wall"] > a["wall"] else float("inf"),
-                     "cpu": a["cpu"] / n * 1000, "cpu2": b["cpu"] / (2 * n) * 1000}
+                     "cpu": a["cpu"] / n * 1000, "cpu2": b["cpu"] / (2 * n) * 1000, "flight": a["in_flight"],
+                     "flight2": b["in_flight"]}
         f = fig[name]
         print(f"{name:12s} whole run {f['whole']:6.1f} / {f['whole2']:6.1f} images/s ({a['wall']:.1f} s for {n}, "
               f"{b['wall']:.1f} s for {2 * n}); steady {f['steady']:6.1f} / {f['steady2']:6.1f} images/s; "
-              f"marginal {f['marginal']:6.1f}; CPU per image {f['cpu']:.2f} / {f['cpu2']:.2f} ms")
+              f"marginal {f['marginal']:6.1f}; CPU per image {f['cpu']:.2f} / {f['cpu2']:.2f} ms; "
+              f"in flight (steady window) {f['flight']:.1f} / {f['flight2']:.1f} of {THREADS}")
     o, i = fig["ours"], fig["img2dataset"]
     print(f"ratio ours/img2dataset (N={n} / {2 * n}): whole run {o['whole'] / i['whole']:.2f} / {o['whole2'] / i['whole2']:.2f}, "
           f"steady {o['steady'] / i['steady']:.2f} / {o['steady2'] / i['steady2']:.2f}, "
