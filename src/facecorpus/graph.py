@@ -130,14 +130,14 @@ def generation_transform(recipe: Recipe, checked: Checked, out: str | None = Non
     return beam.ParDo(GenerateFromTemplates(g.categories, g.seed)).with_outputs(REJECTS, main="main")
 
 
-def paraphrase_transform(recipe: Recipe, checked: Checked) -> beam.PTransform | None:
+def paraphrase_transform(recipe: Recipe, checked: Checked, out: str | None = None) -> beam.PTransform | None:
     """Hook (paraphrase, after generate): the LLM's rewording of label questions, as pre-flight decided
     it; None when the recipe does not ask for it."""
     if checked.paraphrase is None:
         return None
     from .generation.paraphrase import ParaphraseWithLLM
 
-    return ParaphraseWithLLM(checked.paraphrase, checked.paraphrase_cache_dir, recipe.generation.paraphrase.categories)
+    return ParaphraseWithLLM(checked.paraphrase, checked.paraphrase_cache_dir, recipe.generation.paraphrase.categories, out)
 
 
 def annotation_transform(checked: Checked, out: str | None = None) -> beam.PTransform | None:
@@ -242,7 +242,7 @@ def build_pipeline(
     if annotate is not None:
         items = _apply(items, annotate, "annotate", rejects)
     items = _apply(items, generation_transform(recipe, checked, out), "generate", rejects)
-    paraphrase = paraphrase_transform(recipe, checked)
+    paraphrase = paraphrase_transform(recipe, checked, out)
     if paraphrase is not None:
         items = _apply(items, paraphrase, "paraphrase", rejects)
     samples = _apply(items, validate_transform(recipe, created_at), "validate", rejects)
@@ -273,25 +273,50 @@ def build_pipeline(
 
 
 def prompts_until_generation(recipe: Recipe, key: str | None = None) -> list[dict[str, Any]]:
-    """Run the front of the graph and render the prompts on this machine, calling nothing: one JSON
-    row per item that would reach generation (`key`: only that sample, with its request bodies; see
-    generation/dry_run.py)."""
+    """Run the front of the graph and render the prompts of every LLM stage before validation on this
+    machine, calling nothing: one JSON row per item and stage (`annotate`, `generate`, `paraphrase`)
+    that would reach it (`key`: only that sample, with its request bodies; see generation/dry_run.py).
+    The annotation is rendered from the front's items and generation without the annotation's values
+    (which only an answer gives); the paraphrase after the labels generator, which calls nothing."""
+    import copy
+
     from .generation.dry_run import Describe
     from .generation.llm_stage import RenderPrompts
 
     checked = preflight(recipe, dry_run=True)
+    g = recipe.generation
     with tempfile.TemporaryDirectory(prefix="facecorpus-render-") as tmp:
         with beam.Pipeline(options=PipelineOptions([f"--runner={DRY_RUN_RUNNER}"])) as p:
             items = build_front(p, recipe, tmp, staging_for(recipe, execution_for(DRY_RUN_RUNNER, [], []))).items
             if key is not None:
                 items = items | "OnlyKey" >> beam.Filter(lambda it, k=key: it.key == k)
-            rendered = items | "render" >> beam.ParDo(RenderPrompts(checked.generation)).with_outputs(REJECTS, main="main")
-            _ = (
-                rendered["main"]
-                | "Describe" >> beam.ParDo(Describe(checked.generation, checked.cache_dir, key))
-                | "Write" >> beam.io.WriteToText(str(Path(tmp) / "rendered"), file_name_suffix=".jsonl")
-            )
+            stages: list[tuple[str, Any, Any, str | None]] = []  # (stage, render DoFn, its settings, cache)
+            if checked.annotation is not None:
+                from .generation.annotation import RenderAnnotation
+
+                stages.append(("annotate", RenderAnnotation(checked.annotation), checked.annotation,
+                               checked.annotation_cache_dir))
+            if g.generator == "openai":
+                stages.append(("generate", RenderPrompts(checked.generation), checked.generation, checked.cache_dir))
+            described = []
+            for stage, render, cfg, cache_dir in stages:  # each stage renders its own copy of the items
+                rendered = (items | f"Copy_{stage}" >> beam.Map(copy.deepcopy)
+                            | f"render_{stage}" >> beam.ParDo(render).with_outputs(REJECTS, main="main"))
+                described.append(rendered["main"] | f"Describe_{stage}" >> beam.ParDo(Describe(cfg, cache_dir, key, stage)))
+            if checked.paraphrase is not None:
+                from .generation.paraphrase import RenderParaphrase
+
+                generated = _apply(items, generation_transform(recipe, checked, tmp), "generate", [])
+                rendered = (generated | "render_paraphrase" >> beam.ParDo(RenderParaphrase(
+                    checked.paraphrase, g.paraphrase.categories)).with_outputs(REJECTS, main="main"))
+                asking = rendered["main"] | "NeedsParaphrase" >> beam.Filter(lambda it: it.prompt is not None)
+                described.append(asking | "Describe_paraphrase" >> beam.ParDo(
+                    Describe(checked.paraphrase, checked.paraphrase_cache_dir, key, "paraphrase")))
+            if described:
+                _ = (described | "AllStages" >> beam.Flatten()
+                     | "Write" >> beam.io.WriteToText(str(Path(tmp) / "rendered"), file_name_suffix=".jsonl"))
         rows = []
         for f in sorted(Path(tmp).glob("rendered*.jsonl")):
             rows += [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return rows
+    order = {"annotate": 0, "generate": 1, "paraphrase": 2}
+    return sorted(rows, key=lambda r: (r["key"], order.get(r.get("stage", "generate"), 9)))

@@ -60,9 +60,7 @@ def preflight(recipe: Recipe, dry_run: bool = False, execution: Execution | None
         raise UserError(f"recipe {recipe.name}: {e}") from None
     g = recipe.generation
     if dry_run:
-        g = generation.without_images_for_local(g)  # a run decides the same before it starts
-        generation.load_checked_prompt_set(g)
-        return Checked(g, generation.resolve_cache_dir(g, execution_for(DRY_RUN_RUNNER, [], [])))
+        return _dry_run_checked(recipe)
     runner = execution or execution_for(recipe.runner.runner, recipe.runner.options, [])
     annotation: dict[str, Any] = {}
     if g.annotation.enabled:
@@ -85,3 +83,27 @@ def preflight(recipe: Recipe, dry_run: bool = False, execution: Execution | None
         return Checked(g, None, **annotation)
     g = generation.preflight(g, runner)
     return Checked(g, generation.resolve_cache_dir(g, runner), **annotation)
+
+
+def _dry_run_checked(recipe: Recipe) -> Checked:
+    """`prompts render`'s pre-flight: each LLM stage before validation (annotation, generation,
+    paraphrase) as a run would set it up, its prompt set checked, nothing contacted."""
+    from .generation import preflight as generation
+    from .generation.annotation import annotation_config
+    from .generation.paraphrase import paraphrase_config
+
+    local = execution_for(DRY_RUN_RUNNER, [], [])
+    g = generation.without_images_for_local(recipe.generation)  # a run decides the same before it starts
+    if g.generator == "openai":
+        generation.load_checked_prompt_set(g)
+    extra: dict[str, Any] = {}
+    if g.annotation.enabled:
+        a = generation.without_images_for_local(annotation_config(recipe))
+        generation.load_checked_prompt_set(a)
+        extra |= {"annotation": a, "annotation_cache_dir": generation.resolve_cache_dir(a, local),
+                  "annotation_min_confidence": g.annotation.min_confidence}
+    if g.paraphrase.enabled:
+        para = paraphrase_config(recipe)
+        generation.load_checked_prompt_set(para)
+        extra |= {"paraphrase": para, "paraphrase_cache_dir": generation.resolve_cache_dir(para, local)}
+    return Checked(g, generation.resolve_cache_dir(g, local), **extra)

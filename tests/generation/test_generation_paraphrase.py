@@ -197,3 +197,31 @@ def test_options_and_answers_still_match_the_label_file(paraphrased: dict[str, A
                 assert q["answer"].startswith("Yes" if asked == RAFDB_ADJECTIVE[label] else "No")
                 checked += 1
     assert checked == 24
+
+
+def test_in_batch_mode_the_rewordings_go_through_the_batch_api(demo_inputs: Path, tmp_path: Path):
+    """`generation.mode: batch`: the paraphrase's first-round requests are uploaded as a Batch API file
+    (none goes to chat/completions), and the answers it brings back reword the questions as online."""
+    from facecorpus.pipeline import run_recipe
+    from facecorpus.recipe import validate_recipe
+
+    model = Rewording()
+    data = yaml.safe_load((REPO / "pipelines" / "rafdb_qa.yaml").read_text(encoding="utf-8"))
+    data["sources"][0] |= {"root": str(demo_inputs / "rafdb" / "basic"), "limit": 2}
+    with FaultServer(answer=model, model="fake-writer") as srv:
+        data["generation"] |= {
+            "paraphrase": {"enabled": True}, "cache": {"dir": str(tmp_path / "cache")}, "mode": "batch",
+            "batch": {"poll_initial_s": 0.05, "poll_max_s": 0.1},
+            "openai": {"base_url": srv.base_url, "api_key_env": None, "model": "fake-writer", "preflight": False}}
+        stats = run_recipe(validate_recipe(data, "test", demo_inputs), str(tmp_path / "out")).stats
+        lines = [json.loads(x) for f in srv.files.values() if f["meta"]["purpose"] == "batch"
+                 for x in f["content"].splitlines()]
+        online = len(srv.chat_requests())
+    assert stats["written"] == 2 and len(srv.batches) == 1
+    assert lines and all(line["body"]["response_format"]["json_schema"]["name"] == "ParaphrasedQuestions" for line in lines)
+    assert online == 0 and stats["llm"]["batch_requests"] == len(lines)
+    samples = []
+    for shard in sorted((tmp_path / "out" / "shards").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            samples += [json.loads(tar.extractfile(m).read()) for m in tar.getmembers() if m.name.endswith(".json")]
+    assert all("paraphrased:2" in s["flags"] for s in samples)

@@ -222,7 +222,7 @@ def test_render_command_shows_exactly_what_would_be_sent_and_estimates(tmp_path:
                    env={"FACECORPUS_LLM_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    assert f"sample {key}: prompt set fairfacegpt v1" in out and "image attached" in out
+    assert f"sample {key} (generate): prompt set fairfacegpt v1" in out and "image attached" in out
     assert out.count("── request") == 8
     assert "We know that this is a face image of a man of White ethnicity, in his fifties. Describe only the facial" in out
     assert "stored question: Describe the facial structure of the image based on the visual information." in out
@@ -231,6 +231,37 @@ def test_render_command_shows_exactly_what_would_be_sent_and_estimates(tmp_path:
     missing = cli_in_process("prompts", "render", str(recipe), "--sample", "no_such_key")
     assert missing.returncode == 2 and "no sample with key 'no_such_key'" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_render_and_dry_run_cover_the_annotation_and_the_paraphrase(tmp_path: Path):
+    """A labels recipe with the LLM's annotation and paraphrase: `prompts render` shows both stages'
+    requests for a sample, and --dry-run estimates each stage's requests and cost, and their total."""
+    import yaml
+
+    from facecorpus.demo import build_demo_inputs
+    from facecorpus.graph import prompts_until_generation
+    from facecorpus.recipe import validate_recipe
+    from tests.support.helpers import REPO, run_cli, write_recipe
+
+    inputs = build_demo_inputs(tmp_path / "in")
+    data = yaml.safe_load((REPO / "pipelines" / "rafdb_qa.yaml").read_text(encoding="utf-8"))
+    data["sources"][0] |= {"root": str(inputs / "rafdb" / "basic"), "limit": 2}
+    data["generation"] |= {  # an endpoint that does not exist: rendering and estimating call nothing
+        "paraphrase": {"enabled": True}, "annotation": {"enabled": True}, "cache": {"dir": str(tmp_path / "cache")},
+        "openai": {"base_url": "http://127.0.0.1:9/v1", "model": "gpt-4o-mini", "api_key_env": None}}
+    rows = prompts_until_generation(validate_recipe(data, "test", inputs))
+    keys = sorted({r["key"] for r in rows})
+    assert len(keys) == 2 and sorted((r["key"], r["stage"]) for r in rows) == [
+        (k, st) for k in keys for st in ("annotate", "paraphrase")]
+    recipe = write_recipe(tmp_path / "r.yaml", data)
+    proc = run_cli("prompts", "render", str(recipe), "--sample", keys[0], "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert f"sample {keys[0]} (annotate): prompt set attributes" in out
+    assert f"sample {keys[0]} (paraphrase): prompt set paraphrase" in out and "ParaphrasedQuestions" in out
+    assert "annotate: 2 samples → 2 requests to gpt-4o-mini; 0 already cached, 2 to buy" in out
+    assert "paraphrase: 2 samples → 2 requests to gpt-4o-mini; 0 already cached, 2 to buy" in out
+    assert out.count("estimated cost: $") == 2 and "total: 4 requests, 4 to buy; estimated cost $" in out
 
 
 def test_compact_set_fixes_label_free_questions_and_asks_only_for_answers():

@@ -16,7 +16,9 @@ open or multiple-choice one does not become one; one line, a question mark, no m
 the task. The answer is never sent and never changes. A refused rewording leaves the original
 question (counter `paraphrase.refused.<reason>`); a failed request leaves all of the sample's (flag
 `paraphrase_failed:<reason>`). Lists are not paraphrased: their items are read back from the text.
-No image is sent, so a text-only endpoint (the embedded local model) can paraphrase.
+No image is sent, so a text-only endpoint (the embedded local model) can paraphrase. With
+`generation.mode: batch` the first-round requests go through the Batch API (generation/batch.py),
+re-asks online; the spend ledger's lines are tagged `paraphrase`.
 """
 
 from __future__ import annotations
@@ -249,18 +251,26 @@ class ParaphraseWithLLM(beam.PTransform):
     """The paraphrase stage: generated items → the same items, their questions reworded where the
     rewording keeps options and meaning (see the module)."""
 
-    def __init__(self, cfg: GenerationConfig, cache_dir: str | None, categories: list[str]) -> None:
+    def __init__(self, cfg: GenerationConfig, cache_dir: str | None, categories: list[str], out: str | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.cache_dir = cache_dir
         self.categories = categories
+        self.out = out  # the Batch API's state and the spend ledger (None: neither)
 
     def expand(self, items: beam.PCollection) -> dict[str, beam.PCollection]:
         rendered = items | "RenderParaphrase" >> beam.ParDo(RenderParaphrase(self.cfg, self.categories)).with_outputs(
             REJECTS, main="main")
         asking = rendered["main"] | "NeedsParaphrase" >> beam.Partition(lambda it, _n: 0 if it.prompt is not None else 1, 2)
-        handler = OpenAIChatHandler(self.cfg, self.cache_dir, "paraphrase")
-        answered = call_llm(asking[0], handler, self.cfg)
+        ready = asking[0]
+        if self.cfg.mode == "batch":  # first-round rewordings through the Batch API, as generation's
+            from .batch import SubmitBatches
+            from .llm_stage import _attach_batch_context
+
+            reports = ready | "BatchAPI" >> SubmitBatches(self.cfg, self.cache_dir, self.out)
+            ready = ready | "AwaitBatches" >> beam.Map(_attach_batch_context, beam.pvalue.AsList(reports))
+        handler = OpenAIChatHandler(self.cfg, self.cache_dir, "paraphrase", self.out, ledger_stage="paraphrase")
+        answered = call_llm(ready, handler, self.cfg)
         applied = ((answered, asking[1]) | "AllParaphrased" >> beam.Flatten()
                    | "ApplyParaphrase" >> beam.ParDo(ApplyParaphrase(self.categories)).with_outputs(REJECTS, main="main"))
         rejects = (rendered[REJECTS], applied[REJECTS]) | "ParaphraseRejects" >> beam.Flatten()

@@ -54,29 +54,43 @@ def render_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Render every sample; estimate tokens and cost. Calls nothing.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --sample: the exact request bodies as JSON.")] = False,
 ) -> None:
-    """Show the exact requests for one sample (--sample KEY) or estimate a whole run (--dry-run)."""
+    """Show the exact requests for one sample (--sample KEY) or estimate a whole run (--dry-run), for
+    every LLM stage before validation: annotation, generation, paraphrase. With --json, one stage's
+    requests are an object; several stages' a list of such objects (each with its `stage`)."""
     from ..errors import UserError
-    from ..generation.dry_run import estimate, rendered_requests
+    from ..generation.dry_run import estimates, rendered_requests, total_lines
     from ..graph import prompts_until_generation
+    from ..preflight import preflight
     from ..recipe import load_recipe
 
     if sample is None and not dry_run:
         raise UserError("give --sample KEY to see one sample's requests, or --dry-run to estimate the whole run")
     r = load_recipe(recipe, set_ or [])
     if sample is not None:
-        found = rendered_requests(prompts_until_generation(r, sample), sample, r.name)
+        rows = rendered_requests(prompts_until_generation(r, sample), sample, r.name)
         if as_json:
-            typer.echo(json.dumps(found, indent=2, ensure_ascii=False))
+            typer.echo(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2, ensure_ascii=False))
         else:
-            typer.echo(
-                f"sample {found['key']}: prompt set {found['prompt_set']} v{found['prompt_version']}, "
-                f"prompt sha256 {found['prompt_sha256']}, image {'attached' if found['image_attached'] else 'not attached'}"
-            )
-            for i, req in enumerate(found["requests"]):
-                _print_request(i, req)
+            for found in rows:
+                typer.echo(
+                    f"sample {found['key']} ({found['stage']}): prompt set {found['prompt_set']} v{found['prompt_version']}, "
+                    f"prompt sha256 {found['prompt_sha256']}, image {'attached' if found['image_attached'] else 'not attached'}"
+                )
+                for i, req in enumerate(found["requests"]):
+                    _print_request(i, req)
     if dry_run:
-        for line in estimate(prompts_until_generation(r), r.generation).lines():
+        checked = preflight(r, dry_run=True)
+        configs = {"annotate": checked.annotation, "generate": checked.generation, "paraphrase": checked.paraphrase}
+        found = estimates(prompts_until_generation(r), {k: v for k, v in configs.items() if v is not None})
+        if not found:
+            typer.echo("no LLM requests: nothing reaches an LLM stage in this recipe")
+        for est in found:
+            for line in est.lines():
+                typer.echo(line)
+        for line in total_lines(found):
             typer.echo(line)
+        if r.generation.judge.enabled:
+            typer.echo("judge: not estimated (it scores the texts generation writes; about one request per sample)")
 
 
 @app.command("lock")
