@@ -43,7 +43,7 @@ from ..rejection import Rejected
 from ..stage import Stage, WorkItem
 from .config import GenerationConfig
 from .handler import OpenAIChatHandler
-from .llm_stage import image_options, render_ask_apply
+from .llm_stage import RenderStage, image_options, render_ask_apply
 
 SCHEMA_NAME = "FaceAttributes"
 
@@ -118,22 +118,12 @@ def merge_annotations(item: WorkItem, values: dict[str, AttributeValue]) -> None
     item.attributes = merged
 
 
-class RenderAnnotation(Stage):
+class RenderAnnotation(RenderStage):
     """Stage 'annotate': the item's annotation request (the image and the attribute list). Counted as
     `render_annotation` (ApplyAnnotation counts the stage's items)."""
 
     name = "annotate"
     counted_as = "render_annotation"
-
-    def __init__(self, cfg: GenerationConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self._set: PromptSet | None = None
-
-    def setup(self) -> None:
-        from ..prompting.promptset import load_prompt_set
-
-        self._set = load_prompt_set(self.cfg.prompt_set, self.cfg.prompts_dir)
 
     def run(self, item: WorkItem) -> Iterable[WorkItem]:
         assert self._set is not None

@@ -55,7 +55,7 @@ from ..rejection import Rejected
 from ..stage import METRICS_NAMESPACE, ShardSample, Stage
 from .config import JUDGE_CRITERIA, GenerationConfig, JudgeConfig
 from .handler import OpenAIChatHandler
-from .llm_stage import image_options, render_ask_apply
+from .llm_stage import RenderStage, image_options, render_ask_apply
 from .outcome import BatchContext, GenerationOutcome
 
 SCHEMA_NAME = "SampleVerdict"
@@ -138,21 +138,14 @@ class JudgeWork:
         return self.shard.jpeg
 
 
-class RenderJudgement(Stage):
+class RenderJudgement(RenderStage):
     """Stage 'judge': the sample's verdict request."""
 
     name = STAGE
 
     def __init__(self, cfg: GenerationConfig, reason_max_chars: int = 200) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.reason_max_chars = reason_max_chars
-        self._set: PromptSet | None = None
-
-    def setup(self) -> None:
-        from ..prompting.promptset import load_prompt_set
-
-        self._set = load_prompt_set(self.cfg.prompt_set, self.cfg.prompts_dir)
 
     def run(self, work: JudgeWork) -> Iterable[JudgeWork]:  # type: ignore[override]
         assert self._set is not None

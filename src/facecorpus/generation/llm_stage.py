@@ -67,13 +67,8 @@ def render_item(item: WorkItem, prompt_set: PromptSet, cfg: GenerationConfig) ->
     )
 
 
-class RenderPrompts(Stage):
-    """The generate stage's first step: the item's requests, exactly as they will be sent, and the prompt
-    hash. Its rejects carry `generate`, the stage's Beam label (as the annotate, paraphrase and judge
-    stages' render steps carry theirs); its counters are `render.*`."""
-
-    name = "generate"
-    counted_as = "render"
+class RenderStage(Stage):
+    """The render step of an LLM stage: `cfg`'s prompt set, loaded once per worker (`setup`) into `_set`."""
 
     def __init__(self, cfg: GenerationConfig) -> None:
         super().__init__()
@@ -81,6 +76,20 @@ class RenderPrompts(Stage):
         self._set: PromptSet | None = None
 
     def setup(self) -> None:
+        from ..prompting.promptset import load_prompt_set
+
+        self._set = load_prompt_set(self.cfg.prompt_set, self.cfg.prompts_dir)
+
+
+class RenderPrompts(RenderStage):
+    """The generate stage's first step: the item's requests, exactly as they will be sent, and the prompt
+    hash. Its rejects carry `generate`, the stage's Beam label (as the annotate, paraphrase and judge
+    stages' render steps carry theirs); its counters are `render.*`."""
+
+    name = "generate"
+    counted_as = "render"
+
+    def setup(self) -> None:  # the generator's set is checked against its lock file
         self._set = load_checked_prompt_set(self.cfg)
 
     def run(self, item: WorkItem) -> Iterable[WorkItem]:

@@ -42,7 +42,7 @@ from ..rejection import Rejected
 from ..stage import REJECTS, Stage, WorkItem
 from .config import PARAPHRASED_CATEGORIES, GenerationConfig
 from .handler import OpenAIChatHandler
-from .llm_stage import call_llm
+from .llm_stage import RenderStage, call_llm
 
 SCHEMA_NAME = "ParaphrasedQuestions"
 #: words that carry no meaning of their own in a value's phrase ("of East Asian ethnicity" → east, asian)
@@ -153,22 +153,15 @@ def render_paraphrase(prompt_set: PromptSet, stems: list[str]) -> RenderedPrompt
     return RenderedPrompt.of(prompt_set, [request], mode="paraphrase")
 
 
-class RenderParaphrase(Stage):
+class RenderParaphrase(RenderStage):
     """Stage 'paraphrase': the item's request (its chosen questions' stems); items without any pass."""
 
     name = "paraphrase"
     counted_as = "render_paraphrase"  # ApplyParaphrase counts the stage's items
 
     def __init__(self, cfg: GenerationConfig, categories: list[str]) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.categories = categories
-        self._set: PromptSet | None = None
-
-    def setup(self) -> None:
-        from ..prompting.promptset import load_prompt_set
-
-        self._set = load_prompt_set(self.cfg.prompt_set, self.cfg.prompts_dir)
 
     def run(self, item: WorkItem) -> Iterable[WorkItem]:
         assert self._set is not None
