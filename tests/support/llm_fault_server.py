@@ -54,6 +54,7 @@ class Rule:
     times: int | None = None
     when: str | None = None
     retry_after: float | None = None
+    first_turn_only: bool = False  # never a follow-up (a re-ask carries an assistant turn): keeps counts exact
 
 
 @dataclass
@@ -66,6 +67,10 @@ class Recorded:
     fault: str | None = None
     wall: float = 0.0  # time.time() of arrival, comparable across processes
     raw: bytes = b""  # the request body exactly as it arrived
+
+
+def _is_follow_up(body: Any) -> bool:
+    return isinstance(body, dict) and any(m.get("role") == "assistant" for m in body.get("messages", []))
 
 
 def _text_of(body: Any) -> str:
@@ -239,6 +244,8 @@ class FaultServer:
         with self._lock:
             for rule in self.rules:
                 if rule.when is not None and rule.when not in text:
+                    continue
+                if rule.first_turn_only and _is_follow_up(body):
                     continue
                 if rule.times is not None:
                     if rule.times <= 0:
