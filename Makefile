@@ -43,9 +43,13 @@ demo: install
 	$(VENV)/bin/facecorpus demo --out $(OUT)
 	$(VENV)/bin/facecorpus validate $(OUT)
 
+# The suite on pytest-xdist workers, one per core of the 2-core CI machine (PYTEST_WORKERS=0: one process).
+# --dist loadfile keeps each file on one worker, so a module's fixtures run once; the session fixtures
+# are made once per run (tests/support/helpers.py once_per_run) and the test caches are locked.
+PYTEST_WORKERS ?= 2
 test: install
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile
 
 # the unit tests only (no pipelines, subprocesses, face models or LLM servers; tests/support/markers.py)
 test-quick: install
