@@ -25,6 +25,10 @@ Reasons (all snake_case) and whether a later `--retry-rejects` should try again:
     robots_unreachable   robots.txt answered 429/5xx/failed  retryable
     too_large            over the byte cap                   no
     not_image            the bytes do not decode as image    no   (decided by images.py)
+
+Why one module of ~400 lines: every hop's safety checks, the pinned connection, the capped read and the
+retry loop share one per-request state (deadline, hop list, host slot); split apart, each piece would
+need all of it passed through and a reader could no longer see in one place that no hop skips a check.
 """
 
 from __future__ import annotations
