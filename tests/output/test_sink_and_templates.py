@@ -170,3 +170,87 @@ def test_staged_path_writes_the_same_shards_from_one_file_per_bundle(tmp_path: P
     remove_staging(str(staged))
     assert not (staged / "shards" / "_tmp").exists()  # the staging files and the folder they left empty
     remove_staging(str(staged))  # nothing left to remove is fine
+
+
+def test_only_locators_wait_on_the_count_and_both_groupings_write_the_same_shards(tmp_path: Path):
+    """Issue 14.7: the step that reads the count side input gets small `Staged` locators in both modes
+    (found in the graph, then their pickled sizes measured in the run), while the samples before it
+    carry their 20 KB JPEGs; the shuffle path (fine buckets, part files) writes the shards and manifests
+    that the staging path writes, byte for byte, each sample once."""
+    import pickle
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.pipeline import PipelineVisitor
+    from apache_beam.testing.util import assert_that
+
+    from facecorpus.sinks.shards import StageSample, WritePart, WriteShards
+    from facecorpus.stage import ShardSample
+
+    class SideInputSteps(PipelineVisitor):
+        def __init__(self) -> None:
+            self.found: list = []
+
+        def visit_transform(self, node) -> None:
+            if node.side_inputs and "/Count/" not in node.full_label:  # not Count's own default step
+                self.found.append(node)
+
+    def sizes_at_most(limit: int, n: int, at_least: int = 0):
+        def check(sizes: list[int]) -> None:
+            assert len(sizes) == n and all(at_least <= x <= limit for x in sizes), (n, sorted(sizes)[:3], sorted(sizes)[-3:])
+        return check
+
+    samples = [ShardSample(sample=s.sample, jpeg=s.jpeg + bytes(20_000)) for s in map(shard_sample, range(25))]
+    p = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))  # one run, both sinks: the cheapest proof
+    given = p | beam.Create(samples, reshuffle=False)
+    modes = {"staging": True, "shuffle": False}
+    for name, staging in modes.items():
+        out = tmp_path / name
+        (out / "shards" / "_tmp").mkdir(parents=True)
+        (out / "manifest").mkdir()
+        _ = given | name >> WriteShards(str(out), 10, 10**9, staging=staging)
+    visitor = SideInputSteps()
+    p.visit(visitor)
+    assert sorted(n.full_label for n in visitor.found) == ["shuffle/Bucket", "staging/Bucket"], visitor.found
+    for node in visitor.found:
+        name = node.full_label.split("/")[0]
+        (side,) = node.side_inputs
+        assert side.pvalue.producer.full_label.startswith(f"{name}/Count/")  # the step that reads the global count
+        (main,) = node.main_inputs.values()
+        assert isinstance(main.producer.transform.fn, StageSample if modes[name] else WritePart)  # locators only
+        assert_that(main | f"{name}LocatorSize" >> beam.Map(lambda x: len(pickle.dumps(x))), sizes_at_most(1_000, 25),
+                    label=f"{name}LocatorsAreSmall")
+    assert_that(given | "SampleSize" >> beam.Map(lambda x: len(pickle.dumps(x))), sizes_at_most(10**6, 25, 20_000),
+                label="SamplesCarryJpegs")  # the measure tells the two apart
+    p.run().wait_until_finish()
+    a, b = tmp_path / "staging", tmp_path / "shuffle"
+    names = sorted(f.relative_to(a).as_posix() for f in [*(a / "shards").glob("*.tar"), *(a / "manifest").glob("*.parquet")])
+    assert len(names) == 6 and names == sorted(
+        f.relative_to(b).as_posix() for f in [*(b / "shards").glob("*.tar"), *(b / "manifest").glob("*.parquet")])
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    keys = []
+    for tar in sorted((b / "shards").glob("*.tar")):
+        with tarfile.open(tar) as t:
+            keys += [m.name.split(".", 1)[0] for m in t.getmembers() if m.name.endswith(".jpg")]
+    assert sorted(keys) == [s.key for s in samples]  # each sample exactly once
+    assert {f.name.split("-")[0] for f in (b / "shards" / "_tmp" / "staging").iterdir()} == {"part"}
+
+
+def test_a_part_file_holds_each_shard_bucket_as_one_run(tmp_path: Path):
+    """WritePart orders a fine bucket by key hash, and buckets are hash ranges: whatever the shard count,
+    a shard's samples in one part are adjacent, and load_staged reads them back in one read per run."""
+    from facecorpus.sinks.shards import WritePart, load_staged
+
+    samples = [shard_sample(i) for i in range(40)]
+    locators = list(WritePart(str(tmp_path)).process((0, reversed(samples))))  # any order in
+    assert len({loc.path for loc in locators}) == 1 and sorted(loc.key for loc in locators) == [s.key for s in samples]
+    for n in (2, 3, 7):
+        by_bucket: dict[int, list] = {}
+        for loc in locators:
+            by_bucket.setdefault(bucket_of(loc.key, n), []).append(loc)
+        assert len(by_bucket) == n
+        for locs in by_bucket.values():
+            ends = [(loc.offset, loc.offset + loc.length) for loc in sorted(locs, key=lambda x: x.offset)]
+            assert all(a[1] == b[0] for a, b in zip(ends, ends[1:], strict=False)), ends  # one run
+            assert sorted(p.key for p in load_staged(list(reversed(locs)))) == sorted(loc.key for loc in locs)
