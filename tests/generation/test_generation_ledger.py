@@ -57,16 +57,26 @@ def _kill_with_requests_in_flight(proc: subprocess.Popen, srv: FaultServer, out:
         assert time.monotonic() < deadline
         time.sleep(0.005)
     srv.hold()
+    # wait until the client has filled its slots (nothing new arrives for a second: with every answer held no
+    # slot frees) and has ledgered all it sent; on a busy machine a request sent between a first look and the
+    # kill made the count read here one short of what the server then wasted
+    last, since = None, time.monotonic()
     while True:
         assert proc.poll() is None and time.monotonic() < deadline
         with srv._lock:
-            held = srv.in_flight
+            in_flight = srv.in_flight
+        now = (in_flight, srv.count())  # count() takes the server's lock itself
+        if now != last:
+            last, since = now, time.monotonic()
         seen = ledger_totals(str(out)) or {}
-        if held >= 1 and seen.get("requests") == srv.served and seen.get("attempts") == srv.count():
+        if (now[0] >= 1 and time.monotonic() - since >= 1.0 and seen.get("requests") == srv.served
+                and seen.get("attempts") == now[1]):
             break
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    with srv._lock:
+        held = srv.in_flight  # the client is dead: exactly what the server holds and will answer to no one
     srv.release()
     return held
 

@@ -228,14 +228,16 @@ def test_per_worker_client_reads_the_key_on_the_worker(monkeypatch: pytest.Monke
 def test_batches_overlap_so_the_pool_stays_full(tmp_path: Path):
     # batches of 2 requests and 8 threads: RunInference takes one batch at a time, so if each batch
     # waited for its answers the server would never see more than 2 in flight
-    with FaultServer(latency_s=0.2) as srv:
+    with FaultServer(latency_s=0.5) as srv:
         cfg = GenerationConfig.model_validate({
             "generator": "openai", "prompt_set": "structured", "categories": ["pose"],
             "openai": {"base_url": srv.base_url, "api_key_env": None, "concurrency": 8, "batch_requests": 2},
         })
         items = work_items(40)
         kept, rej, totals = run_generation(cfg, items, str(tmp_path / "c"))
-        assert srv.max_in_flight == 8  # bounded by the pool, and reached across batch boundaries
+        # more than one batch's 2 in flight: batches overlap; never more than the pool's 8. (Exactly 8 is not
+        # asked: on a busy machine the submitting thread was seen to reach 6 before the first answers came.)
+        assert 2 < srv.max_in_flight <= 8
         assert not rej and sorted(i.key for i in kept) == sorted(i.key for i in items)
         assert totals["requests"] == srv.count() == 40 and all(i.caption for i in kept)
 
