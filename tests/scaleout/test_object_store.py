@@ -11,8 +11,6 @@ folder to `exists`, so that check must look for objects.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -28,6 +26,7 @@ import pytest
 from PIL import Image
 
 from tests.support.helpers import REPO, run_cli, write_recipe
+from tests.support.inprocess_cli import cli_in_process
 from tests.validation.test_resume import EPOCH, records, reject_lines
 
 BUCKET = "corpus"
@@ -117,24 +116,8 @@ def crops_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _main(*args: str) -> tuple[int, str, str]:
     """`facecorpus ARGS` inside this process (no interpreter start under a busy machine); timestamps pinned."""
-    from facecorpus.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    saved_argv, saved_epoch = sys.argv, os.environ.get("SOURCE_DATE_EPOCH")
-    sys.argv, os.environ["SOURCE_DATE_EPOCH"] = ["facecorpus", *args], EPOCH
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = saved_argv
-        if saved_epoch is None:
-            os.environ.pop("SOURCE_DATE_EPOCH")
-        else:
-            os.environ["SOURCE_DATE_EPOCH"] = saved_epoch
-    return code, out.getvalue(), err.getvalue()
+    proc = cli_in_process(*args, env={"SOURCE_DATE_EPOCH": EPOCH})
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def _run_until(recipe: Path, out: str, resume: bool, condition) -> bool:  # noqa: ANN001 - a predicate

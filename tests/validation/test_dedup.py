@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import random
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import apache_beam as beam
@@ -20,23 +18,12 @@ from facecorpus.image_check import hamming
 from facecorpus.validation.dedup import ExactDuplicates, HoldoutMatches, NearDuplicates, band_keys
 from facecorpus.validation.holdout import parse_holdout_line
 from tests.support.helpers import write_recipe
+from tests.support.inprocess_cli import cli_in_process
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     """`facecorpus ARGS` in this process (no interpreter start-up), reported like a finished subprocess."""
-    from facecorpus.cli import main
-
-    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
-    sys.argv = ["facecorpus", *args]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    return cli_in_process(*args)
 
 
 def _flip(h: int, bits: list[int]) -> int:
@@ -256,7 +243,6 @@ def test_two_inputs_with_one_key_keep_one(tmp_path: Path):
 def test_a_resume_dedups_against_images_its_source_skipped(tmp_path: Path):
     """A source that skips finished inputs before reading them (LAION: the download) leaves them out of the
     run; the hashes dedup committed for them in the earlier attempt still make their duplicates lose."""
-    import io
 
     from PIL import Image
 
